@@ -1,0 +1,51 @@
+# cloudpickle-rs: every target sets itself up from a fresh clone (venv, pinned packages, release build).
+# `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deps-stamp
+CARGO_TEST_CRATES := -p pickle_wire -p function_source
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv build build-dev test test-rust test-python demo bench lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements/dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/dev.txt
+	touch $@
+
+venv: $(STAMP) ## Create .venv with the pinned build and test dependencies
+
+build: $(STAMP) ## Build the extension in release mode into .venv
+	flock .build.lock maturin develop --release --quiet
+
+build-dev: $(STAMP) ## Build the extension with the dev profile (fast edit loop)
+	flock .build.lock maturin develop --quiet
+
+test-rust: ## cargo test of the pure-Rust crates
+	cargo test --quiet $(CARGO_TEST_CRATES)
+
+test-python: build ## pytest suite against the release build
+	$(PY) -m pytest -q tests
+
+test: test-rust test-python ## Everything CI runs: cargo tests, then the pytest suite on a release build
+
+demo: build ## Run the demo
+	$(PY) examples/demo.py
+
+bench: build ## Benchmarks: us vs pickle vs cloudpickle, medians and ratios from one run
+	$(PY) benches/run.py
+
+lint: ## cargo clippy and fmt check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo fmt --all --check
+
+clean: ## Remove build products and the venv
+	rm -rf target $(VENV) .build.lock
