@@ -1,1 +1,68 @@
+//! `cloudpickle_rs._native`: the object walk and the `Pickler` class.
+//!
+//! The only crate of the workspace that touches Python objects. The byte encodings are in
+//! `pickle_wire`; source slicing for by_source is in `function_source`.
 
+mod dumper;
+mod errors;
+mod globals;
+mod memo;
+mod pickler;
+mod statics;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use dumper::{Dumper, Hooks};
+use memo::Memo;
+use pickler::{check_buffer_callback, parse_protocol, Pickler};
+
+/// Return the pickled representation of `obj` as bytes.
+#[pyfunction]
+#[pyo3(signature = (obj, protocol=None, buffer_callback=None, *, fix_imports=true))]
+fn dumps<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    protocol: Option<&Bound<'py, PyAny>>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+    fix_imports: bool,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let proto = parse_protocol(protocol)?;
+    let buffer_callback = buffer_callback.filter(|b| !b.is_none());
+    check_buffer_callback(proto, &buffer_callback)?;
+    let hooks = Hooks { buffer_callback, ..Hooks::default() };
+    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::default())?;
+    dumper.dump(obj)?;
+    Ok(PyBytes::new(py, dumper.output()))
+}
+
+/// Write the pickled representation of `obj` to the open file object `file`.
+#[pyfunction]
+#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, *, fix_imports=true))]
+fn dump<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    file: &Bound<'py, PyAny>,
+    protocol: Option<&Bound<'py, PyAny>>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+    fix_imports: bool,
+) -> PyResult<()> {
+    let proto = parse_protocol(protocol)?;
+    let buffer_callback = buffer_callback.filter(|b| !b.is_none());
+    check_buffer_callback(proto, &buffer_callback)?;
+    let write = dumper::lookup_attr(file, pyo3::intern!(py, "write"))?
+        .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?;
+    let hooks = Hooks { buffer_callback, ..Hooks::default() };
+    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::default())?;
+    dumper.dump(obj)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Pickler>()?;
+    m.add_function(wrap_pyfunction!(dumps, m)?)?;
+    m.add_function(wrap_pyfunction!(dump, m)?)?;
+    m.add("HIGHEST_PROTOCOL", pickle_wire::HIGHEST_PROTOCOL)?;
+    m.add("DEFAULT_PROTOCOL", pickle_wire::DEFAULT_PROTOCOL)?;
+    Ok(())
+}

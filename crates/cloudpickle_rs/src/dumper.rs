@@ -1,0 +1,1195 @@
+//! One dump: the object walk, mirroring `_pickle.c`'s `save()`.
+//!
+//! The per-dump state lives in [`Dumper`], a plain struct passed down the walk (never behind a
+//! pyclass borrow): user code called from the walk (`__reduce_ex__`, `persistent_id`,
+//! `reducer_override`) may call back into a pickler.
+
+use std::collections::HashSet;
+use std::os::raw::c_int;
+use std::ptr;
+
+use pickle_wire::{Payload, Writer, BATCHSIZE};
+use pyo3::exceptions::{PyBufferError, PyRecursionError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+
+use crate::errors::{type_name, ErrorPath};
+use crate::memo::Memo;
+use crate::statics::{pickling_error, statics, Statics};
+
+/// Below this much native stack we refuse to go deeper and raise RecursionError.
+const STACK_RED_ZONE: usize = 256 * 1024;
+/// `_pickle.c`'s FAST_NESTING_LIMIT: fast mode starts tracking cycles past this depth.
+const FAST_NESTING_LIMIT: usize = 50;
+
+/// The hooks a pickler instance brings to one dump (all optional).
+#[derive(Default)]
+pub(crate) struct Hooks<'py> {
+    pub persistent_id: Option<Bound<'py, PyAny>>,
+    pub reducer_override: Option<Bound<'py, PyAny>>,
+    pub dispatch_table: Option<Bound<'py, PyAny>>,
+    pub buffer_callback: Option<Bound<'py, PyAny>>,
+}
+
+pub(crate) struct Dumper<'py> {
+    pub py: Python<'py>,
+    pub w: Writer,
+    pub memo: Memo,
+    pub proto: u8,
+    pub fix_imports: bool,
+    pub fast: bool,
+    fast_nesting: usize,
+    fast_memo: HashSet<usize>,
+    /// `file.write` when dumping to a file; None for `dumps`.
+    write: Option<Bound<'py, PyAny>>,
+    pub hooks: Hooks<'py>,
+    pub st: &'py Statics,
+    pub err_path: ErrorPath,
+}
+
+type SaveResult = PyResult<()>;
+
+impl<'py> Dumper<'py> {
+    pub(crate) fn new(
+        py: Python<'py>,
+        proto: u8,
+        fix_imports: bool,
+        write: Option<Bound<'py, PyAny>>,
+        hooks: Hooks<'py>,
+        memo: Memo,
+    ) -> PyResult<Self> {
+        let st = statics(py)?;
+        Ok(Dumper {
+            py,
+            w: Writer::with_capacity(proto, if write.is_some() { 64 * 1024 + 64 } else { 256 }),
+            memo,
+            proto,
+            fix_imports,
+            fast: false,
+            fast_nesting: 0,
+            fast_memo: HashSet::new(),
+            write,
+            hooks,
+            st,
+            err_path: ErrorPath::default(),
+        })
+    }
+
+    /// Write a whole stream: PROTO, the object, STOP, then flush to the file if there is one.
+    pub(crate) fn dump(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        self.w.start();
+        let result = self.save(obj, false);
+        if let Err(err) = result {
+            return Err(self.err_path.finish(self.py, err, obj));
+        }
+        self.w.finish();
+        self.flush()
+    }
+
+    pub(crate) fn into_memo(self) -> Memo {
+        self.memo
+    }
+
+    pub(crate) fn output(&self) -> &[u8] {
+        self.w.as_bytes()
+    }
+
+    /// Write the buffered bytes to the file (file-backed dumps only).
+    fn flush(&mut self) -> SaveResult {
+        if let Some(write) = &self.write {
+            if !self.w.is_empty() {
+                let chunk = PyBytes::new(self.py, self.w.as_bytes());
+                write.call1((chunk,))?;
+                self.w.clear();
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn opcode_boundary(&mut self) -> SaveResult {
+        if self.w.opcode_boundary() && self.write.is_some() {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// A length-prefixed payload after its header: straight to the file when it bypasses framing
+    /// and a file is there (no copy into our buffer), else into the buffer.
+    fn payload(&mut self, mode: Payload, data: &[u8], as_object: Option<&Bound<'py, PyAny>>) -> SaveResult {
+        match (mode, &self.write) {
+            (Payload::Bypass, Some(_)) => {
+                self.flush()?;
+                let write = self.write.as_ref().map(|w| w.clone());
+                if let Some(write) = write {
+                    match as_object {
+                        Some(o) => write.call1((o,))?,
+                        None => write.call1((PyBytes::new(self.py, data),))?,
+                    };
+                }
+                Ok(())
+            }
+            _ => {
+                self.w.payload(data);
+                Ok(())
+            }
+        }
+    }
+
+    #[inline]
+    fn memo_put(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        if self.fast {
+            return Ok(());
+        }
+        let idx = self.memo.put(obj);
+        self.w.memo_put(idx).map_err(|e| pickling_error(self.py, e.to_string()))
+    }
+
+    #[inline]
+    fn memo_get(&mut self, idx: usize) -> SaveResult {
+        self.w.memo_get(idx).map_err(|e| pickling_error(self.py, e.to_string()))
+    }
+
+    /// The heart of the walk, in `_pickle.c`'s order.
+    pub(crate) fn save(&mut self, obj: &Bound<'py, PyAny>, pers_save: bool) -> SaveResult {
+        self.opcode_boundary()?;
+        if !pers_save && self.hooks.persistent_id.is_some() && self.save_pers(obj)? {
+            return Ok(());
+        }
+        let p = obj.as_ptr();
+        // SAFETY: `p` is a live object (we hold `obj`); reading its type pointer is always valid.
+        let tp = unsafe { ffi::Py_TYPE(p) };
+
+        // Atoms: never memoized, so no memo lookup.
+        if p == unsafe { ffi::Py_None() } {
+            self.w.none();
+            return Ok(());
+        }
+        if p == unsafe { ffi::Py_True() } {
+            self.w.bool(true);
+            return Ok(());
+        }
+        if p == unsafe { ffi::Py_False() } {
+            self.w.bool(false);
+            return Ok(());
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyLong_Type) {
+            return self.save_long(obj);
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            return self.save_float(obj);
+        }
+
+        if let Some(idx) = self.memo.get(obj) {
+            return self.memo_get(idx);
+        }
+
+        if tp == ptr::addr_of_mut!(ffi::PyBytes_Type) {
+            return self.save_bytes(obj);
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            return self.save_str(obj);
+        }
+
+        // Only containers and reductions can nest: check depth from here, atoms stay fast.
+        let _guard = RecursionGuard::enter(self.py)?;
+
+        let result = if tp == ptr::addr_of_mut!(ffi::PyDict_Type) {
+            self.save_dict(obj)
+        } else if tp == ptr::addr_of_mut!(ffi::PySet_Type) {
+            self.save_set(obj)
+        } else if tp == ptr::addr_of_mut!(ffi::PyFrozenSet_Type) {
+            self.save_frozenset(obj)
+        } else if tp == ptr::addr_of_mut!(ffi::PyList_Type) {
+            self.save_list(obj)
+        } else if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
+            self.save_tuple(obj)
+        } else if tp == ptr::addr_of_mut!(ffi::PyByteArray_Type) {
+            self.save_bytearray(obj)
+        } else if tp.cast::<ffi::PyObject>() == self.st.pickle_buffer_type.as_ptr() {
+            self.save_picklebuffer(obj)
+        } else {
+            self.save_other(obj, tp)
+        };
+        result
+    }
+
+    /// Everything that is not an exact built-in: reducer_override, types and functions by
+    /// reference, dispatch tables, `__reduce_ex__`.
+    #[inline(never)]
+    fn save_other(&mut self, obj: &Bound<'py, PyAny>, tp: *mut ffi::PyTypeObject) -> SaveResult {
+        let py = self.py;
+        if let Some(ro) = self.hooks.reducer_override.clone() {
+            let rv = ro.call1((obj,))?;
+            if !rv.is(&py.NotImplemented()) {
+                return self.save_reduce_value(obj, &rv);
+            }
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyType_Type) {
+            return self.save_type(obj);
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyFunction_Type) {
+            return self.save_global(obj, None);
+        }
+        // SAFETY: `tp` is the live type object of `obj`.
+        let type_obj = unsafe { Bound::from_borrowed_ptr(py, tp.cast::<ffi::PyObject>()) };
+        let mut reduce_func: Option<Bound<'py, PyAny>> = None;
+        match &self.hooks.dispatch_table {
+            None => {
+                let table = self.st.copyreg_dispatch_table.bind(py).downcast::<PyDict>()?;
+                reduce_func = table.get_item(&type_obj)?;
+            }
+            Some(table) => match table.get_item(&type_obj) {
+                Ok(f) => reduce_func = Some(f),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => {}
+                Err(e) => return Err(e),
+            },
+        }
+        let rv = if let Some(f) = reduce_func {
+            f.call1((obj,))?
+        } else if unsafe { ffi::PyType_IsSubtype(tp, ptr::addr_of_mut!(ffi::PyType_Type)) } != 0 {
+            return self.save_global(obj, None);
+        } else if let Some(rex) = lookup_attr(obj, intern!(py, "__reduce_ex__"))? {
+            rex.call1((self.proto,))?
+        } else if let Some(r) = lookup_attr(obj, intern!(py, "__reduce__"))? {
+            r.call0()?
+        } else {
+            return Err(pickling_error(py, format!("can't pickle '{}' object: {}", type_name(obj), safe_repr(obj))));
+        };
+        self.save_reduce_value(obj, &rv)
+    }
+
+    /// What a reducer returned: a string names a global, a tuple is a reduction.
+    pub(crate) fn save_reduce_value(&mut self, obj: &Bound<'py, PyAny>, rv: &Bound<'py, PyAny>) -> SaveResult {
+        if rv.is_instance_of::<PyString>() {
+            return self.save_global(obj, Some(rv.downcast::<PyString>()?));
+        }
+        let Ok(tuple) = rv.downcast::<PyTuple>() else {
+            return Err(pickling_error(self.py, "__reduce__ must return a string or tuple"));
+        };
+        self.save_reduce(tuple, Some(obj))
+    }
+
+    // ----- atoms -------------------------------------------------------------------------------
+
+    fn save_long(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        let mut overflow: c_int = 0;
+        // SAFETY: `obj` is an exact int.
+        let v = unsafe { ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow) };
+        if overflow == 0 {
+            if v == -1 && PyErr::occurred(self.py) {
+                return Err(PyErr::fetch(self.py));
+            }
+            self.w.int(v);
+            return Ok(());
+        }
+        self.save_big_long(obj)
+    }
+
+    #[inline(never)]
+    fn save_big_long(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        if self.proto >= 2 {
+            // SAFETY: exact int; _PyLong_NumBits only fails for non-ints.
+            let nbits = unsafe { ffi::_PyLong_NumBits(obj.as_ptr()) };
+            if nbits == usize::MAX {
+                return Err(PyErr::fetch(self.py));
+            }
+            let nbytes = (nbits >> 3) + 1;
+            let mut buf = vec![0u8; nbytes];
+            // SAFETY: `buf` holds `nbytes` bytes, enough for a signed little-endian copy.
+            let rc = unsafe {
+                ffi::_PyLong_AsByteArray(obj.as_ptr().cast::<ffi::PyLongObject>(), buf.as_mut_ptr(), nbytes, 1, 1)
+            };
+            if rc < 0 {
+                return Err(PyErr::fetch(self.py));
+            }
+            let digits = pickle_wire::minimal_twos_complement(&buf);
+            self.w.long_le_bytes(digits);
+        } else {
+            let text = obj.repr()?;
+            self.w.long_text(text.to_str()?.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn save_float(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        // SAFETY: exact float.
+        let v = unsafe { ffi::PyFloat_AS_DOUBLE(obj.as_ptr()) };
+        if self.w.is_binary() {
+            self.w.binfloat(v);
+        } else {
+            let text = obj.repr()?;
+            self.w.float_text(text.to_str()?.as_bytes());
+        }
+        Ok(())
+    }
+
+    fn save_str(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        if !self.w.is_binary() {
+            self.save_str_text(obj)?;
+            return self.memo_put(obj);
+        }
+        let mut size: ffi::Py_ssize_t = 0;
+        // SAFETY: exact str; the UTF-8 buffer is cached in the object and lives as long as it.
+        let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size) };
+        if data.is_null() {
+            // Lone surrogates: UTF-8 with surrogatepass, as _pickle.c does.
+            // SAFETY: clearing the UnicodeEncodeError we are handling.
+            unsafe { ffi::PyErr_Clear() };
+            let encoded = obj.call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?;
+            let bytes = encoded.downcast::<PyBytes>()?;
+            let mode = self.w.unicode_header(bytes.as_bytes().len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+            self.payload(mode, bytes.as_bytes(), Some(bytes.as_any()))?;
+        } else {
+            // SAFETY: `data` points to `size` bytes owned by `obj`, which outlives this slice.
+            let slice = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size as usize) };
+            let mode = self.w.unicode_header(slice.len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+            if mode == Payload::Inline {
+                self.w.payload(slice);
+            } else {
+                self.payload(mode, slice, None)?;
+            }
+        }
+        self.memo_put(obj)
+    }
+
+    #[inline(never)]
+    fn save_str_text(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        // SAFETY: exact str; PyUnicode_AsUCS4Copy returns a PyMem buffer we free below.
+        let len = unsafe { ffi::PyUnicode_GetLength(obj.as_ptr()) };
+        let buf = unsafe { ffi::PyUnicode_AsUCS4Copy(obj.as_ptr()) };
+        if buf.is_null() {
+            return Err(PyErr::fetch(self.py));
+        }
+        // SAFETY: the copy holds `len` code points (plus a NUL we do not read).
+        let chars: Vec<u32> = unsafe { std::slice::from_raw_parts(buf, len as usize) }.to_vec();
+        unsafe { ffi::PyMem_Free(buf.cast()) };
+        self.w.unicode_text(chars.into_iter());
+        Ok(())
+    }
+
+    fn save_bytes(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        let bytes = obj.downcast::<PyBytes>()?;
+        if self.proto < 3 {
+            // No bytes opcode before protocol 3: `_codecs.encode(latin1_str, 'latin1')`.
+            let py = self.py;
+            let data = bytes.as_bytes();
+            let rv = if data.is_empty() {
+                PyTuple::new(py, [py.get_type::<PyBytes>().into_any(), PyTuple::empty(py).into_any()])?
+            } else {
+                let text: String = data.iter().map(|&b| char::from(b)).collect();
+                let args = PyTuple::new(py, [PyString::new(py, &text).into_any(), PyString::new(py, "latin1").into_any()])?;
+                PyTuple::new(py, [self.st.codecs_encode.bind(py).clone(), args.into_any()])?
+            };
+            return self.save_reduce(&rv, Some(obj));
+        }
+        let data = bytes.as_bytes();
+        let mode = self.w.bytes_header(data.len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+        self.payload(mode, data, Some(obj))?;
+        self.memo_put(obj)
+    }
+
+    fn save_bytearray(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        let py = self.py;
+        if self.proto < 5 {
+            let ba_type = py.get_type::<pyo3::types::PyByteArray>().into_any();
+            // SAFETY: exact bytearray; its buffer is valid while we hold it and call no Python.
+            let data: Vec<u8> = unsafe { obj.downcast_unchecked::<pyo3::types::PyByteArray>().as_bytes().to_vec() };
+            let args = if data.is_empty() {
+                PyTuple::empty(py)
+            } else {
+                PyTuple::new(py, [PyBytes::new(py, &data)])?
+            };
+            let rv = PyTuple::new(py, [ba_type, args.into_any()])?;
+            return self.save_reduce(&rv, Some(obj));
+        }
+        // SAFETY: as above; no Python code runs while the slice is alive (payload may call
+        // file.write, so copy first when bypassing).
+        let data = unsafe { obj.downcast_unchecked::<pyo3::types::PyByteArray>().as_bytes() };
+        let mode = self.w.bytearray_header(data.len());
+        if mode == Payload::Inline {
+            self.w.payload(data);
+        } else {
+            let owned = data.to_vec();
+            self.payload(mode, &owned, Some(obj))?;
+        }
+        self.memo_put(obj)
+    }
+
+    #[inline(never)]
+    fn save_picklebuffer(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        let py = self.py;
+        if self.proto < 5 {
+            return Err(pickling_error(py, "PickleBuffer can only pickled with protocol >= 5"));
+        }
+        let view = BufferView::get(obj)?;
+        if !view.is_contiguous() {
+            return Err(PyBufferError::new_err("PickleBuffer can not be pickled when pointing to a non-contiguous buffer"));
+        }
+        let readonly = view.readonly();
+        let mut in_band = true;
+        if let Some(cb) = &self.hooks.buffer_callback {
+            let ret = cb.call1((obj,))?;
+            in_band = ret.is_truthy()?;
+        }
+        if in_band {
+            let data = view.as_slice();
+            if readonly {
+                let mode = self.w.bytes_header(data.len()).map_err(|e| pickling_error(py, e.to_string()))?;
+                let owned;
+                let slice = if mode == Payload::Bypass && self.write.is_some() {
+                    owned = data.to_vec();
+                    &owned[..]
+                } else {
+                    data
+                };
+                self.payload(mode, slice, Some(obj))?;
+            } else {
+                let mode = self.w.bytearray_header(data.len());
+                let owned;
+                let slice = if mode == Payload::Bypass && self.write.is_some() {
+                    owned = data.to_vec();
+                    &owned[..]
+                } else {
+                    data
+                };
+                self.payload(mode, slice, Some(obj))?;
+            }
+            drop(view);
+            self.memo_put(obj)
+        } else {
+            self.w.next_buffer(readonly);
+            Ok(())
+        }
+    }
+
+    fn save_pers(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let Some(f) = self.hooks.persistent_id.clone() else { return Ok(false) };
+        let pid = f.call1((obj,))?;
+        if pid.is_none() {
+            return Ok(false);
+        }
+        if self.w.is_binary() {
+            self.save(&pid, true)?;
+            self.w.op(pickle_wire::opcodes::BINPERSID);
+        } else {
+            let text = pid.str()?;
+            let s = text.to_str()?;
+            if !s.is_ascii() {
+                return Err(pickling_error(self.py, "persistent IDs in protocol 0 must be ASCII strings"));
+            }
+            self.w.persid_text(s.as_bytes());
+        }
+        Ok(true)
+    }
+
+    // ----- containers --------------------------------------------------------------------------
+
+    fn fast_enter(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        self.fast_nesting += 1;
+        if self.fast_nesting >= FAST_NESTING_LIMIT {
+            let key = obj.as_ptr() as usize;
+            if !self.fast_memo.insert(key) {
+                return Err(PyValueError::new_err(format!(
+                    "fast mode: can't pickle cyclic objects including object type {} at {:p}",
+                    type_name(obj),
+                    obj.as_ptr()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn fast_leave(&mut self, obj: &Bound<'py, PyAny>) {
+        if self.fast_nesting >= FAST_NESTING_LIMIT {
+            self.fast_memo.remove(&(obj.as_ptr() as usize));
+        }
+        self.fast_nesting = self.fast_nesting.saturating_sub(1);
+    }
+
+    fn save_list(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        if self.fast {
+            self.fast_enter(obj)?;
+        }
+        self.w.empty_list();
+        self.memo_put(obj)?;
+        let list = obj.downcast::<PyList>()?;
+        if list.len() > 0 {
+            if self.proto > 0 {
+                self.batch_list_exact(list)?;
+            } else {
+                let iter = obj.try_iter()?;
+                self.batch_list(iter.into_any())?;
+            }
+        }
+        if self.fast {
+            self.fast_leave(obj);
+        }
+        Ok(())
+    }
+
+    fn batch_list_exact(&mut self, list: &Bound<'py, PyList>) -> SaveResult {
+        use pickle_wire::opcodes::{APPEND, APPENDS, MARK};
+        let py = self.py;
+        let list_ptr = list.as_ptr();
+        // SAFETY (both reads): `list` is an exact list we hold; we re-read its size every step
+        // and take a strong reference to each item before any Python code can run.
+        let size = || unsafe { ffi::PyList_GET_SIZE(list_ptr) } as usize;
+        let item_at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
+        if size() == 1 {
+            let item = item_at(0);
+            self.save(&item, false).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
+            self.w.op(APPEND);
+            return Ok(());
+        }
+        let mut total = 0usize;
+        loop {
+            let mut batch = 0;
+            self.w.op(MARK);
+            while total < size() {
+                let item = item_at(total);
+                self.save(&item, false).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
+                total += 1;
+                batch += 1;
+                if batch == BATCHSIZE {
+                    break;
+                }
+            }
+            self.w.op(APPENDS);
+            if total >= size() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Items from an iterator (list subclasses' `listitems`, protocol 0 lists).
+    pub(crate) fn batch_list(&mut self, iter: Bound<'py, PyAny>) -> SaveResult {
+        use pickle_wire::opcodes::{APPEND, APPENDS, MARK};
+        let py = self.py;
+        let mut index = 0usize;
+        let next = || -> PyResult<Option<Bound<'py, PyAny>>> {
+            // SAFETY: PyIter_Next on an object we hold; NULL with or without an error set.
+            let p = unsafe { ffi::PyIter_Next(iter.as_ptr()) };
+            if p.is_null() {
+                match PyErr::take(py) {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                }
+            } else {
+                Ok(Some(unsafe { Bound::from_owned_ptr(py, p) }))
+            }
+        };
+        if !self.w.is_binary() {
+            while let Some(item) = next()? {
+                self.save(&item, false).map_err(|e| self.err_path.iter_item(py, e, index))?;
+                index += 1;
+                self.w.op(APPEND);
+            }
+            return Ok(());
+        }
+        loop {
+            let Some(first) = next()? else { return Ok(()) };
+            let Some(second) = next()? else {
+                self.save(&first, false).map_err(|e| self.err_path.iter_item(py, e, index))?;
+                self.w.op(APPEND);
+                return Ok(());
+            };
+            self.w.op(MARK);
+            self.save(&first, false).map_err(|e| self.err_path.iter_item(py, e, index))?;
+            index += 1;
+            let mut n = 1;
+            let mut item = Some(second);
+            while let Some(it) = item {
+                self.save(&it, false).map_err(|e| self.err_path.iter_item(py, e, index))?;
+                index += 1;
+                n += 1;
+                if n == BATCHSIZE {
+                    break;
+                }
+                item = next()?;
+            }
+            self.w.op(APPENDS);
+            if n < BATCHSIZE {
+                return Ok(());
+            }
+        }
+    }
+
+    fn save_dict(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        if self.fast {
+            self.fast_enter(obj)?;
+        }
+        self.w.empty_dict();
+        self.memo_put(obj)?;
+        if self.proto > 0 {
+            self.batch_dict_exact(obj.downcast::<PyDict>()?)?;
+        } else {
+            let items = obj.call_method0(intern!(self.py, "items"))?;
+            self.batch_dict(items.try_iter()?.into_any())?;
+        }
+        if self.fast {
+            self.fast_leave(obj);
+        }
+        Ok(())
+    }
+
+    fn batch_dict_exact(&mut self, dict: &Bound<'py, PyDict>) -> SaveResult {
+        use pickle_wire::opcodes::{MARK, SETITEM, SETITEMS};
+        let py = self.py;
+        let dp = dict.as_ptr();
+        // SAFETY: exact dict we hold.
+        let dict_size = unsafe { ffi::PyDict_Size(dp) };
+        if dict_size == 0 {
+            return Ok(());
+        }
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut next = || -> Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+            let mut k = ptr::null_mut();
+            let mut v = ptr::null_mut();
+            // SAFETY: PyDict_Next with borrowed outputs; we take strong references right away.
+            if unsafe { ffi::PyDict_Next(dp, &mut pos, &mut k, &mut v) } == 0 {
+                return None;
+            }
+            Some(unsafe { (Bound::from_borrowed_ptr(py, k), Bound::from_borrowed_ptr(py, v)) })
+        };
+        if dict_size == 1 {
+            if let Some((k, v)) = next() {
+                self.save(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save(&v, false).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.w.op(SETITEM);
+            }
+            return Ok(());
+        }
+        loop {
+            let mut i = 0;
+            self.w.op(MARK);
+            while let Some((k, v)) = next() {
+                self.save(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save(&v, false).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                i += 1;
+                if i == BATCHSIZE {
+                    break;
+                }
+            }
+            self.w.op(SETITEMS);
+            // SAFETY: exact dict we hold.
+            if unsafe { ffi::PyDict_Size(dp) } != dict_size {
+                return Err(PyRuntimeError::new_err("dictionary changed size during iteration"));
+            }
+            if i != BATCHSIZE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Key/value pairs from an iterator (dict subclasses' `dictitems`, protocol 0 dicts).
+    pub(crate) fn batch_dict(&mut self, iter: Bound<'py, PyAny>) -> SaveResult {
+        use pickle_wire::opcodes::{MARK, SETITEM, SETITEMS};
+        let py = self.py;
+        let next = || -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> {
+            // SAFETY: as in batch_list.
+            let p = unsafe { ffi::PyIter_Next(iter.as_ptr()) };
+            if p.is_null() {
+                return match PyErr::take(py) {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                };
+            }
+            let item = unsafe { Bound::from_owned_ptr(py, p) };
+            match item.downcast::<PyTuple>() {
+                Ok(t) if t.len() == 2 => Ok(Some((t.get_item(0)?, t.get_item(1)?))),
+                _ => Err(PyTypeError::new_err("dict items iterator must return 2-tuples")),
+            }
+        };
+        let save_pair = |this: &mut Self, k: &Bound<'py, PyAny>, v: &Bound<'py, PyAny>| -> SaveResult {
+            this.save(k, false).map_err(|e| this.err_path.dict_key(py, e, k))?;
+            this.save(v, false).map_err(|e| this.err_path.dict_value(py, e, k))
+        };
+        if !self.w.is_binary() {
+            while let Some((k, v)) = next()? {
+                save_pair(self, &k, &v)?;
+                self.w.op(SETITEM);
+            }
+            return Ok(());
+        }
+        loop {
+            let Some((k1, v1)) = next()? else { return Ok(()) };
+            let Some(second) = next()? else {
+                save_pair(self, &k1, &v1)?;
+                self.w.op(SETITEM);
+                return Ok(());
+            };
+            self.w.op(MARK);
+            save_pair(self, &k1, &v1)?;
+            let mut n = 1;
+            let mut item = Some(second);
+            while let Some((k, v)) = item {
+                save_pair(self, &k, &v)?;
+                n += 1;
+                if n == BATCHSIZE {
+                    break;
+                }
+                item = next()?;
+            }
+            self.w.op(SETITEMS);
+            if n < BATCHSIZE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The elements of a set, strong references taken, in a canonical order when they are all
+    /// strings (whose iteration order depends on PYTHONHASHSEED) so the bytes are deterministic.
+    fn set_elements(&self, obj: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let mut items: Vec<Bound<'py, PyAny>> = Vec::new();
+        for item in obj.try_iter()? {
+            items.push(item?);
+        }
+        let all_str = items.iter().all(|i| i.is_exact_instance_of::<PyString>());
+        if all_str && items.len() > 1 {
+            let mut keyed: Vec<(Vec<u8>, Bound<'py, PyAny>)> = Vec::with_capacity(items.len());
+            for item in items {
+                let key = match item.downcast::<PyString>()?.to_str() {
+                    Ok(s) => s.as_bytes().to_vec(),
+                    Err(_) => item.call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?.extract::<Vec<u8>>()?,
+                };
+                keyed.push((key, item));
+            }
+            keyed.sort_by(|a, b| a.0.cmp(&b.0));
+            items = keyed.into_iter().map(|(_, i)| i).collect();
+        }
+        Ok(items)
+    }
+
+    fn save_set(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        use pickle_wire::opcodes::{ADDITEMS, EMPTY_SET, MARK};
+        let py = self.py;
+        if self.proto < 4 {
+            let items = PyList::new(py, self.set_elements(obj)?)?;
+            let rv = PyTuple::new(py, [py.get_type::<pyo3::types::PySet>().into_any(), PyTuple::new(py, [items])?.into_any()])?;
+            return self.save_reduce(&rv, Some(obj));
+        }
+        self.w.op(EMPTY_SET);
+        self.memo_put(obj)?;
+        let set_size = obj.len()?;
+        if set_size == 0 {
+            return Ok(());
+        }
+        let items = self.set_elements(obj)?;
+        for batch in items.chunks(BATCHSIZE) {
+            self.w.op(MARK);
+            for item in batch {
+                self.save(item, false).map_err(|e| self.err_path.set_element(py, e, obj))?;
+            }
+            self.w.op(ADDITEMS);
+            if obj.len()? != set_size {
+                return Err(PyRuntimeError::new_err("set changed size during iteration"));
+            }
+        }
+        Ok(())
+    }
+
+    fn save_frozenset(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        use pickle_wire::opcodes::{FROZENSET, MARK, POP_MARK};
+        let py = self.py;
+        if self.proto < 4 {
+            let items = PyList::new(py, self.set_elements(obj)?)?;
+            let rv = PyTuple::new(py, [py.get_type::<pyo3::types::PyFrozenSet>().into_any(), PyTuple::new(py, [items])?.into_any()])?;
+            return self.save_reduce(&rv, Some(obj));
+        }
+        self.w.op(MARK);
+        for item in self.set_elements(obj)? {
+            self.save(&item, false).map_err(|e| self.err_path.set_element(py, e, obj))?;
+        }
+        if let Some(idx) = self.memo.get(obj) {
+            // Recursive: it reached the memo through its own elements.
+            self.w.op(POP_MARK);
+            return self.memo_get(idx);
+        }
+        self.w.op(FROZENSET);
+        self.memo_put(obj)
+    }
+
+    fn save_tuple(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        use pickle_wire::opcodes::MARK;
+        let py = self.py;
+        let tuple = obj.downcast::<PyTuple>()?;
+        let len = tuple.len();
+        if len == 0 {
+            self.w.empty_tuple();
+            return Ok(());
+        }
+        let uses_mark = self.w.tuple_uses_mark(len);
+        if uses_mark {
+            self.w.op(MARK);
+        }
+        for (i, item) in tuple.iter().enumerate() {
+            self.save(&item, false).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
+        }
+        if let Some(idx) = self.memo.get(obj) {
+            // The tuple is recursive: throw away its items and fetch it from the memo.
+            self.w.discard_tuple_items(len, uses_mark);
+            return self.memo_get(idx);
+        }
+        self.w.tuple_end(len);
+        self.memo_put(obj)
+    }
+
+    // ----- reductions --------------------------------------------------------------------------
+
+    /// `save_reduce` of `_pickle.c`: a 2- to 6-tuple (callable, args, state, listitems,
+    /// dictitems, state_setter). `obj` is None when the result must not be memoized.
+    pub(crate) fn save_reduce(&mut self, rv: &Bound<'py, PyTuple>, obj: Option<&Bound<'py, PyAny>>) -> SaveResult {
+        use pickle_wire::opcodes::{BUILD, NEWOBJ, NEWOBJ_EX, POP, REDUCE, TUPLE2};
+        let py = self.py;
+        let size = rv.len();
+        if !(2..=6).contains(&size) {
+            return Err(pickling_error(py, "tuple returned by __reduce__ must contain 2 through 6 elements"));
+        }
+        let item = |i: usize| -> PyResult<Option<Bound<'py, PyAny>>> {
+            if i < size {
+                let v = rv.get_item(i)?;
+                Ok(if v.is_none() { None } else { Some(v) })
+            } else {
+                Ok(None)
+            }
+        };
+        let callable = rv.get_item(0)?;
+        let argtup = rv.get_item(1)?;
+        let state = item(2)?;
+        let listitems = item(3)?;
+        let dictitems = item(4)?;
+        let state_setter = item(5)?;
+        if !callable.is_callable() {
+            return Err(pickling_error(py, "first item of the tuple returned by __reduce__ must be callable"));
+        }
+        let Ok(argtup) = argtup.downcast_into::<PyTuple>() else {
+            return Err(pickling_error(py, "second item of the tuple returned by __reduce__ must be a tuple"));
+        };
+        if let Some(li) = &listitems {
+            if unsafe { ffi::PyIter_Check(li.as_ptr()) } == 0 {
+                return Err(pickling_error(
+                    py,
+                    format!("fourth element of the tuple returned by __reduce__ must be an iterator, not {}", type_name(li)),
+                ));
+            }
+        }
+        if let Some(di) = &dictitems {
+            if unsafe { ffi::PyIter_Check(di.as_ptr()) } == 0 {
+                return Err(pickling_error(
+                    py,
+                    format!("fifth element of the tuple returned by __reduce__ must be an iterator, not {}", type_name(di)),
+                ));
+            }
+        }
+        if let Some(ss) = &state_setter {
+            if !ss.is_callable() {
+                return Err(pickling_error(
+                    py,
+                    format!("sixth element of the tuple returned by __reduce__ must be a function, not {}", type_name(ss)),
+                ));
+            }
+        }
+
+        let (mut use_newobj, mut use_newobj_ex) = (false, false);
+        if self.proto >= 2 {
+            if let Some(name) = lookup_attr(&callable, intern!(py, "__name__"))? {
+                if let Ok(name) = name.downcast::<PyString>() {
+                    let n = name.to_cow()?;
+                    use_newobj_ex = n == "__newobj_ex__";
+                    use_newobj = !use_newobj_ex && n == "__newobj__";
+                }
+            }
+        }
+
+        let on_args = |this: &mut Self, e: PyErr| match obj {
+            Some(o) => this.err_path.reduce_args(py, e, o),
+            None => e,
+        };
+        if use_newobj_ex {
+            if argtup.len() != 3 {
+                return Err(pickling_error(
+                    py,
+                    format!("length of the NEWOBJ_EX argument tuple must be exactly 3, not {}", argtup.len()),
+                ));
+            }
+            let cls = argtup.get_item(0)?;
+            if !cls.is_instance_of::<PyType>() {
+                return Err(pickling_error(
+                    py,
+                    format!("first item from NEWOBJ_EX argument tuple must be a class, not {}", type_name(&cls)),
+                ));
+            }
+            let args = argtup.get_item(1)?;
+            let Ok(args) = args.downcast_into::<PyTuple>() else {
+                return Err(pickling_error(
+                    py,
+                    format!("second item from NEWOBJ_EX argument tuple must be a tuple, not {}", type_name(&argtup.get_item(1)?)),
+                ));
+            };
+            let kwargs = argtup.get_item(2)?;
+            let Ok(kwargs) = kwargs.downcast_into::<PyDict>() else {
+                return Err(pickling_error(
+                    py,
+                    format!("third item from NEWOBJ_EX argument tuple must be a dict, not {}", type_name(&argtup.get_item(2)?)),
+                ));
+            };
+            if self.proto >= 4 {
+                self.save(&cls, false)?;
+                self.save(args.as_any(), false).map_err(|e| on_args(self, e))?;
+                self.save(kwargs.as_any(), false).map_err(|e| on_args(self, e))?;
+                self.w.op(NEWOBJ_EX);
+            } else {
+                let mut newargs: Vec<Bound<'py, PyAny>> = Vec::with_capacity(args.len() + 2);
+                newargs.push(cls.getattr(intern!(py, "__new__"))?);
+                newargs.push(cls.clone());
+                newargs.extend(args.iter());
+                let partial = self.st.functools_partial.bind(py).call(PyTuple::new(py, newargs)?, Some(&kwargs))?;
+                self.save(&partial, false)?;
+                self.save(PyTuple::empty(py).as_any(), false)?;
+                self.w.op(REDUCE);
+            }
+        } else if use_newobj {
+            if argtup.is_empty() {
+                return Err(pickling_error(py, "__newobj__ arglist is empty"));
+            }
+            let cls = argtup.get_item(0)?;
+            if !cls.is_instance_of::<PyType>() {
+                return Err(pickling_error(py, "args[0] from __newobj__ args is not a type"));
+            }
+            if let Some(o) = obj {
+                let obj_class = o.getattr(intern!(py, "__class__"))?;
+                if !obj_class.is(&cls) {
+                    return Err(pickling_error(py, "args[0] from __newobj__ args has the wrong class"));
+                }
+            }
+            self.save(&cls, false)?;
+            let newargtup = argtup.get_slice(1, argtup.len());
+            self.save(newargtup.as_any(), false).map_err(|e| on_args(self, e))?;
+            self.w.op(NEWOBJ);
+        } else {
+            self.save(&callable, false)?;
+            self.save(argtup.as_any(), false).map_err(|e| on_args(self, e))?;
+            self.w.op(REDUCE);
+        }
+
+        if let Some(o) = obj {
+            if let Some(idx) = self.memo.get(o) {
+                // Recursive reduction: drop what we built and fetch the memoized object.
+                self.w.op(POP);
+                return self.memo_get(idx);
+            }
+            self.memo_put(o)?;
+        }
+        if let Some(li) = listitems {
+            self.batch_list(li)?;
+        }
+        if let Some(di) = dictitems {
+            self.batch_dict(di)?;
+        }
+        if let Some(state) = state {
+            let on_state = |this: &mut Self, e: PyErr| match obj {
+                Some(o) => this.err_path.reduce_state(py, e, o),
+                None => e,
+            };
+            match state_setter {
+                None => {
+                    self.save(&state, false).map_err(|e| on_state(self, e))?;
+                    self.w.op(BUILD);
+                }
+                Some(setter) => {
+                    // state_setter(obj, state), with its result popped: stack-transparent.
+                    self.save(&setter, false)?;
+                    if let Some(o) = obj {
+                        self.save(o, false)?;
+                    } else {
+                        self.save(&py.None().into_bound(py), false)?;
+                    }
+                    self.save(&state, false).map_err(|e| on_state(self, e))?;
+                    self.w.op(TUPLE2);
+                    self.w.op(REDUCE);
+                    self.w.op(POP);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- globals -----------------------------------------------------------------------------
+
+    fn save_type(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        let py = self.py;
+        let singleton = if obj.is(&py.None().into_bound(py).get_type()) {
+            Some(py.None().into_bound(py))
+        } else if obj.is(&py.Ellipsis().into_bound(py).get_type()) {
+            Some(py.Ellipsis().into_bound(py))
+        } else if obj.is(&py.NotImplemented().into_bound(py).get_type()) {
+            Some(py.NotImplemented().into_bound(py))
+        } else {
+            None
+        };
+        if let Some(s) = singleton {
+            let rv = PyTuple::new(py, [py.get_type::<PyType>().into_any(), PyTuple::new(py, [s])?.into_any()])?;
+            return self.save_reduce(&rv, Some(obj));
+        }
+        self.save_global(obj, None)
+    }
+
+    /// A reference to a global: `module.qualname`, found by import, checked to be `obj`.
+    pub(crate) fn save_global(&mut self, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> SaveResult {
+        crate::globals::save_global(self, obj, name)
+    }
+
+    pub(crate) fn write_global_ref(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        module_name: &Bound<'py, PyString>,
+        global_name: &Bound<'py, PyString>,
+        parent_is_module: bool,
+        parent: &Bound<'py, PyAny>,
+        lastname: &Bound<'py, PyString>,
+    ) -> SaveResult {
+        use pickle_wire::opcodes::STACK_GLOBAL;
+        let py = self.py;
+        if self.proto >= 2 {
+            let key = PyTuple::new(py, [module_name.as_any(), global_name.as_any()])?;
+            let registry = self.st.extension_registry.bind(py).downcast::<PyDict>()?;
+            if let Some(code) = registry.get_item(&key)? {
+                let Ok(code_val) = code.extract::<i64>() else {
+                    return Err(pickling_error(
+                        py,
+                        format!("Can't pickle {}: extension code {} isn't an integer", safe_repr(obj), safe_repr(&code)),
+                    ));
+                };
+                if code_val <= 0 || code_val > 0x7fff_ffff {
+                    return Err(pickling_error(
+                        py,
+                        format!("Can't pickle {}: extension code {} is out of range", safe_repr(obj), code_val),
+                    ));
+                }
+                self.w.ext(code_val as u32);
+                return Ok(());
+            }
+        }
+        let global_name = if parent_is_module { lastname } else { global_name };
+        if self.proto >= 4 {
+            self.save(module_name.as_any(), false)?;
+            self.save(global_name.as_any(), false)?;
+            self.w.op(STACK_GLOBAL);
+        } else if !parent_is_module {
+            let rv = PyTuple::new(
+                py,
+                [
+                    self.st.builtins_getattr.bind(py).clone(),
+                    PyTuple::new(py, [parent.clone(), lastname.clone().into_any()])?.into_any(),
+                ],
+            )?;
+            self.save_reduce(&rv, None)?;
+        } else {
+            let (mut m, mut g) = (module_name.clone(), global_name.clone());
+            if self.proto < 3 && self.fix_imports {
+                (m, g) = crate::globals::fix_imports(self, m, g)?;
+            }
+            let encode = |s: &Bound<'py, PyString>, what: &str| -> PyResult<Vec<u8>> {
+                let text = s.to_cow().map_err(|_| {
+                    pickling_error(py, format!("can't pickle {what} identifier '{}' using pickle protocol {}", s, self.proto))
+                })?;
+                if self.proto != 3 && !text.is_ascii() {
+                    return Err(pickling_error(
+                        py,
+                        format!("can't pickle {what} identifier '{text}' using pickle protocol {}", self.proto),
+                    ));
+                }
+                Ok(text.as_bytes().to_vec())
+            };
+            let mb = encode(&m, "module")?;
+            let gb = encode(&g, "global")?;
+            self.w.global_text(&mb, &gb);
+        }
+        self.memo_put(obj)
+    }
+}
+
+/// `_PyObject_LookupAttr`: Ok(None) when the attribute is missing (AttributeError swallowed).
+pub(crate) fn lookup_attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match obj.getattr(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `repr(obj)` for an error message; never fails.
+pub(crate) fn safe_repr(obj: &Bound<'_, PyAny>) -> String {
+    match obj.repr() {
+        Ok(r) => r.to_string_lossy().into_owned(),
+        Err(_) => format!("<{} object at {:p}>", type_name(obj), obj.as_ptr()),
+    }
+}
+
+/// Depth guard: the interpreter's own recursion limit (so RecursionError comes where pickle's
+/// does), and a native stack check so a raised limit can never overflow our stack.
+struct RecursionGuard;
+
+impl RecursionGuard {
+    #[inline]
+    fn enter(py: Python<'_>) -> PyResult<Self> {
+        // SAFETY: we hold the GIL; the matching Py_LeaveRecursiveCall is in Drop.
+        if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
+            return Err(PyErr::fetch(py));
+        }
+        let guard = RecursionGuard;
+        if stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE) {
+            return Err(PyRecursionError::new_err("maximum recursion depth exceeded while pickling an object (native stack)"));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for RecursionGuard {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: paired with the successful Py_EnterRecursiveCall in `enter`.
+        unsafe { ffi::Py_LeaveRecursiveCall() };
+    }
+}
+
+/// A buffer view of an object exporting the buffer protocol, released on drop.
+struct BufferView {
+    view: Box<ffi::Py_buffer>,
+}
+
+impl BufferView {
+    fn get(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        // SAFETY: a zeroed Py_buffer is the documented initial state; filled by GetBuffer.
+        let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_FULL_RO) } != 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(BufferView { view })
+    }
+    fn is_contiguous(&self) -> bool {
+        self.view.suboffsets.is_null() && unsafe { ffi::PyBuffer_IsContiguous(&*self.view, b'A' as std::os::raw::c_char) } != 0
+    }
+    fn readonly(&self) -> bool {
+        self.view.readonly != 0
+    }
+    fn as_slice(&self) -> &[u8] {
+        if self.view.len == 0 || self.view.buf.is_null() {
+            return &[];
+        }
+        // SAFETY: a contiguous view of `len` bytes, valid until release in Drop.
+        unsafe { std::slice::from_raw_parts(self.view.buf.cast::<u8>(), self.view.len as usize) }
+    }
+}
+
+impl Drop for BufferView {
+    fn drop(&mut self) {
+        // SAFETY: the view was filled by a successful PyObject_GetBuffer.
+        unsafe { ffi::PyBuffer_Release(&mut *self.view) };
+    }
+}
+

@@ -1,0 +1,245 @@
+//! The `Pickler` class: subclassable from Python the way `pickle.Pickler` is.
+
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use crate::dumper::{lookup_attr, Dumper, Hooks};
+use crate::memo::Memo;
+use crate::statics::pickling_error;
+use pickle_wire::{DEFAULT_PROTOCOL, HIGHEST_PROTOCOL};
+
+/// `protocol` as `_pickle.c` reads it: None is the default, negative is the highest.
+pub(crate) fn parse_protocol(protocol: Option<&Bound<'_, PyAny>>) -> PyResult<u8> {
+    let Some(p) = protocol.filter(|p| !p.is_none()) else { return Ok(DEFAULT_PROTOCOL) };
+    let v: i64 = p.extract()?;
+    if v < 0 {
+        Ok(HIGHEST_PROTOCOL)
+    } else if v > i64::from(HIGHEST_PROTOCOL) {
+        Err(PyValueError::new_err(format!("pickle protocol must be <= {HIGHEST_PROTOCOL}")))
+    } else {
+        Ok(v as u8)
+    }
+}
+
+pub(crate) fn check_buffer_callback(proto: u8, cb: &Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    if proto < 5 && cb.as_ref().is_some_and(|c| !c.is_none()) {
+        return Err(PyValueError::new_err("buffer_callback needs protocol >= 5"));
+    }
+    Ok(())
+}
+
+#[pyclass(subclass, dict, weakref, module = "cloudpickle_rs._native", name = "Pickler")]
+pub struct Pickler {
+    write: Option<Py<PyAny>>,
+    proto: u8,
+    fix_imports: bool,
+    #[pyo3(get, set)]
+    fast: bool,
+    buffer_callback: Option<Py<PyAny>>,
+    /// None while a dump is running: a second dump on the same pickler (re-entrant from a
+    /// reducer, or from another thread) is refused instead of corrupting the stream.
+    memo: Option<Memo>,
+}
+
+#[pymethods]
+impl Pickler {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut me = Pickler { write: None, proto: DEFAULT_PROTOCOL, fix_imports: true, fast: false, buffer_callback: None, memo: Some(Memo::default()) };
+        // A subclass may have an `__init__` of another signature: it calls ours through
+        // super().__init__(); only the class itself is initialised from the constructor call.
+        if cls.is(&cls.py().get_type::<Pickler>()) {
+            me.init_from(args, kwargs)?;
+        }
+        Ok(me)
+    }
+
+    #[pyo3(signature = (*args, **kwargs))]
+    fn __init__(&mut self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        self.init_from(args, kwargs)
+    }
+
+    /// Write the pickled representation of `obj` to the file.
+    fn dump(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let (write, proto, fix_imports, fast, buffer_callback, memo) = {
+            let mut me = slf.try_borrow_mut().map_err(|_| busy_error())?;
+            let Some(write) = me.write.as_ref().map(|w| w.clone_ref(py)) else {
+                let name = slf.get_type().name()?;
+                return Err(pickling_error(py, format!("Pickler.__init__() was not called by {name}.__init__()")));
+            };
+            let memo = me.memo.take().ok_or_else(busy_error)?;
+            (write, me.proto, me.fix_imports, me.fast, me.buffer_callback.as_ref().map(|b| b.clone_ref(py)), memo)
+        };
+        let hooks = match instance_hooks(slf, buffer_callback.map(|b| b.into_bound(py))) {
+            Ok(h) => h,
+            Err(e) => {
+                slf.borrow_mut().memo = Some(memo);
+                return Err(e);
+            }
+        };
+        let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo) {
+            Ok(d) => d,
+            Err(e) => {
+                slf.borrow_mut().memo = Some(Memo::default());
+                return Err(e);
+            }
+        };
+        dumper.fast = fast;
+        let result = dumper.dump(obj);
+        slf.borrow_mut().memo = Some(dumper.into_memo());
+        result
+    }
+
+    /// Forget what was pickled so far: the next dump repeats objects instead of referencing them.
+    fn clear_memo(&mut self) {
+        if let Some(m) = self.memo.as_mut() {
+            m.clear();
+        }
+    }
+
+    /// The memo as `{id(obj): (index, obj)}` (a copy).
+    #[getter]
+    fn get_memo<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        if let Some(m) = &self.memo {
+            for (addr, idx, obj) in m.entries(py) {
+                d.set_item(addr, (idx, obj))?;
+            }
+        }
+        Ok(d)
+    }
+
+    #[setter]
+    fn set_memo(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = value.py();
+        let dict = match value.downcast::<PyDict>() {
+            Ok(d) => d.clone(),
+            Err(_) => match lookup_attr(value, intern!(py, "copy"))? {
+                Some(copy) => copy.call0()?.downcast_into::<PyDict>().map_err(PyErr::from)?,
+                None => {
+                    return Err(PyTypeError::new_err(format!(
+                        "'memo' attribute must be a PicklerMemoProxy object or dict, not {}",
+                        crate::errors::type_name(value)
+                    )))
+                }
+            },
+        };
+        let mut memo = Memo::default();
+        for (_, v) in dict.iter() {
+            let t = v.downcast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+                PyValueError::new_err("memo values must be 2-tuples")
+            })?;
+            let idx: usize = t.get_item(0)?.extract()?;
+            memo.insert_at(&t.get_item(1)?, idx);
+        }
+        self.memo = Some(memo);
+        Ok(())
+    }
+
+    /// Protocol 1 and above are binary.
+    #[getter]
+    fn bin(&self) -> bool {
+        self.proto >= 1
+    }
+
+    #[getter]
+    fn protocol(&self) -> u8 {
+        self.proto
+    }
+
+    fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        if let Some(w) = &self.write {
+            visit.call(w)?;
+        }
+        if let Some(b) = &self.buffer_callback {
+            visit.call(b)?;
+        }
+        if let Some(m) = &self.memo {
+            m.traverse(&visit)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.write = None;
+        self.buffer_callback = None;
+        if let Some(m) = self.memo.as_mut() {
+            m.clear();
+        }
+    }
+}
+
+impl Pickler {
+    fn init_from(&mut self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        let py = args.py();
+        let mut file: Option<Bound<'_, PyAny>> = None;
+        let mut protocol: Option<Bound<'_, PyAny>> = None;
+        let mut fix_imports = true;
+        let mut buffer_callback: Option<Bound<'_, PyAny>> = None;
+        if args.len() > 2 {
+            return Err(PyTypeError::new_err(format!(
+                "Pickler() takes at most 2 positional arguments ({} given)",
+                args.len()
+            )));
+        }
+        if let Ok(f) = args.get_item(0) {
+            file = Some(f);
+        }
+        if let Ok(p) = args.get_item(1) {
+            protocol = Some(p);
+        }
+        if let Some(kw) = kwargs {
+            for (k, v) in kw.iter() {
+                let key: String = k.extract()?;
+                match key.as_str() {
+                    "file" if file.is_none() => file = Some(v),
+                    "protocol" if protocol.is_none() => protocol = Some(v),
+                    "fix_imports" => fix_imports = v.is_truthy()?,
+                    "buffer_callback" => buffer_callback = Some(v).filter(|b| !b.is_none()),
+                    "file" | "protocol" => {
+                        return Err(PyTypeError::new_err(format!("argument for Pickler() given by name ('{key}') and position")))
+                    }
+                    other => {
+                        return Err(PyTypeError::new_err(format!("Pickler() got an unexpected keyword argument '{other}'")))
+                    }
+                }
+            }
+        }
+        let Some(file) = file else {
+            return Err(PyTypeError::new_err("Pickler() missing required argument 'file' (pos 1)"));
+        };
+        let proto = parse_protocol(protocol.as_ref())?;
+        check_buffer_callback(proto, &buffer_callback)?;
+        let write = lookup_attr(&file, intern!(py, "write"))?
+            .ok_or_else(|| PyTypeError::new_err("file must have a 'write' attribute"))?;
+        self.write = Some(write.unbind());
+        self.proto = proto;
+        self.fix_imports = fix_imports;
+        self.buffer_callback = buffer_callback.map(Bound::unbind);
+        self.memo = Some(Memo::default());
+        Ok(())
+    }
+}
+
+#[cold]
+fn busy_error() -> PyErr {
+    PyRuntimeError::new_err(
+        "Pickler.dump() is already running on this pickler (called again from inside a reducer, or from another thread); use a separate Pickler",
+    )
+}
+
+/// The hooks a Pickler instance (or its Python subclass) brings: looked up once per dump, as
+/// `_pickle.c` looks up `reducer_override` once per dump.
+fn instance_hooks<'py>(slf: &Bound<'py, Pickler>, buffer_callback: Option<Bound<'py, PyAny>>) -> PyResult<Hooks<'py>> {
+    let py = slf.py();
+    let obj = slf.as_any();
+    let persistent_id = lookup_attr(obj, intern!(py, "persistent_id"))?;
+    let dispatch_table = lookup_attr(obj, intern!(py, "dispatch_table"))?;
+    let reducer_override = lookup_attr(obj, intern!(py, "reducer_override"))?;
+    Ok(Hooks { persistent_id, reducer_override, dispatch_table, buffer_callback })
+}

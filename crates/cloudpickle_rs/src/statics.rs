@@ -1,0 +1,48 @@
+//! Objects looked up once per process: the exception types we raise and the stdlib callables
+//! and tables the save path consults.
+
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyType;
+
+pub(crate) struct Statics {
+    pub pickling_error: Py<PyType>,
+    pub copyreg_dispatch_table: Py<PyAny>,
+    pub extension_registry: Py<PyAny>,
+    pub name_mapping_3to2: Py<PyAny>,
+    pub import_mapping_3to2: Py<PyAny>,
+    pub pickle_buffer_type: Py<PyAny>,
+    pub functools_partial: Py<PyAny>,
+    pub codecs_encode: Py<PyAny>,
+    pub builtins_getattr: Py<PyAny>,
+}
+
+static STATICS: GILOnceCell<Statics> = GILOnceCell::new();
+
+pub(crate) fn statics(py: Python<'_>) -> PyResult<&Statics> {
+    STATICS.get_or_try_init(py, || {
+        let copyreg = py.import("copyreg")?;
+        let compat = py.import("_compat_pickle")?;
+        let pickle = py.import("pickle")?;
+        Ok(Statics {
+            pickling_error: pickle.getattr("PicklingError")?.downcast_into::<PyType>()?.unbind(),
+            copyreg_dispatch_table: copyreg.getattr("dispatch_table")?.unbind(),
+            extension_registry: copyreg.getattr("_extension_registry")?.unbind(),
+            name_mapping_3to2: compat.getattr("REVERSE_NAME_MAPPING")?.unbind(),
+            import_mapping_3to2: compat.getattr("REVERSE_IMPORT_MAPPING")?.unbind(),
+            pickle_buffer_type: pickle.getattr("PickleBuffer")?.unbind(),
+            functools_partial: py.import("functools")?.getattr("partial")?.unbind(),
+            codecs_encode: py.import("_codecs")?.getattr("encode")?.unbind(),
+            builtins_getattr: py.import("builtins")?.getattr("getattr")?.unbind(),
+        })
+    })
+}
+
+/// `pickle.PicklingError(msg)`.
+#[cold]
+pub(crate) fn pickling_error(py: Python<'_>, msg: impl Into<String>) -> PyErr {
+    match statics(py) {
+        Ok(s) => PyErr::from_type(s.pickling_error.bind(py).clone(), msg.into()),
+        Err(e) => e,
+    }
+}
