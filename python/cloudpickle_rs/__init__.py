@@ -12,6 +12,14 @@ from pickle import HIGHEST_PROTOCOL, PicklingError, load, loads
 
 from cloudpickle_rs._native import Pickler, dump, dumps
 
+# The by-value registry is stock cloudpickle's own (the reconstructors' module): stock's
+# reducers that we reuse for the long tail of types consult it too, so both agree.
+from cloudpickle.cloudpickle import (
+    list_registry_pickle_by_value,
+    register_pickle_by_value,
+    unregister_pickle_by_value,
+)
+
 __all__ = [
     "DEFAULT_PROTOCOL",
     "HIGHEST_PROTOCOL",
@@ -21,8 +29,11 @@ __all__ = [
     "PicklingProhibitedError",
     "dump",
     "dumps",
+    "list_registry_pickle_by_value",
     "load",
     "loads",
+    "register_pickle_by_value",
+    "unregister_pickle_by_value",
 ]
 
 DEFAULT_PROTOCOL = 5

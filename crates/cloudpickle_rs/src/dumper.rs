@@ -15,6 +15,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 
+use crate::byvalue::Handled;
 use crate::errors::{type_name, ErrorPath};
 use crate::memo::Memo;
 use crate::statics::{pickling_error, statics, Statics};
@@ -47,6 +48,8 @@ pub(crate) struct Dumper<'py> {
     pub hooks: Hooks<'py>,
     pub st: &'py Statics,
     pub err_path: ErrorPath,
+    /// cloudpickle's by-value layer; None for plain `_pickle` semantics.
+    pub cloud: Option<crate::cloud::Cloud<'py>>,
 }
 
 type SaveResult = PyResult<()>;
@@ -59,6 +62,7 @@ impl<'py> Dumper<'py> {
         write: Option<Bound<'py, PyAny>>,
         hooks: Hooks<'py>,
         memo: Memo,
+        cloud: Option<crate::cloud::Cloud<'py>>,
     ) -> PyResult<Self> {
         let st = statics(py)?;
         Ok(Dumper {
@@ -74,6 +78,7 @@ impl<'py> Dumper<'py> {
             hooks,
             st,
             err_path: ErrorPath::default(),
+            cloud,
         })
     }
 
@@ -221,10 +226,18 @@ impl<'py> Dumper<'py> {
     #[inline(never)]
     fn save_other(&mut self, obj: &Bound<'py, PyAny>, tp: *mut ffi::PyTypeObject) -> SaveResult {
         let py = self.py;
+        // SAFETY: `tp` is the live type object of `obj`.
+        let type_obj = unsafe { Bound::from_borrowed_ptr(py, tp.cast::<ffi::PyObject>()) };
         if let Some(ro) = self.hooks.reducer_override.clone() {
             let rv = ro.call1((obj,))?;
             if !rv.is(&py.NotImplemented()) {
                 return self.save_reduce_value(obj, &rv);
+            }
+        } else if self.cloud.is_some() {
+            match self.cloud_override(obj, type_obj.downcast::<PyType>()?)? {
+                Handled::Done => return Ok(()),
+                Handled::Reduce(rv) => return self.save_reduce_value(obj, &rv),
+                Handled::Pass => {}
             }
         }
         if tp == ptr::addr_of_mut!(ffi::PyType_Type) {
@@ -233,19 +246,24 @@ impl<'py> Dumper<'py> {
         if tp == ptr::addr_of_mut!(ffi::PyFunction_Type) {
             return self.save_global(obj, None);
         }
-        // SAFETY: `tp` is the live type object of `obj`.
-        let type_obj = unsafe { Bound::from_borrowed_ptr(py, tp.cast::<ffi::PyObject>()) };
         let mut reduce_func: Option<Bound<'py, PyAny>> = None;
-        match &self.hooks.dispatch_table {
-            None => {
-                let table = self.st.copyreg_dispatch_table.bind(py).downcast::<PyDict>()?;
-                reduce_func = table.get_item(&type_obj)?;
-            }
-            Some(table) => match table.get_item(&type_obj) {
+        if let Some(table) = &self.hooks.dispatch_table {
+            match table.get_item(&type_obj) {
                 Ok(f) => reduce_func = Some(f),
                 Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => {}
                 Err(e) => return Err(e),
-            },
+            }
+        }
+        if reduce_func.is_none() && self.cloud.is_some() {
+            match self.cloud_dispatch(obj, type_obj.downcast::<PyType>()?)? {
+                Handled::Done => return Ok(()),
+                Handled::Reduce(rv) => return self.save_reduce_value(obj, &rv),
+                Handled::Pass => {}
+            }
+        }
+        if reduce_func.is_none() && self.hooks.dispatch_table.is_none() {
+            let table = self.st.copyreg_dispatch_table.bind(py).downcast::<PyDict>()?;
+            reduce_func = table.get_item(&type_obj)?;
         }
         let rv = if let Some(f) = reduce_func {
             f.call1((obj,))?

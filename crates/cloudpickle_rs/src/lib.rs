@@ -3,6 +3,8 @@
 //! The only crate of the workspace that touches Python objects. The byte encodings are in
 //! `pickle_wire`; source slicing for by_source is in `function_source`.
 
+mod byvalue;
+mod cloud;
 mod dumper;
 mod errors;
 mod globals;
@@ -19,26 +21,33 @@ use pickler::{check_buffer_callback, parse_protocol, Pickler};
 
 /// Return the pickled representation of `obj` as bytes.
 #[pyfunction]
-#[pyo3(signature = (obj, protocol=None, buffer_callback=None, *, fix_imports=true))]
+#[pyo3(signature = (obj, protocol=None, buffer_callback=None, *, fix_imports=true, by_source=None, pickle_by_reference=None, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
+#[allow(clippy::too_many_arguments)]
 fn dumps<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     protocol: Option<&Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
     fix_imports: bool,
+    by_source: Option<&Bound<'py, PyAny>>,
+    pickle_by_reference: Option<Bound<'py, PyAny>>,
+    reconstructor_module: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
+    cloud::check_by_source(by_source)?;
     let proto = parse_protocol(protocol)?;
     let buffer_callback = buffer_callback.filter(|b| !b.is_none());
     check_buffer_callback(proto, &buffer_callback)?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
-    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::default())?;
+    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference)?;
+    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::default(), Some(cloud))?;
     dumper.dump(obj)?;
     Ok(PyBytes::new(py, dumper.output()))
 }
 
 /// Write the pickled representation of `obj` to the open file object `file`.
 #[pyfunction]
-#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, *, fix_imports=true))]
+#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, *, fix_imports=true, by_source=None, pickle_by_reference=None, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
+#[allow(clippy::too_many_arguments)]
 fn dump<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
@@ -46,14 +55,19 @@ fn dump<'py>(
     protocol: Option<&Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
     fix_imports: bool,
+    by_source: Option<&Bound<'py, PyAny>>,
+    pickle_by_reference: Option<Bound<'py, PyAny>>,
+    reconstructor_module: &str,
 ) -> PyResult<()> {
+    cloud::check_by_source(by_source)?;
     let proto = parse_protocol(protocol)?;
     let buffer_callback = buffer_callback.filter(|b| !b.is_none());
     check_buffer_callback(proto, &buffer_callback)?;
     let write = dumper::lookup_attr(file, pyo3::intern!(py, "write"))?
         .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
-    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::default())?;
+    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference)?;
+    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::default(), Some(cloud))?;
     dumper.dump(obj)
 }
 

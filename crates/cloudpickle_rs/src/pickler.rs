@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::dumper::{lookup_attr, Dumper, Hooks};
+use crate::cloud::{check_by_source, Cloud, DEFAULT_RECONSTRUCTOR_MODULE};
 use crate::memo::Memo;
 use crate::statics::pickling_error;
 use pickle_wire::{DEFAULT_PROTOCOL, HIGHEST_PROTOCOL};
@@ -41,6 +42,10 @@ pub struct Pickler {
     /// None while a dump is running: a second dump on the same pickler (re-entrant from a
     /// reducer, or from another thread) is refused instead of corrupting the stream.
     memo: Option<Memo>,
+    /// `id(module globals) -> base_globals`, kept across dumps like upstream's `globals_ref`.
+    globals_ref: Py<PyDict>,
+    pickle_by_reference: Option<Py<PyAny>>,
+    reconstructor_module: String,
 }
 
 #[pymethods]
@@ -49,7 +54,17 @@ impl Pickler {
     #[classmethod]
     #[pyo3(signature = (*args, **kwargs))]
     fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let mut me = Pickler { write: None, proto: DEFAULT_PROTOCOL, fix_imports: true, fast: false, buffer_callback: None, memo: Some(Memo::default()) };
+        let mut me = Pickler {
+            write: None,
+            proto: DEFAULT_PROTOCOL,
+            fix_imports: true,
+            fast: false,
+            buffer_callback: None,
+            memo: Some(Memo::default()),
+            globals_ref: PyDict::new(cls.py()).unbind(),
+            pickle_by_reference: None,
+            reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),
+        };
         // A subclass may have an `__init__` of another signature: it calls ours through
         // super().__init__(); only the class itself is initialised from the constructor call.
         if cls.is(&cls.py().get_type::<Pickler>()) {
@@ -66,14 +81,22 @@ impl Pickler {
     /// Write the pickled representation of `obj` to the file.
     fn dump(slf: &Bound<'_, Self>, obj: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        let (write, proto, fix_imports, fast, buffer_callback, memo) = {
+        let (write, proto, fix_imports, fast, buffer_callback, memo, cloud) = {
             let mut me = slf.try_borrow_mut().map_err(|_| busy_error())?;
             let Some(write) = me.write.as_ref().map(|w| w.clone_ref(py)) else {
                 let name = slf.get_type().name()?;
                 return Err(pickling_error(py, format!("Pickler.__init__() was not called by {name}.__init__()")));
             };
+            let cloud = (me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone());
             let memo = me.memo.take().ok_or_else(busy_error)?;
-            (write, me.proto, me.fix_imports, me.fast, me.buffer_callback.as_ref().map(|b| b.clone_ref(py)), memo)
+            (write, me.proto, me.fix_imports, me.fast, me.buffer_callback.as_ref().map(|b| b.clone_ref(py)), memo, cloud)
+        };
+        let cloud = match Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py))) {
+            Ok(c) => c,
+            Err(e) => {
+                slf.borrow_mut().memo = Some(memo);
+                return Err(e);
+            }
         };
         let hooks = match instance_hooks(slf, buffer_callback.map(|b| b.into_bound(py))) {
             Ok(h) => h,
@@ -82,7 +105,7 @@ impl Pickler {
                 return Err(e);
             }
         };
-        let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo) {
+        let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo, Some(cloud)) {
             Ok(d) => d,
             Err(e) => {
                 slf.borrow_mut().memo = Some(Memo::default());
@@ -93,6 +116,20 @@ impl Pickler {
         let result = dumper.dump(obj);
         slf.borrow_mut().memo = Some(dumper.into_memo());
         result
+    }
+
+    /// cloudpickle's hook for classes and functions, for subclasses that override
+    /// `reducer_override` and call `super().reducer_override(obj)`: the reduce tuple upstream
+    /// returns, or NotImplemented. (When nobody overrides it, the walk calls it natively.)
+    fn reducer_override<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let (proto, globals_ref, pbr, module) = {
+            let me = slf.try_borrow().map_err(|_| busy_error())?;
+            (me.proto, me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone())
+        };
+        let cloud = Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)))?;
+        let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(cloud))?;
+        Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
     }
 
     /// Forget what was pickled so far: the next dump repeats objects instead of referencing them.
@@ -162,12 +199,17 @@ impl Pickler {
         if let Some(m) = &self.memo {
             m.traverse(&visit)?;
         }
+        visit.call(&self.globals_ref)?;
+        if let Some(c) = &self.pickle_by_reference {
+            visit.call(c)?;
+        }
         Ok(())
     }
 
     fn __clear__(&mut self) {
         self.write = None;
         self.buffer_callback = None;
+        self.pickle_by_reference = None;
         if let Some(m) = self.memo.as_mut() {
             m.clear();
         }
@@ -201,6 +243,9 @@ impl Pickler {
                     "protocol" if protocol.is_none() => protocol = Some(v),
                     "fix_imports" => fix_imports = v.is_truthy()?,
                     "buffer_callback" => buffer_callback = Some(v).filter(|b| !b.is_none()),
+                    "by_source" => check_by_source(Some(&v))?,
+                    "pickle_by_reference" => self.pickle_by_reference = Some(v).filter(|c| !c.is_none()).map(Bound::unbind),
+                    "reconstructor_module" => self.reconstructor_module = v.extract()?,
                     "file" | "protocol" => {
                         return Err(PyTypeError::new_err(format!("argument for Pickler() given by name ('{key}') and position")))
                     }
@@ -240,6 +285,23 @@ fn instance_hooks<'py>(slf: &Bound<'py, Pickler>, buffer_callback: Option<Bound<
     let obj = slf.as_any();
     let persistent_id = lookup_attr(obj, intern!(py, "persistent_id"))?;
     let dispatch_table = lookup_attr(obj, intern!(py, "dispatch_table"))?;
-    let reducer_override = lookup_attr(obj, intern!(py, "reducer_override"))?;
+    // Our own reducer_override is the native cloudpickle layer: call it only when a subclass
+    // or the instance replaced it.
+    let reducer_override = match lookup_attr(obj, intern!(py, "reducer_override"))? {
+        Some(ro) => {
+            let ours = py.get_type::<Pickler>().getattr(intern!(py, "reducer_override"))?;
+            let from_class = slf.get_type().getattr(intern!(py, "reducer_override"))?;
+            let in_instance = match lookup_attr(obj, intern!(py, "__dict__"))? {
+                Some(d) => d.contains(intern!(py, "reducer_override"))?,
+                None => false,
+            };
+            if from_class.is(&ours) && !in_instance {
+                None
+            } else {
+                Some(ro)
+            }
+        }
+        None => None,
+    };
     Ok(Hooks { persistent_id, reducer_override, dispatch_table, buffer_callback })
 }

@@ -1,0 +1,695 @@
+//! The by-value save paths of the cloudpickle layer: dynamic functions (with closure cells
+//! shared as they were), code objects, cells, modules, dynamic classes and enums, TypeVars.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pickle_wire::opcodes::{POP, REDUCE, TUPLE2, TUPLE3};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
+
+use crate::cloud::{code_global_names, fresh_keys, fresh_str};
+use crate::dumper::{lookup_attr, Dumper};
+
+type SaveResult = PyResult<()>;
+
+/// What the cloudpickle layer did with an object.
+pub(crate) enum Handled<'py> {
+    /// Written.
+    Done,
+    /// Not ours: continue down the `_pickle.c` path.
+    Pass,
+    /// A reduce value to write with `save_reduce_value`.
+    Reduce(Bound<'py, PyAny>),
+}
+
+impl<'py> Dumper<'py> {
+    /// cloudpickle's `reducer_override`: classes and functions.
+    pub(crate) fn cloud_override(&mut self, obj: &Bound<'py, PyAny>, tp: &Bound<'py, PyType>) -> PyResult<Handled<'py>> {
+        let py = self.py;
+        let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
+        let it = cloud.it;
+        if tp.is_subclass_of::<PyType>()? {
+            return Ok(match self.class_reduce(obj)? {
+                Some(rv) => Handled::Reduce(rv),
+                None => Handled::Pass,
+            });
+        }
+        if tp.is(it.function_type.bind(py)) {
+            let by_ref = match &self.cloud {
+                Some(c) => c.should_pickle_by_reference(obj, None)?,
+                None => return Ok(Handled::Pass),
+            };
+            if by_ref {
+                return Ok(Handled::Pass);
+            }
+            self.save_function_by_value(obj)?;
+            return Ok(Handled::Done);
+        }
+        Ok(Handled::Pass)
+    }
+
+    /// cloudpickle's dispatch table: native reducers for code, cells, modules and TypeVars, and
+    /// the reconstructor module's own reducers for the rest.
+    pub(crate) fn cloud_dispatch(&mut self, obj: &Bound<'py, PyAny>, tp: &Bound<'py, PyType>) -> PyResult<Handled<'py>> {
+        let py = self.py;
+        let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
+        let it = cloud.it;
+        if tp.is(it.code_type.bind(py)) {
+            let rv = self.code_reduce(obj)?;
+            return Ok(Handled::Reduce(rv.into_any()));
+        }
+        if tp.is(it.cell_type.bind(py)) {
+            let rec = cloud.rec;
+            let rv = match obj.getattr(intern!(py, "cell_contents")) {
+                Ok(v) => {
+                    if let Some(c) = self.cloud.as_mut() {
+                        c.cells_filled.insert(obj.as_ptr() as usize);
+                    }
+                    (rec.make_cell.bind(py).clone(), (v,)).into_pyobject(py)?.into_any()
+                }
+                Err(_) => (rec.make_empty_cell.bind(py).clone(), PyTuple::empty(py)).into_pyobject(py)?.into_any(),
+            };
+            return Ok(Handled::Reduce(rv));
+        }
+        if tp.is(it.module_type.bind(py)) {
+            return Ok(Handled::Reduce(self.module_reduce(obj)?));
+        }
+        if tp.is(it.typevar_type.bind(py)) {
+            return Ok(match self.typevar_reduce(obj)? {
+                Some(rv) => Handled::Reduce(rv),
+                None => Handled::Pass,
+            });
+        }
+        let extra = cloud.rec.extra_reducers.bind(py);
+        if let Some(reducer) = extra.get_item(tp)? {
+            return Ok(Handled::Reduce(reducer.call1((obj,))?));
+        }
+        Ok(Handled::Pass)
+    }
+
+    fn cloud(&self) -> PyResult<&crate::cloud::Cloud<'py>> {
+        self.cloud.as_ref().ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("cloudpickle layer used while disabled"))
+    }
+
+    // ----- functions ---------------------------------------------------------------------------
+
+    /// A dynamic function, written as upstream writes it (`_make_function` + the 6-tuple state
+    /// setter `_function_setstate`) with one difference: the closure cells given to
+    /// `_make_function` are the memoized cells themselves, created empty and filled with
+    /// `setattr(cell, 'cell_contents', v)` once the function exists. Closures that share a cell
+    /// still share it after loading (upstream gives each function fresh cells), and recursion
+    /// through a cell is closed by the memo.
+    fn save_function_by_value(&mut self, func: &Bound<'py, PyAny>) -> SaveResult {
+        let py = self.py;
+        let rec = self.cloud()?.rec;
+        let it = self.cloud()?.it;
+        let code = func.getattr(intern!(py, "__code__"))?;
+        let f_globals = func.getattr(intern!(py, "__globals__"))?.downcast_into::<PyDict>()?;
+        let closure = func.getattr(intern!(py, "__closure__"))?;
+
+        let base_globals = self.base_globals(&f_globals)?;
+
+        // newargs: (code, base_globals, None, None, closure cells)
+        self.save(rec.make_function.bind(py), false)?;
+        self.w.op(pickle_wire::opcodes::MARK);
+        self.save(&code, false).map_err(|e| self.err_path.attribute(py, e, func, "__code__"))?;
+        self.save(&base_globals, false)?;
+        self.w.none();
+        self.w.none();
+        let cells: Vec<Bound<'py, PyAny>> = if closure.is_none() {
+            self.w.none();
+            Vec::new()
+        } else {
+            let cells: Vec<Bound<'py, PyAny>> = closure.downcast::<PyTuple>()?.iter().collect();
+            self.save_closure_cells(&closure, &cells)?;
+            cells
+        };
+        self.w.op(pickle_wire::opcodes::TUPLE);
+        self.w.op(REDUCE);
+        if let Some(idx) = self.memo.get(func) {
+            self.w.op(POP);
+            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()));
+        }
+        self.memo_put_pub(func)?;
+
+        // state: (func.__dict__, slotstate), applied by _function_setstate(func, state)
+        let state = self.function_state(func, &code, &f_globals, &cells)?;
+        self.save(rec.function_setstate.bind(py), false)?;
+        self.save(func, false)?;
+        self.save(&state, false).map_err(|e| self.err_path.reduce_state(py, e, func))?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.op(POP);
+
+        // Fill the cells that nobody filled yet (a cell's value may reach this function or a
+        // sibling again: the memo and `cells_filled` close those loops).
+        if !cells.is_empty() {
+            let freevars = code.getattr(intern!(py, "co_freevars"))?.downcast_into::<PyTuple>()?;
+            for (i, cell) in cells.iter().enumerate() {
+                let addr = cell.as_ptr() as usize;
+                let Ok(value) = cell.getattr(intern!(py, "cell_contents")) else { continue };
+                let newly = self.cloud.as_mut().is_some_and(|c| c.cells_filled.insert(addr));
+                if !newly {
+                    continue;
+                }
+                let name = freevars.get_item(i).map(|n| n.to_string()).unwrap_or_else(|_| i.to_string());
+                self.save(it.builtins_setattr.bind(py), false)?;
+                self.save(cell, false)?;
+                self.save(intern!(py, "cell_contents").as_any(), false)?;
+                self.save(&value, false)
+                    .map_err(|e| self.err_path.attribute(py, e, func, &format!("__closure__ cell '{name}'")))?;
+                self.w.op(TUPLE3);
+                self.w.op(REDUCE);
+                self.w.op(POP);
+            }
+        }
+        Ok(())
+    }
+
+    /// The closure tuple of `_make_function`: each cell once per dump, created empty.
+    fn save_closure_cells(&mut self, closure: &Bound<'py, PyAny>, cells: &[Bound<'py, PyAny>]) -> SaveResult {
+        let py = self.py;
+        let rec = self.cloud()?.rec;
+        let uses_mark = self.w.tuple_uses_mark(cells.len());
+        if cells.is_empty() {
+            self.w.empty_tuple();
+            return Ok(());
+        }
+        if uses_mark {
+            self.w.op(pickle_wire::opcodes::MARK);
+        }
+        for cell in cells {
+            if let Some(idx) = self.memo.get(cell) {
+                self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()))?;
+                continue;
+            }
+            self.save(rec.make_empty_cell.bind(py), false)?;
+            self.w.empty_tuple();
+            self.w.op(REDUCE);
+            self.memo_put_pub(cell)?;
+        }
+        self.w.tuple_end(cells.len());
+        // The tuple itself is not memoized: __closure__ tuples are not shared between functions.
+        let _ = closure;
+        Ok(())
+    }
+
+    fn function_state(
+        &mut self,
+        func: &Bound<'py, PyAny>,
+        code: &Bound<'py, PyAny>,
+        f_globals: &Bound<'py, PyDict>,
+        cells: &[Bound<'py, PyAny>],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        let it = self.cloud()?.it;
+        let slot = PyDict::new(py);
+        slot.set_item(intern!(py, "__name__"), fresh_str(&func.getattr(intern!(py, "__name__"))?)?)?;
+        slot.set_item(intern!(py, "__qualname__"), fresh_str(&func.getattr(intern!(py, "__qualname__"))?)?)?;
+        slot.set_item(intern!(py, "__annotations__"), func.getattr(intern!(py, "__annotations__"))?)?;
+        slot.set_item(intern!(py, "__kwdefaults__"), func.getattr(intern!(py, "__kwdefaults__"))?)?;
+        slot.set_item(intern!(py, "__defaults__"), func.getattr(intern!(py, "__defaults__"))?)?;
+        slot.set_item(intern!(py, "__module__"), func.getattr(intern!(py, "__module__"))?)?;
+        slot.set_item(intern!(py, "__doc__"), func.getattr(intern!(py, "__doc__"))?)?;
+        // Cells are shared through _make_function's closure and filled by setattr afterwards.
+        slot.set_item(intern!(py, "__closure__"), py.None())?;
+
+        let names = code_global_names(it, code)?;
+        let globals = PyDict::new(py);
+        for name in names.iter() {
+            if let Some(v) = f_globals.get_item(&name)? {
+                globals.set_item(name, v)?;
+            }
+        }
+        let mut deps: Vec<Bound<'py, PyAny>> = globals.values().iter().collect();
+        for cell in cells {
+            if let Ok(v) = cell.getattr(intern!(py, "cell_contents")) {
+                deps.push(v);
+            }
+        }
+        let submodules = self.imported_submodules(code, &deps)?;
+        slot.set_item(intern!(py, "_cloudpickle_submodules"), submodules)?;
+        slot.set_item(intern!(py, "__globals__"), globals)?;
+
+        let fdict = func.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>()?;
+        let state = fresh_keys(&fdict)?;
+        Ok(PyTuple::new(py, [state.into_any(), slot.into_any()])?.into_any())
+    }
+
+    /// Loaded submodules of the packages a function uses, that its code can reach by attribute
+    /// (`concurrent.futures` through the global `concurrent`), so the receiver imports them.
+    fn imported_submodules(&mut self, code: &Bound<'py, PyAny>, deps: &[Bound<'py, PyAny>]) -> PyResult<Bound<'py, PyList>> {
+        let py = self.py;
+        let it = self.cloud()?.it;
+        let out = PyList::empty(py);
+        let module_type = it.module_type.bind(py);
+        let mut co_names: Option<Vec<String>> = None;
+        for dep in deps {
+            if !dep.is_instance(module_type)? {
+                continue;
+            }
+            let Some(package) = lookup_attr(dep, intern!(py, "__package__"))? else { continue };
+            if package.is_none() || !package.is_truthy()? {
+                continue;
+            }
+            let name: String = dep.getattr(intern!(py, "__name__"))?.extract()?;
+            let names = match &co_names {
+                Some(n) => n,
+                None => {
+                    let v: Vec<String> = code.getattr(intern!(py, "co_names"))?.extract()?;
+                    co_names.get_or_insert(v)
+                }
+            };
+            let names = names.clone();
+            let subs = match self.cloud.as_mut() {
+                Some(c) => c.loaded_submodules(py, &name)?,
+                None => Vec::new(),
+            };
+            let modules = py.import("sys")?.getattr("modules")?;
+            for sub in subs {
+                let rest = &sub[name.len() + 1..];
+                if rest.split('.').all(|t| names.iter().any(|n| n == t)) {
+                    if let Ok(m) = modules.get_item(&sub) {
+                        out.append(m)?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- code, modules, TypeVars -------------------------------------------------------------
+
+    fn code_reduce(&mut self, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = self.py;
+        let it = self.cloud()?.it;
+        let g = |n: &str| code.getattr(n);
+        let tuple_copy = |n: &str| -> PyResult<Bound<'py, PyAny>> {
+            let t = code.getattr(n)?.downcast_into::<PyTuple>()?;
+            Ok(PyTuple::new(py, t.iter())?.into_any())
+        };
+        let mut args: Vec<Bound<'py, PyAny>> = vec![
+            g("co_argcount")?,
+            g("co_posonlyargcount")?,
+            g("co_kwonlyargcount")?,
+            g("co_nlocals")?,
+            g("co_stacksize")?,
+            g("co_flags")?,
+            g("co_code")?,
+            g("co_consts")?,
+            tuple_copy("co_names")?,
+            tuple_copy("co_varnames")?,
+            g("co_filename")?,
+            fresh_str(&g("co_name")?)?,
+        ];
+        if it.has_exceptiontable {
+            args.push(g("co_qualname")?);
+            args.push(g("co_firstlineno")?);
+            args.push(g("co_linetable")?);
+            args.push(g("co_exceptiontable")?);
+        } else if code.hasattr("co_linetable")? {
+            args.push(g("co_firstlineno")?);
+            args.push(g("co_linetable")?);
+        } else {
+            args.push(g("co_firstlineno")?);
+            args.push(g("co_lnotab")?);
+        }
+        args.push(tuple_copy("co_freevars")?);
+        args.push(tuple_copy("co_cellvars")?);
+        PyTuple::new(py, [it.code_type.bind(py).clone(), PyTuple::new(py, args)?.into_any()])
+    }
+
+    fn module_reduce(&mut self, module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        let rec = self.cloud()?.rec;
+        let name = module.getattr(intern!(py, "__name__"))?;
+        if self.cloud()?.should_pickle_module_by_reference(module)? {
+            return Ok((rec.subimport.bind(py).clone(), (name,)).into_pyobject(py)?.into_any());
+        }
+        let state = module.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>()?.copy()?;
+        let _ = state.del_item("__builtins__");
+        Ok((rec.dynamic_subimport.bind(py).clone(), (name, state)).into_pyobject(py)?.into_any())
+    }
+
+    fn typevar_reduce(&mut self, tv: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = self.py;
+        let rec = self.cloud()?.rec;
+        let name = tv.getattr(intern!(py, "__name__"))?.downcast_into::<PyString>()?;
+        let by_value = match self.cloud()?.lookup_module_and_qualname(tv, Some(&name))? {
+            None => true,
+            Some(m) => self.cloud()?.is_registered_by_value(py, &m)?,
+        };
+        if !by_value {
+            let module = tv.getattr(intern!(py, "__module__"))?;
+            let getattr = py.import("builtins")?.getattr("getattr")?;
+            let m = py.import("sys")?.getattr("modules")?.get_item(&module)?;
+            return Ok(Some((getattr, (m, name)).into_pyobject(py)?.into_any()));
+        }
+        let tracker = tracker_id(py, rec, tv)?;
+        let make = py.import(rec.module_name.as_str())?.getattr("_make_typevar")?;
+        let args = PyTuple::new(
+            py,
+            [
+                name.into_any(),
+                tv.getattr("__bound__")?,
+                tv.getattr("__constraints__")?,
+                tv.getattr("__covariant__")?,
+                tv.getattr("__contravariant__")?,
+                tracker.into_any(),
+            ],
+        )?;
+        Ok(Some((make, args).into_pyobject(py)?.into_any()))
+    }
+
+    // ----- classes -----------------------------------------------------------------------------
+
+    /// cloudpickle's `_class_reduce`: None means "by reference" (save_global).
+    fn class_reduce(&mut self, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = self.py;
+        let rec = self.cloud()?.rec;
+        let it = self.cloud()?.it;
+        let type_type = py.get_type::<PyType>().into_any();
+        for singleton in [py.None().into_bound(py), py.Ellipsis().into_bound(py), py.NotImplemented().into_bound(py)] {
+            if cls.is(&singleton.get_type()) {
+                return Ok(Some((type_type, (singleton,)).into_pyobject(py)?.into_any()));
+            }
+        }
+        if let Some(name) = it.builtin_type_names.bind(py).get_item(cls)? {
+            return Ok(Some((rec.builtin_type.bind(py).clone(), (name,)).into_pyobject(py)?.into_any()));
+        }
+        if self.cloud()?.should_pickle_by_reference(cls, None)? {
+            return Ok(None);
+        }
+        let cls_t = cls.downcast::<PyType>()?;
+        let is_enum = cls_t.is_subclass(it.enum_type.bind(py))?;
+        let tracker = tracker_id(py, rec, cls)?;
+        let (mut clsdict, slotstate) = class_getstate(py, it, cls_t)?;
+        let newargs;
+        let maker;
+        if is_enum {
+            let members = PyDict::new(py);
+            // `__members__` includes aliases and, for Flag enums on 3.11+, the members that
+            // iteration skips (upstream iterates and loses them: #558).
+            let all = cls.getattr(intern!(py, "__members__"))?;
+            for item in all.call_method0(intern!(py, "items"))?.try_iter()? {
+                let (k, member): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+                members.set_item(&k, member.getattr(intern!(py, "_value_"))?)?;
+            }
+            for attr in ["_generate_next_value_", "_member_names_", "_member_map_", "_member_type_", "_value2member_map_"] {
+                let _ = clsdict.del_item(attr);
+            }
+            for k in members.keys() {
+                let _ = clsdict.del_item(k);
+            }
+            newargs = PyTuple::new(
+                py,
+                [
+                    cls.getattr(intern!(py, "__bases__"))?,
+                    cls.getattr(intern!(py, "__name__"))?,
+                    cls.getattr(intern!(py, "__qualname__"))?,
+                    members.into_any(),
+                    cls.getattr(intern!(py, "__module__"))?,
+                    tracker.into_any(),
+                    py.None().into_bound(py),
+                ],
+            )?;
+            maker = rec.make_skeleton_enum.bind(py).clone();
+        } else {
+            let cdict = cls.getattr(intern!(py, "__dict__"))?;
+            let type_kwargs = PyDict::new(py);
+            if cdict.contains("__module__")? {
+                type_kwargs.set_item(intern!(py, "__module__"), cls.getattr(intern!(py, "__module__"))?)?;
+            }
+            if let Ok(d) = cdict.get_item("__dict__") {
+                if d.is_instance(it.property_type.bind(py))? {
+                    type_kwargs.set_item(intern!(py, "__dict__"), d)?;
+                }
+            }
+            let bases = if cdict.contains("__orig_bases__")? {
+                cls.getattr(intern!(py, "__orig_bases__"))?
+            } else {
+                cls.getattr(intern!(py, "__bases__"))?
+            };
+            newargs = PyTuple::new(
+                py,
+                [
+                    cls.get_type().into_any(),
+                    cls.getattr(intern!(py, "__name__"))?,
+                    bases,
+                    type_kwargs.into_any(),
+                    tracker.into_any(),
+                    py.None().into_bound(py),
+                ],
+            )?;
+            maker = rec.make_skeleton_class.bind(py).clone();
+        }
+        clsdict = clsdict.copy()?;
+        let state = PyTuple::new(py, [clsdict.into_any(), slotstate.into_any()])?;
+        let rv = PyTuple::new(
+            py,
+            [
+                maker,
+                newargs.into_any(),
+                state.into_any(),
+                py.None().into_bound(py),
+                py.None().into_bound(py),
+                rec.class_setstate.bind(py).clone(),
+            ],
+        )?;
+        Ok(Some(rv.into_any()))
+    }
+
+    /// The reduce value cloudpickle's `reducer_override` returns for `obj`, for Python
+    /// subclasses calling `super().reducer_override(obj)`. Functions get upstream's shape:
+    /// fresh empty cells, contents in the state.
+    pub(crate) fn reducer_override_value(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = self.py;
+        let tp = obj.get_type();
+        if tp.is_subclass_of::<PyType>()? {
+            return self.class_reduce(obj);
+        }
+        let (rec, it) = (self.cloud()?.rec, self.cloud()?.it);
+        if !tp.is(it.function_type.bind(py)) || self.cloud()?.should_pickle_by_reference(obj, None)? {
+            return Ok(None);
+        }
+        let code = obj.getattr(intern!(py, "__code__"))?;
+        let f_globals = obj.getattr(intern!(py, "__globals__"))?.downcast_into::<PyDict>()?;
+        let closure = obj.getattr(intern!(py, "__closure__"))?;
+        let cells: Vec<Bound<'py, PyAny>> = if closure.is_none() { Vec::new() } else { closure.downcast::<PyTuple>()?.iter().collect() };
+        let base_globals = self.base_globals(&f_globals)?;
+        let new_cells = if closure.is_none() {
+            py.None().into_bound(py)
+        } else {
+            let mut v = Vec::with_capacity(cells.len());
+            for _ in &cells {
+                v.push(rec.make_empty_cell.bind(py).call0()?);
+            }
+            PyTuple::new(py, v)?.into_any()
+        };
+        let newargs = PyTuple::new(py, [code.clone(), base_globals, py.None().into_bound(py), py.None().into_bound(py), new_cells])?;
+        let state = self.function_state(obj, &code, &f_globals, &cells)?;
+        state.get_item(1)?.set_item(intern!(py, "__closure__"), &closure)?;
+        let rv = PyTuple::new(
+            py,
+            [
+                rec.make_function.bind(py).clone(),
+                newargs.into_any(),
+                state,
+                py.None().into_bound(py),
+                py.None().into_bound(py),
+                rec.function_setstate.bind(py).clone(),
+            ],
+        )?;
+        Ok(Some(rv.into_any()))
+    }
+
+    fn base_globals(&self, f_globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.py;
+        let key = f_globals.as_ptr() as usize;
+        let globals_ref = self.cloud()?.globals_ref.clone();
+        if let Some(b) = globals_ref.get_item(key)? {
+            return Ok(b);
+        }
+        let b = PyDict::new(py);
+        for k in [intern!(py, "__package__"), intern!(py, "__name__"), intern!(py, "__path__"), intern!(py, "__file__")] {
+            if let Some(v) = f_globals.get_item(k)? {
+                b.set_item(k, v)?;
+            }
+        }
+        globals_ref.set_item(key, &b)?;
+        Ok(b.into_any())
+    }
+
+    pub(crate) fn memo_put_pub(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        if self.fast {
+            return Ok(());
+        }
+        let idx = self.memo.put(obj);
+        self.w.memo_put(idx).map_err(|e| crate::statics::pickling_error(self.py, e.to_string()))
+    }
+}
+
+/// The class dict upstream ships: sorted, fresh keys, without what is inherited unchanged,
+/// `__weakref__`, `__dict__`, slot descriptors and ABC caches (the registry travels as a list).
+fn class_getstate<'py>(py: Python<'py>, it: &crate::cloud::Interp, cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+    let cdict = cls.getattr(intern!(py, "__dict__"))?;
+    let mut keys: Vec<String> = Vec::new();
+    for k in cdict.try_iter()? {
+        keys.push(k?.extract()?);
+    }
+    keys.sort();
+    let bases = cls.getattr(intern!(py, "__bases__"))?.downcast_into::<PyTuple>()?;
+    let inherited = PyDict::new(py);
+    if bases.len() == 1 {
+        inherited.update(bases.get_item(0)?.getattr(intern!(py, "__dict__"))?.downcast::<pyo3::types::PyMapping>()?)?;
+    } else {
+        for base in bases.iter().rev() {
+            inherited.update(base.getattr(intern!(py, "__dict__"))?.downcast::<pyo3::types::PyMapping>()?)?;
+        }
+    }
+    let clsdict = PyDict::new(py);
+    for k in &keys {
+        let v = cdict.get_item(k.as_str())?;
+        if let Some(base_v) = inherited.get_item(k.as_str())? {
+            if base_v.is(&v) {
+                continue;
+            }
+        }
+        clsdict.set_item(PyString::new(py, k), v)?;
+    }
+    let _ = clsdict.del_item("__weakref__");
+    if cls.get_type().is_subclass(it.abcmeta.bind(py))? {
+        for k in ["_abc_cache", "_abc_negative_cache", "_abc_negative_cache_version"] {
+            let _ = clsdict.del_item(k);
+        }
+        let registry = clsdict.get_item("_abc_registry")?;
+        let _ = clsdict.del_item("_abc_registry");
+        let subclasses = match registry {
+            Some(reg) => reg.try_iter()?.collect::<PyResult<Vec<_>>>()?,
+            None => {
+                let _ = clsdict.del_item("_abc_impl");
+                let dump = it.abc_get_dump.bind(py).call1((cls,))?;
+                let reg = dump.get_item(0)?;
+                let mut subs = Vec::new();
+                for r in reg.try_iter()? {
+                    let s = r?.call0()?;
+                    if !s.is_none() {
+                        subs.push(s);
+                    }
+                }
+                // The registry is a set of weakrefs: order it so the bytes are deterministic.
+                subs.sort_by_key(|s| {
+                    let m = s.getattr("__module__").map(|m| m.to_string()).unwrap_or_default();
+                    let q = s.getattr("__qualname__").map(|q| q.to_string()).unwrap_or_default();
+                    (m, q)
+                });
+                subs
+            }
+        };
+        clsdict.set_item(intern!(py, "_abc_impl"), PyList::new(py, subclasses)?)?;
+    }
+    if clsdict.contains("__slots__")? {
+        let slots = cls.getattr(intern!(py, "__slots__"))?;
+        if let Ok(s) = slots.downcast::<PyString>() {
+            let _ = clsdict.del_item(s);
+        } else {
+            for k in slots.try_iter()? {
+                let _ = clsdict.del_item(k?);
+            }
+        }
+    }
+    let _ = clsdict.del_item("__dict__");
+    Ok((clsdict, PyDict::new(py)))
+}
+
+/// Per-process: how many distinct dynamic classes of each (module, qualname) got an id.
+static TRACKER_COUNTS: GILOnceCell<Mutex<HashMap<String, u64>>> = GILOnceCell::new();
+
+/// The class tracker id of a dynamic class (or TypeVar), registered in the reconstructor
+/// module's tracker so that loading in this process gives back the same class, as upstream.
+/// Upstream draws a uuid4 per class, so the same program writes different bytes each run
+/// (#510). Ours is derived from the module, qualname and definition (attribute names and
+/// function bytecode) plus a per-process counter that keeps two distinct class objects of the
+/// same definition apart.
+fn tracker_id<'py>(py: Python<'py>, rec: &crate::cloud::Reconstructors, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    let lock = rec.tracker_lock.bind(py);
+    lock.call_method0("acquire")?;
+    let result = (|| -> PyResult<Bound<'py, PyString>> {
+        let by_class = rec.tracker_by_class.bind(py);
+        if let Some(id) = by_class.call_method1("get", (obj,)).ok().filter(|v| !v.is_none()) {
+            return Ok(id.downcast_into::<PyString>()?);
+        }
+        let module = lookup_attr(obj, intern!(py, "__module__"))?.map(|m| m.to_string()).unwrap_or_default();
+        let qualname = lookup_attr(obj, intern!(py, "__qualname__"))?
+            .or(lookup_attr(obj, intern!(py, "__name__"))?)
+            .map(|q| q.to_string())
+            .unwrap_or_default();
+        let mut h = Fnv128::new();
+        h.write(module.as_bytes());
+        h.write(b"\0");
+        h.write(qualname.as_bytes());
+        h.write(b"\0");
+        definition_fingerprint(py, obj, &mut h);
+        let fp = h.finish();
+        let key = format!("{module}\0{qualname}\0{fp:032x}");
+        let counts = TRACKER_COUNTS.get_or_init(py, || Mutex::new(HashMap::new()));
+        let n = match counts.lock() {
+            Ok(mut m) => {
+                let c = m.entry(key).or_insert(0);
+                *c += 1;
+                *c - 1
+            }
+            Err(_) => 0,
+        };
+        let mut h2 = Fnv128::new();
+        h2.write(&fp.to_le_bytes());
+        h2.write(&n.to_le_bytes());
+        let id = PyString::new(py, &format!("{:032x}", h2.finish()));
+        let by_id = rec.tracker_by_id.bind(py);
+        by_class.set_item(obj, &id)?;
+        by_id.set_item(&id, obj)?;
+        Ok(id)
+    })();
+    lock.call_method0("release")?;
+    result
+}
+
+/// Names in the class dict and the bytecode of its functions: cheap, and enough to tell two
+/// different classes of the same name apart in one receiver.
+fn definition_fingerprint(py: Python<'_>, obj: &Bound<'_, PyAny>, h: &mut Fnv128) {
+    let Ok(d) = obj.getattr(intern!(py, "__dict__")) else { return };
+    let Ok(keys) = d.try_iter() else { return };
+    let mut names: Vec<String> = keys.filter_map(|k| k.ok().and_then(|k| k.extract::<String>().ok())).collect();
+    names.sort();
+    for n in names {
+        h.write(n.as_bytes());
+        h.write(b"\0");
+        if let Ok(v) = d.get_item(n.as_str()) {
+            if let Ok(code) = v.getattr(intern!(py, "__code__")) {
+                if let Ok(b) = code.getattr(intern!(py, "co_code")).and_then(|c| c.extract::<Vec<u8>>()) {
+                    h.write(&b);
+                }
+            }
+        }
+    }
+}
+
+/// 128-bit FNV-1a: stable across processes and platforms (unlike Python's salted `hash`).
+struct Fnv128(u128);
+impl Fnv128 {
+    fn new() -> Self {
+        Fnv128(0x6c62272e07bb014262b821756295c58d)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u128::from(b);
+            self.0 = self.0.wrapping_mul(0x0000000001000000000000000000013B);
+        }
+    }
+    fn finish(&self) -> u128 {
+        self.0
+    }
+}

@@ -1,0 +1,440 @@
+//! cloudpickle's semantics on top of the `_pickle.c` walk: what goes by value (functions and
+//! classes of `__main__`, of dynamic modules, of modules registered by value) and how.
+//!
+//! Every reconstructor named in a stream comes from the configured reconstructor module
+//! (`cloudpickle.cloudpickle` by default, `ray.cloudpickle.cloudpickle` for Ray workers) or the
+//! standard library, so receivers need stock cloudpickle only (DESIGN.md §2).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+
+use crate::dumper::lookup_attr;
+
+/// The reconstructors and tables of one reconstructor module, looked up once per process.
+pub(crate) struct Reconstructors {
+    pub module_name: String,
+    pub make_function: Py<PyAny>,
+    pub make_empty_cell: Py<PyAny>,
+    pub make_cell: Py<PyAny>,
+    pub function_setstate: Py<PyAny>,
+    pub make_skeleton_class: Py<PyAny>,
+    pub make_skeleton_enum: Py<PyAny>,
+    pub class_setstate: Py<PyAny>,
+    pub builtin_type: Py<PyAny>,
+    pub subimport: Py<PyAny>,
+    pub dynamic_subimport: Py<PyAny>,
+    /// cloudpickle's own reducers for the long tail of types (classmethod, property, files,
+    /// loggers, dict views, ...): `Pickler._dispatch_table` of the reconstructor module, so a Ray
+    /// stream names Ray's copies of the reconstructors.
+    pub extra_reducers: Py<PyDict>,
+    pub by_value_modules: Py<PyAny>,
+    pub tracker_by_class: Py<PyAny>,
+    pub tracker_by_id: Py<PyAny>,
+    pub tracker_lock: Py<PyAny>,
+}
+
+static RECONSTRUCTORS: GILOnceCell<Mutex<HashMap<String, &'static Reconstructors>>> = GILOnceCell::new();
+
+impl Reconstructors {
+    pub(crate) fn get<'py>(py: Python<'py>, module_name: &str) -> PyResult<&'static Reconstructors> {
+        let cache = RECONSTRUCTORS.get_or_init(py, || Mutex::new(HashMap::new()));
+        if let Some(r) = cache.lock().ok().and_then(|m| m.get(module_name).copied()) {
+            return Ok(r);
+        }
+        let m = py.import(module_name)?;
+        let g = |name: &str| -> PyResult<Py<PyAny>> { Ok(m.getattr(name)?.unbind()) };
+        let extra = m.getattr("Pickler")?.getattr("_dispatch_table")?.downcast_into::<PyDict>()?.copy()?;
+        // Types we reduce natively (faster, deterministic, or fixed against upstream bugs).
+        let types = py.import("types")?;
+        for native in ["CodeType", "CellType", "ModuleType"] {
+            let _ = extra.del_item(types.getattr(native)?);
+        }
+        let typing = py.import("typing")?;
+        let _ = extra.del_item(typing.getattr("TypeVar")?);
+        let r = Reconstructors {
+            module_name: module_name.to_owned(),
+            make_function: g("_make_function")?,
+            make_empty_cell: g("_make_empty_cell")?,
+            make_cell: g("_make_cell")?,
+            function_setstate: g("_function_setstate")?,
+            make_skeleton_class: g("_make_skeleton_class")?,
+            make_skeleton_enum: g("_make_skeleton_enum")?,
+            class_setstate: g("_class_setstate")?,
+            builtin_type: g("_builtin_type")?,
+            subimport: g("subimport")?,
+            dynamic_subimport: g("dynamic_subimport")?,
+            extra_reducers: extra.unbind(),
+            by_value_modules: g("_PICKLE_BY_VALUE_MODULES")?,
+            tracker_by_class: g("_DYNAMIC_CLASS_TRACKER_BY_CLASS")?,
+            tracker_by_id: g("_DYNAMIC_CLASS_TRACKER_BY_ID")?,
+            tracker_lock: g("_DYNAMIC_CLASS_TRACKER_LOCK")?,
+        };
+        // Leaked once per reconstructor module per process: a handful at most.
+        let leaked: &'static Reconstructors = Box::leak(Box::new(r));
+        if let Ok(mut map) = cache.lock() {
+            map.insert(module_name.to_owned(), leaked);
+        }
+        Ok(leaked)
+    }
+}
+
+/// Per-process facts about the interpreter the walk consults.
+pub(crate) struct Interp {
+    pub function_type: Py<PyAny>,
+    pub code_type: Py<PyAny>,
+    pub cell_type: Py<PyAny>,
+    pub module_type: Py<PyAny>,
+    pub typevar_type: Py<PyAny>,
+    pub enum_type: Py<PyAny>,
+    pub abcmeta: Py<PyAny>,
+    pub abc_get_dump: Py<PyAny>,
+    pub property_type: Py<PyAny>,
+    pub builtins_setattr: Py<PyAny>,
+    pub make_typevar_name: &'static str,
+    /// `{type: name}` for the types of the `types` module (cloudpickle's `_BUILTIN_TYPE_NAMES`).
+    pub builtin_type_names: Py<PyDict>,
+    pub load_global: u8,
+    pub store_global: u8,
+    pub delete_global: u8,
+    pub extended_arg: u8,
+    pub have_argument: u8,
+    /// From 3.11, LOAD_GLOBAL's argument is `namei << 1 | push_null`.
+    pub load_global_shifted: bool,
+    pub has_exceptiontable: bool,
+    pub has_qualname: bool,
+}
+
+static INTERP: GILOnceCell<Interp> = GILOnceCell::new();
+
+pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
+    INTERP.get_or_try_init(py, || {
+        let types = py.import("types")?;
+        let opcode = py.import("opcode")?;
+        let opmap = opcode.getattr("opmap")?;
+        let op = |n: &str| -> PyResult<u8> { opmap.get_item(n)?.extract() };
+        let names = PyDict::new(py);
+        let type_type = py.get_type::<PyType>();
+        for (k, v) in types.getattr("__dict__")?.downcast::<PyDict>()?.iter() {
+            if v.get_type().is(&type_type) {
+                names.set_item(v, k)?;
+            }
+        }
+        let version: (u8, u8) = py.import("sys")?.getattr("version_info")?.extract::<(u8, u8, u8, String, u8)>().map(|v| (v.0, v.1))?;
+        let code_type = types.getattr("CodeType")?;
+        Ok(Interp {
+            function_type: types.getattr("FunctionType")?.unbind(),
+            cell_type: types.getattr("CellType")?.unbind(),
+            module_type: types.getattr("ModuleType")?.unbind(),
+            typevar_type: py.import("typing")?.getattr("TypeVar")?.unbind(),
+            enum_type: py.import("enum")?.getattr("Enum")?.unbind(),
+            abcmeta: py.import("abc")?.getattr("ABCMeta")?.unbind(),
+            abc_get_dump: py.import("abc")?.getattr("_get_dump")?.unbind(),
+            property_type: py.import("builtins")?.getattr("property")?.unbind(),
+            builtins_setattr: py.import("builtins")?.getattr("setattr")?.unbind(),
+            make_typevar_name: "_make_typevar",
+            builtin_type_names: names.unbind(),
+            load_global: op("LOAD_GLOBAL")?,
+            store_global: op("STORE_GLOBAL")?,
+            delete_global: op("DELETE_GLOBAL")?,
+            extended_arg: op("EXTENDED_ARG")?,
+            have_argument: opcode.getattr("HAVE_ARGUMENT")?.extract()?,
+            load_global_shifted: version >= (3, 11),
+            has_exceptiontable: code_type.hasattr("co_exceptiontable")?,
+            has_qualname: code_type.hasattr("co_qualname")?,
+            code_type: code_type.unbind(),
+        })
+    })
+}
+
+/// Options and per-dump state of the cloudpickle layer.
+pub(crate) struct Cloud<'py> {
+    pub rec: &'static Reconstructors,
+    pub it: &'py Interp,
+    /// `id(func.__globals__) -> base_globals`, so functions sharing a module namespace share one
+    /// dict after loading. Lives on the Pickler across dumps, as upstream's `globals_ref`.
+    pub globals_ref: Bound<'py, PyDict>,
+    pub pickle_by_reference: Option<Bound<'py, PyAny>>,
+    /// Closure cells whose contents are being or have been written in this dump.
+    pub cells_filled: HashSet<usize>,
+    /// Sorted names of `sys.modules`, built once per dump when a package global needs its
+    /// imported submodules (upstream scans `sys.modules` per function: #576).
+    pub module_index: Option<(usize, Vec<String>)>,
+}
+
+impl<'py> Cloud<'py> {
+    pub(crate) fn new(
+        py: Python<'py>,
+        module_name: &str,
+        globals_ref: Bound<'py, PyDict>,
+        pickle_by_reference: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Self> {
+        Ok(Cloud {
+            rec: Reconstructors::get(py, module_name)?,
+            it: interp(py)?,
+            globals_ref,
+            pickle_by_reference: pickle_by_reference.filter(|c| !c.is_none()),
+            cells_filled: HashSet::new(),
+            module_index: None,
+        })
+    }
+
+    /// Whether `module` (a module object) or a parent package is registered by value.
+    pub(crate) fn is_registered_by_value(&self, py: Python<'py>, module_name: &str) -> PyResult<bool> {
+        let registry = self.rec.by_value_modules.bind(py);
+        if registry.len()? == 0 {
+            return Ok(false);
+        }
+        let mut name = module_name;
+        loop {
+            if registry.contains(name)? {
+                return Ok(true);
+            }
+            match name.rfind('.') {
+                Some(i) => name = &name[..i],
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// cloudpickle's `_lookup_module_and_qualname`: Some(module name) when `obj` is reachable
+    /// as `module.qualname` in an imported module other than `__main__`.
+    pub(crate) fn lookup_module_and_qualname(&self, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<Option<String>> {
+        let py = obj.py();
+        let qualname = match name {
+            Some(n) => Some(n.clone()),
+            None => match lookup_attr(obj, intern!(py, "__qualname__"))? {
+                Some(q) => q.downcast_into::<PyString>().ok(),
+                None => lookup_attr(obj, intern!(py, "__name__"))?.and_then(|n| n.downcast_into::<PyString>().ok()),
+            },
+        };
+        let Some(qualname) = qualname else { return Ok(None) };
+        let module_name = match lookup_attr(obj, intern!(py, "__module__"))? {
+            Some(m) if !m.is_none() => m,
+            _ => match self.search_sys_modules(obj, &qualname)? {
+                Some(m) => m,
+                None => return Ok(None),
+            },
+        };
+        let Ok(module_name) = module_name.downcast_into::<PyString>() else { return Ok(None) };
+        let mname = module_name.to_cow()?.into_owned();
+        if mname == "__main__" {
+            return Ok(None);
+        }
+        let modules = py.import("sys")?.getattr("modules")?;
+        let Ok(Some(module)) = modules.downcast::<PyDict>().map(|d| d.get_item(&module_name).ok().flatten()) else {
+            return Ok(None);
+        };
+        if module.is_none() {
+            return Ok(None);
+        }
+        let mut cur = module;
+        for part in qualname.to_cow()?.split('.') {
+            if part == "<locals>" {
+                return Ok(None);
+            }
+            match cur.getattr(part) {
+                Ok(v) => cur = v,
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(if cur.is(obj) { Some(mname) } else { None })
+    }
+
+    /// `_whichmodule`'s fallback when `__module__` is None: errors during the search are
+    /// ignored, `__main__` and `__mp_main__` skipped.
+    fn search_sys_modules(&self, obj: &Bound<'py, PyAny>, qualname: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = obj.py();
+        let modules = py.import("sys")?.getattr("modules")?.downcast_into::<PyDict>()?.copy()?;
+        let module_type = self.it.module_type.bind(py);
+        let parts: Vec<String> = qualname.to_cow()?.split('.').map(str::to_owned).collect();
+        for (name, module) in modules.iter() {
+            let Ok(n) = name.extract::<String>() else { continue };
+            if n == "__main__" || n == "__mp_main__" || module.is_none() || !module.is_instance(module_type)? {
+                continue;
+            }
+            let mut cur = module;
+            let mut ok = true;
+            for p in &parts {
+                match cur.getattr(p.as_str()) {
+                    Ok(v) => cur = v,
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok && cur.is(obj) {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Functions and classes: import path (true) or by value (false). The user's
+    /// `pickle_by_reference` callback decides when given; its exceptions propagate unchanged.
+    pub(crate) fn should_pickle_by_reference(&self, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<bool> {
+        if let Some(cb) = &self.pickle_by_reference {
+            return cb.call1((obj,))?.is_truthy();
+        }
+        match self.lookup_module_and_qualname(obj, name)? {
+            None => Ok(false),
+            Some(module) => Ok(!self.is_registered_by_value(obj.py(), &module)?),
+        }
+    }
+
+    /// Modules: by reference when importable by name (in `sys.modules`) and not registered.
+    pub(crate) fn should_pickle_module_by_reference(&self, module: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let py = module.py();
+        if let Some(cb) = &self.pickle_by_reference {
+            return cb.call1((module,))?.is_truthy();
+        }
+        let name: String = module.getattr(intern!(py, "__name__"))?.extract()?;
+        if self.is_registered_by_value(py, &name)? {
+            return Ok(false);
+        }
+        let modules = py.import("sys")?.getattr("modules")?;
+        modules.contains(name)
+    }
+
+    /// Loaded submodules of `package` (names with its prefix), from a per-dump index.
+    pub(crate) fn loaded_submodules(&mut self, py: Python<'py>, package: &str) -> PyResult<Vec<String>> {
+        let modules = py.import("sys")?.getattr("modules")?.downcast_into::<PyDict>()?;
+        let size = modules.len();
+        let stale = !matches!(&self.module_index, Some((n, _)) if *n == size);
+        if stale {
+            let mut names: Vec<String> = modules.keys().iter().filter_map(|k| k.extract::<String>().ok()).collect();
+            names.sort_unstable();
+            self.module_index = Some((size, names));
+        }
+        let Some((_, names)) = &self.module_index else { return Ok(Vec::new()) };
+        let prefix = format!("{package}.");
+        let start = names.partition_point(|n| n.as_str() < prefix.as_str());
+        Ok(names[start..].iter().take_while(|n| n.starts_with(&prefix)).cloned().collect())
+    }
+}
+
+/// Names of globals a code object (and the code objects nested in it) reads, writes or
+/// deletes, in first-use order; cached per code object for the life of that code object.
+pub(crate) fn code_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = code.py();
+    if let Some(hit) = names_cache_get(py, code) {
+        return Ok(hit);
+    }
+    let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
+    collect_global_names(it, code, &mut seen)?;
+    let tuple = PyTuple::new(py, seen)?;
+    names_cache_put(py, code, &tuple);
+    Ok(tuple)
+}
+
+fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
+    let py = code.py();
+    let names = code.getattr(intern!(py, "co_names"))?.downcast_into::<PyTuple>()?;
+    let raw = code.getattr(intern!(py, "co_code"))?;
+    let bytes: &[u8] = raw.downcast::<pyo3::types::PyBytes>()?.as_bytes();
+    let mut ext: u32 = 0;
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        let (opc, arg) = (bytes[i], u32::from(bytes[i + 1]));
+        i += 2;
+        if opc == it.extended_arg {
+            ext = (ext | arg) << 8;
+            continue;
+        }
+        let full = if opc >= it.have_argument { ext | arg } else { 0 };
+        ext = 0;
+        let index = if opc == it.load_global {
+            Some(if it.load_global_shifted { full >> 1 } else { full })
+        } else if opc == it.store_global || opc == it.delete_global {
+            Some(full)
+        } else {
+            None
+        };
+        if let Some(idx) = index {
+            if let Ok(name) = names.get_item(idx as usize) {
+                if !out.iter().any(|n| n.eq(&name).unwrap_or(false)) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    let code_type = code.get_type();
+    for c in code.getattr(intern!(py, "co_consts"))?.downcast_into::<PyTuple>()?.iter() {
+        if c.get_type().is(&code_type) {
+            collect_global_names(it, &c, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Cache entries hold a weak reference to the code object, so dynamic code (lambdas made in a
+/// loop) is not kept alive by the cache; dead entries are swept when the cache grows.
+struct NamesCache {
+    entries: HashMap<usize, (Py<PyAny>, Py<PyTuple>)>,
+}
+
+static NAMES_CACHE: GILOnceCell<Mutex<NamesCache>> = GILOnceCell::new();
+
+fn names_cache_get<'py>(py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
+    let cache = NAMES_CACHE.get_or_init(py, || Mutex::new(NamesCache { entries: HashMap::new() }));
+    let guard = cache.lock().ok()?;
+    let (weak, names) = guard.entries.get(&(code.as_ptr() as usize))?;
+    let alive = weak.bind(py).call0().ok()?;
+    if alive.is(code) {
+        Some(names.bind(py).clone())
+    } else {
+        None
+    }
+}
+
+fn names_cache_put<'py>(py: Python<'py>, code: &Bound<'py, PyAny>, names: &Bound<'py, PyTuple>) {
+    let Some(cache) = NAMES_CACHE.get(py) else { return };
+    let Ok(weak) = py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((code,))) else { return };
+    let Ok(mut guard) = cache.lock() else { return };
+    if guard.entries.len() >= 4096 {
+        guard.entries.retain(|_, (w, _)| w.bind(py).call0().map(|o| !o.is_none()).unwrap_or(false));
+    }
+    guard.entries.insert(code.as_ptr() as usize, (weak.unbind(), names.clone().unbind()));
+}
+
+/// A fresh (not interned) copy of a str, as upstream's `"".join(s)`: keeps memo sharing, and
+/// therefore the bytes, the same whether the name was interned here or rebuilt by a loader.
+pub(crate) fn fresh_str<'py>(s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = s.py();
+    match s.downcast::<PyString>() {
+        Ok(text) => {
+            let cow = text.to_cow()?;
+            Ok(PyString::new(py, &cow).into_any())
+        }
+        Err(_) => Ok(s.clone()),
+    }
+}
+
+/// `{fresh(k): v}` for every item of a mapping, in its order.
+pub(crate) fn fresh_keys<'py>(d: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(d.py());
+    for (k, v) in d.iter() {
+        out.set_item(fresh_str(&k)?, v)?;
+    }
+    Ok(out)
+}
+
+/// Streams name the reconstructors of stock cloudpickle unless a pickler says otherwise.
+pub(crate) const DEFAULT_RECONSTRUCTOR_MODULE: &str = "cloudpickle.cloudpickle";
+
+/// `by_source` is accepted by the API but not built yet: refuse it loudly rather than silently
+/// writing bytecode.
+pub(crate) fn check_by_source(by_source: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    match by_source {
+        Some(v) if !v.is_none() && v.is_truthy()? => Err(pyo3::exceptions::PyNotImplementedError::new_err(
+            "by_source is not implemented in this version of cloudpickle_rs; functions travel as bytecode (by_source=False)",
+        )),
+        _ => Ok(()),
+    }
+}
