@@ -377,8 +377,8 @@ impl<'py> Dumper<'py> {
                 return Ok(Some((type_type, (singleton,)).into_pyobject(py)?.into_any()));
             }
         }
-        if let Some(name) = it.builtin_type_names.bind(py).get_item(cls)? {
-            return Ok(Some((rec.builtin_type.bind(py).clone(), (name,)).into_pyobject(py)?.into_any()));
+        if let Some(name) = it.builtin_type_names.get(&(cls.as_ptr() as usize)) {
+            return Ok(Some((rec.builtin_type.bind(py).clone(), (name.bind(py).clone(),)).into_pyobject(py)?.into_any()));
         }
         if self.cloud()?.should_pickle_by_reference(cls, None)? {
             return Ok(None);

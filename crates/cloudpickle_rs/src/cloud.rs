@@ -95,9 +95,9 @@ pub(crate) struct Interp {
     pub abc_get_dump: Py<PyAny>,
     pub property_type: Py<PyAny>,
     pub builtins_setattr: Py<PyAny>,
-    pub make_typevar_name: &'static str,
-    /// `{type: name}` for the types of the `types` module (cloudpickle's `_BUILTIN_TYPE_NAMES`).
-    pub builtin_type_names: Py<PyDict>,
+    /// The types of the `types` module by address (cloudpickle's `_BUILTIN_TYPE_NAMES`), looked
+    /// up by identity: a class whose metaclass is unhashable must not break the lookup.
+    pub builtin_type_names: HashMap<usize, Py<PyString>>,
     pub load_global: u8,
     pub store_global: u8,
     pub delete_global: u8,
@@ -106,7 +106,6 @@ pub(crate) struct Interp {
     /// From 3.11, LOAD_GLOBAL's argument is `namei << 1 | push_null`.
     pub load_global_shifted: bool,
     pub has_exceptiontable: bool,
-    pub has_qualname: bool,
 }
 
 static INTERP: GILOnceCell<Interp> = GILOnceCell::new();
@@ -117,11 +116,12 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
         let opcode = py.import("opcode")?;
         let opmap = opcode.getattr("opmap")?;
         let op = |n: &str| -> PyResult<u8> { opmap.get_item(n)?.extract() };
-        let names = PyDict::new(py);
+        let mut names = HashMap::new();
         let type_type = py.get_type::<PyType>();
         for (k, v) in types.getattr("__dict__")?.downcast::<PyDict>()?.iter() {
             if v.get_type().is(&type_type) {
-                names.set_item(v, k)?;
+                // `types` holds these type objects for the life of the process.
+                names.insert(v.as_ptr() as usize, k.downcast_into::<PyString>()?.unbind());
             }
         }
         let version: (u8, u8) = py.import("sys")?.getattr("version_info")?.extract::<(u8, u8, u8, String, u8)>().map(|v| (v.0, v.1))?;
@@ -136,8 +136,7 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             abc_get_dump: py.import("abc")?.getattr("_get_dump")?.unbind(),
             property_type: py.import("builtins")?.getattr("property")?.unbind(),
             builtins_setattr: py.import("builtins")?.getattr("setattr")?.unbind(),
-            make_typevar_name: "_make_typevar",
-            builtin_type_names: names.unbind(),
+            builtin_type_names: names,
             load_global: op("LOAD_GLOBAL")?,
             store_global: op("STORE_GLOBAL")?,
             delete_global: op("DELETE_GLOBAL")?,
@@ -145,7 +144,6 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             have_argument: opcode.getattr("HAVE_ARGUMENT")?.extract()?,
             load_global_shifted: version >= (3, 11),
             has_exceptiontable: code_type.hasattr("co_exceptiontable")?,
-            has_qualname: code_type.hasattr("co_qualname")?,
             code_type: code_type.unbind(),
         })
     })

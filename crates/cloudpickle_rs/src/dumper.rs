@@ -398,7 +398,7 @@ impl<'py> Dumper<'py> {
                 PyTuple::new(py, [py.get_type::<PyBytes>().into_any(), PyTuple::empty(py).into_any()])?
             } else {
                 let text: String = data.iter().map(|&b| char::from(b)).collect();
-                let args = PyTuple::new(py, [PyString::new(py, &text).into_any(), PyString::new(py, "latin1").into_any()])?;
+                let args = PyTuple::new(py, [PyString::new(py, &text).into_any(), intern!(py, "latin1").clone().into_any()])?;
                 PyTuple::new(py, [self.st.codecs_encode.bind(py).clone(), args.into_any()])?
             };
             return self.save_reduce(&rv, Some(obj));
@@ -766,7 +766,9 @@ impl<'py> Dumper<'py> {
         for item in obj.try_iter()? {
             items.push(item?);
         }
-        let all_str = items.iter().all(|i| i.is_exact_instance_of::<PyString>());
+        // Plain-pickle mode keeps _pickle.c's bytes exactly; the cloudpickle layer promises
+        // deterministic bytes.
+        let all_str = self.cloud.is_some() && items.iter().all(|i| i.is_exact_instance_of::<PyString>());
         if all_str && items.len() > 1 {
             let mut keyed: Vec<(Vec<u8>, Bound<'py, PyAny>)> = Vec::with_capacity(items.len());
             for item in items {

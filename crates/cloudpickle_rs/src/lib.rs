@@ -17,7 +17,7 @@ use pyo3::types::PyBytes;
 
 use dumper::{Dumper, Hooks};
 use memo::Memo;
-use pickler::{check_buffer_callback, parse_protocol, Pickler};
+use pickler::{check_buffer_callback, parse_protocol, Pickler, PicklerBase};
 
 /// Return the pickled representation of `obj` as bytes.
 #[pyfunction]
@@ -73,6 +73,7 @@ fn dump<'py>(
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PicklerBase>()?;
     m.add_class::<Pickler>()?;
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(dump, m)?)?;

@@ -43,11 +43,6 @@ impl Memo {
         self.index.get(&(obj.as_ptr() as usize)).copied()
     }
 
-    #[inline]
-    pub(crate) fn contains(&self, obj: &Bound<'_, PyAny>) -> bool {
-        self.index.contains_key(&(obj.as_ptr() as usize))
-    }
-
     /// Memoize `obj` under the next index and return that index.
     #[inline]
     pub(crate) fn put(&mut self, obj: &Bound<'_, PyAny>) -> usize {
@@ -59,10 +54,6 @@ impl Memo {
     pub(crate) fn insert_at(&mut self, obj: &Bound<'_, PyAny>, idx: usize) {
         self.index.insert(obj.as_ptr() as usize, idx);
         self.objects.push(obj.clone().unbind());
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.index.len()
     }
 
     pub(crate) fn clear(&mut self) {

@@ -31,8 +31,10 @@ pub(crate) fn check_buffer_callback(proto: u8, cb: &Option<Bound<'_, PyAny>>) ->
     Ok(())
 }
 
-#[pyclass(subclass, dict, weakref, module = "cloudpickle_rs._native", name = "Pickler")]
-pub struct Pickler {
+/// The `_pickle.Pickler`-compatible core: `_pickle.c`'s semantics, byte for byte, and no
+/// by-value layer. [`Pickler`] adds cloudpickle's.
+#[pyclass(subclass, dict, weakref, module = "cloudpickle_rs._native", name = "PicklerBase")]
+pub struct PicklerBase {
     write: Option<Py<PyAny>>,
     proto: u8,
     fix_imports: bool,
@@ -46,32 +48,19 @@ pub struct Pickler {
     globals_ref: Py<PyDict>,
     pickle_by_reference: Option<Py<PyAny>>,
     reconstructor_module: String,
+    /// cloudpickle's by-value layer (functions, classes, modules by value) is on.
+    cloud_layer: bool,
 }
 
 #[pymethods]
-impl Pickler {
+impl PicklerBase {
     #[new]
     #[classmethod]
     #[pyo3(signature = (*args, **kwargs))]
     fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let mut me = Pickler {
-            write: None,
-            proto: DEFAULT_PROTOCOL,
-            fix_imports: true,
-            fast: false,
-            buffer_callback: None,
-            memo: Some(Memo::default()),
-            globals_ref: PyDict::new(cls.py()).unbind(),
-            pickle_by_reference: None,
-            reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),
-        };
-        // A subclass may have an `__init__` of another signature: it calls ours through
-        // super().__init__(); only the class itself is initialised from the constructor call.
-        if cls.is(&cls.py().get_type::<Pickler>()) {
-            me.init_from(args, kwargs)?;
-        }
-        Ok(me)
+        PicklerBase::make(cls, args, kwargs, false)
     }
+
 
     #[pyo3(signature = (*args, **kwargs))]
     fn __init__(&mut self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
@@ -87,11 +76,11 @@ impl Pickler {
                 let name = slf.get_type().name()?;
                 return Err(pickling_error(py, format!("Pickler.__init__() was not called by {name}.__init__()")));
             };
-            let cloud = (me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone());
+            let cloud = (me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone(), me.cloud_layer);
             let memo = me.memo.take().ok_or_else(busy_error)?;
             (write, me.proto, me.fix_imports, me.fast, me.buffer_callback.as_ref().map(|b| b.clone_ref(py)), memo, cloud)
         };
-        let cloud = match Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py))) {
+        let cloud = match cloud.3.then(|| Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py)))).transpose() {
             Ok(c) => c,
             Err(e) => {
                 slf.borrow_mut().memo = Some(memo);
@@ -105,7 +94,7 @@ impl Pickler {
                 return Err(e);
             }
         };
-        let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo, Some(cloud)) {
+        let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo, cloud) {
             Ok(d) => d,
             Err(e) => {
                 slf.borrow_mut().memo = Some(Memo::default());
@@ -116,20 +105,6 @@ impl Pickler {
         let result = dumper.dump(obj);
         slf.borrow_mut().memo = Some(dumper.into_memo());
         result
-    }
-
-    /// cloudpickle's hook for classes and functions, for subclasses that override
-    /// `reducer_override` and call `super().reducer_override(obj)`: the reduce tuple upstream
-    /// returns, or NotImplemented. (When nobody overrides it, the walk calls it natively.)
-    fn reducer_override<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        let (proto, globals_ref, pbr, module) = {
-            let me = slf.try_borrow().map_err(|_| busy_error())?;
-            (me.proto, me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone())
-        };
-        let cloud = Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)))?;
-        let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(cloud))?;
-        Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
     }
 
     /// Forget what was pickled so far: the next dump repeats objects instead of referencing them.
@@ -216,7 +191,29 @@ impl Pickler {
     }
 }
 
-impl Pickler {
+impl PicklerBase {
+    fn make(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>, cloud_layer: bool) -> PyResult<Self> {
+        let mut me = PicklerBase {
+            write: None,
+            proto: DEFAULT_PROTOCOL,
+            fix_imports: true,
+            fast: false,
+            buffer_callback: None,
+            memo: Some(Memo::default()),
+            globals_ref: PyDict::new(cls.py()).unbind(),
+            pickle_by_reference: None,
+            reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),
+            cloud_layer,
+        };
+        // A subclass may have an `__init__` of another signature: it calls ours through
+        // super().__init__(); only the class itself is initialised from the constructor call.
+        let py = cls.py();
+        if cls.is(&py.get_type::<Pickler>()) || cls.is(&py.get_type::<PicklerBase>()) {
+            me.init_from(args, kwargs)?;
+        }
+        Ok(me)
+    }
+
     fn init_from(&mut self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
         let py = args.py();
         let mut file: Option<Bound<'_, PyAny>> = None;
@@ -280,7 +277,7 @@ fn busy_error() -> PyErr {
 
 /// The hooks a Pickler instance (or its Python subclass) brings: looked up once per dump, as
 /// `_pickle.c` looks up `reducer_override` once per dump.
-fn instance_hooks<'py>(slf: &Bound<'py, Pickler>, buffer_callback: Option<Bound<'py, PyAny>>) -> PyResult<Hooks<'py>> {
+fn instance_hooks<'py>(slf: &Bound<'py, PicklerBase>, buffer_callback: Option<Bound<'py, PyAny>>) -> PyResult<Hooks<'py>> {
     let py = slf.py();
     let obj = slf.as_any();
     let persistent_id = lookup_attr(obj, intern!(py, "persistent_id"))?;
@@ -304,4 +301,34 @@ fn instance_hooks<'py>(slf: &Bound<'py, Pickler>, buffer_callback: Option<Bound<
         None => None,
     };
     Ok(Hooks { persistent_id, reducer_override, dispatch_table, buffer_callback })
+}
+
+/// cloudpickle's pickler: the core plus the by-value layer. `CloudPickler is Pickler`.
+#[pyclass(extends = PicklerBase, subclass, module = "cloudpickle_rs._native", name = "Pickler")]
+pub struct Pickler;
+
+#[pymethods]
+impl Pickler {
+    #[new]
+    #[classmethod]
+    #[pyo3(signature = (*args, **kwargs))]
+    fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<(Self, PicklerBase)> {
+        Ok((Pickler, PicklerBase::make(cls, args, kwargs, true)?))
+    }
+
+    /// cloudpickle's hook for classes and functions, for subclasses that override
+    /// `reducer_override` and call `super().reducer_override(obj)`: the reduce tuple upstream
+    /// returns, or NotImplemented. (When nobody overrides it, the walk calls it natively.)
+    fn reducer_override<'py>(slf: &Bound<'py, Self>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let slf = slf.as_super();
+        let (proto, globals_ref, pbr, module) = {
+            let me = slf.try_borrow().map_err(|_| busy_error())?;
+            (me.proto, me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone())
+        };
+        let cloud = Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)))?;
+        let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(cloud))?;
+        Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
+    }
+
 }
