@@ -32,6 +32,11 @@ impl<'py> Dumper<'py> {
         let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
         let it = cloud.it;
         if tp.is_subclass_of::<PyType>()? {
+            // A metaclass with a reducer of its own in a dispatch table decides how its classes
+            // pickle (upstream's reducer_override shadows it: CPython's test_dynamic_class).
+            if !tp.is(&py.get_type::<PyType>()) && self.metaclass_has_reducer(tp)? {
+                return Ok(Handled::Pass);
+            }
             return Ok(match self.class_reduce(obj)? {
                 Some(rv) => Handled::Reduce(rv),
                 None => Handled::Pass,
@@ -49,6 +54,18 @@ impl<'py> Dumper<'py> {
             return Ok(Handled::Done);
         }
         Ok(Handled::Pass)
+    }
+
+    fn metaclass_has_reducer(&self, meta: &Bound<'py, PyType>) -> PyResult<bool> {
+        let py = self.py;
+        if let Some(table) = &self.hooks.dispatch_table {
+            return match table.get_item(meta) {
+                Ok(_) => Ok(true),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        self.st.copyreg_dispatch_table.bind(py).contains(meta)
     }
 
     /// cloudpickle's dispatch table: native reducers for code, cells, modules and TypeVars, and
@@ -422,6 +439,11 @@ impl<'py> Dumper<'py> {
             let type_kwargs = PyDict::new(py);
             if cdict.contains("__module__")? {
                 type_kwargs.set_item(intern!(py, "__module__"), cls.getattr(intern!(py, "__module__"))?)?;
+            }
+            // Declared at creation, so the rebuilt class has real slots and no instance
+            // `__dict__` (upstream sets `__slots__` after creation, which creates no slots).
+            if let Ok(slots) = cdict.get_item("__slots__") {
+                type_kwargs.set_item(intern!(py, "__slots__"), slots)?;
             }
             if let Ok(d) = cdict.get_item("__dict__") {
                 if d.is_instance(it.property_type.bind(py))? {
