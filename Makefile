@@ -49,3 +49,17 @@ lint: ## cargo clippy and fmt check
 
 clean: ## Remove build products and the venv
 	rm -rf target $(VENV) .build.lock
+
+# --- Test infrastructure: loader environments and cloudpickle's own suite -----------------------
+# Loader envs live in .venvs/ (stock cloudpickle, no cloudpickle_rs); tests build them on demand
+# through tests/support/loaders.py, this target builds them ahead of time.
+CP_CHECKOUT ?=
+CP_SUITE_ARGS ?=
+.PHONY: loaders cloudpickle-suite
+
+loaders: ## Build the loader envs .venvs/{stock-cp312,stock-cp300,pypy39} (stock cloudpickle only)
+	$(PYTHON) tests/support/loaders.py build
+
+cloudpickle-suite: ## cloudpickle's own tests via a shim: make cloudpickle-suite CP_CHECKOUT=/path
+	@test -n "$(CP_CHECKOUT)" || { echo "usage: make cloudpickle-suite CP_CHECKOUT=/path/to/cloudpickle-checkout [CP_SUITE_ARGS='-x -k name']"; exit 2; }
+	tools/run_cloudpickle_suite.sh "$(CP_CHECKOUT)" $(CP_SUITE_ARGS)
