@@ -1,0 +1,333 @@
+//! [`SourceFile`]: one file's text, parsed once, with everything lookups need.
+
+use std::hash::Hasher;
+use std::panic::{self, AssertUnwindSafe};
+
+use ruff_python_ast::{self as ast, PythonVersion, Stmt};
+use ruff_python_parser::{Mode, ParseOptions};
+use ruff_text_size::Ranged;
+
+use crate::lines::{LineColumn, LineIndex};
+use crate::scopes::{self, Scope, ScopeKind, Span};
+use crate::Error;
+
+/// The largest text accepted, in bytes. Offsets are 32-bit in the parser; half of that
+/// leaves room for arithmetic on offsets without overflow.
+pub const MAX_SOURCE_BYTES: usize = (u32::MAX / 2) as usize;
+
+/// The deepest nesting of statements, expressions and patterns accepted. CPython refuses to
+/// compile far shallower nesting (its parser stops at 6000 levels, its compiler earlier).
+pub const MAX_NESTING_DEPTH: usize = 10_000;
+
+/// Stack budget per nesting level when dropping the syntax tree (dropping recurses; a
+/// release build needs about 80 bytes a level, a debug build about 600).
+const DROP_STACK_PER_LEVEL: usize = 1024;
+
+/// Syntax the oldest supported receiver (PyPy 3.9) cannot parse.
+const RECEIVER_VERSION: PythonVersion = PythonVersion::PY39;
+
+/// A construct newer than Python 3.9 found in a function's text: an interpreter older than
+/// the one named in `message` (for example PyPy 3.9) will fail to compile the function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewerSyntax {
+    /// What was found and since which version it exists, e.g. ``Cannot use `match`
+    /// statement on Python 3.9 (syntax was added in Python 3.10)``.
+    pub message: String,
+    /// Where it starts.
+    pub start: LineColumn,
+}
+
+/// A Python file parsed once: its text, line index and a table of every scope that CPython
+/// compiles to a code object (functions, lambdas, classes, comprehensions).
+///
+/// The syntax tree itself is not kept: parsing extracts what lookups need and drops it, so
+/// a `SourceFile` is plain data, `Send + Sync`, and cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SourceFile {
+    name: Box<str>,
+    text: Box<str>,
+    content_hash: u64,
+    lines: LineIndex,
+    pub(crate) scopes: Vec<Scope>,
+    /// `(co_firstlineno, scope index)` of every `def` and `lambda`, sorted.
+    pub(crate) by_first_line: Vec<(u32, u32)>,
+    /// The `from __future__ import ...` statements at the top of the module. They set
+    /// compiler flags that end up in `co_flags`, so rebuilt sources keep them.
+    pub(crate) future_imports: Vec<Span>,
+    /// Syntax newer than Python 3.9, anywhere in the file.
+    pub(crate) newer_syntax: Vec<(Span, Box<str>)>,
+}
+
+impl SourceFile {
+    /// Parses `text`, the full content of the file `name` (use the code object's
+    /// `co_filename`: rebuilt sources name it in reparse mode).
+    ///
+    /// A leading byte-order mark is ignored, as CPython ignores it. Fails if the text is not
+    /// valid Python, is larger than [`MAX_SOURCE_BYTES`], or nests deeper than
+    /// [`MAX_NESTING_DEPTH`].
+    pub fn parse(name: impl Into<String>, text: &str) -> Result<SourceFile, Error> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        if text.len() > MAX_SOURCE_BYTES {
+            return Err(Error::SourceTooLarge {
+                bytes: text.len(),
+                limit: MAX_SOURCE_BYTES,
+            });
+        }
+        let lines = LineIndex::new(text);
+        let options = ParseOptions::from(Mode::Module).with_target_version(RECEIVER_VERSION);
+        // ruff is not known to panic, but this crate promises never to, whatever the input.
+        let parsed = panic::catch_unwind(AssertUnwindSafe(|| {
+            ruff_python_parser::parse_unchecked(text, options).try_into_module()
+        }))
+        .map_err(|payload| Error::ParserFailure {
+            message: panic_message(payload.as_ref()),
+        })?
+        .ok_or_else(|| Error::ParserFailure {
+            message: "the parser did not return a module".to_owned(),
+        })?;
+
+        if let Some(error) = parsed.errors().first() {
+            let at = lines.line_column(error.location.start().into());
+            return Err(Error::Syntax {
+                message: error.error.to_string(),
+                line: at.line,
+                column: at.column,
+            });
+        }
+
+        let table = scopes::build(parsed.syntax(), parsed.tokens());
+        if table.max_depth > MAX_NESTING_DEPTH {
+            // Dropping the tree recurses once per level and could overflow any stack we
+            // are willing to allocate. CPython cannot compile such a file anyway, so the
+            // tree is leaked (once per parse, bounded by the file size) rather than risk
+            // aborting the process.
+            std::mem::forget(parsed);
+            return Err(Error::TooDeeplyNested {
+                depth: table.max_depth,
+            });
+        }
+
+        let future_imports = future_import_spans(&parsed.syntax().body);
+        let newer_syntax = parsed
+            .unsupported_syntax_errors()
+            .iter()
+            .map(|e| (Span::of(e.range()), e.to_string().into_boxed_str()))
+            .collect();
+        let stack = table.max_depth.saturating_mul(DROP_STACK_PER_LEVEL) + 64 * 1024;
+        stacker::maybe_grow(stack, stack, move || drop(parsed));
+
+        let mut by_first_line: Vec<(u32, u32)> = table
+            .scopes
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.signature.is_some())
+            .map(|(i, s)| {
+                let index = u32::try_from(i).unwrap_or(u32::MAX);
+                (lines.line_of(s.first_line_offset), index)
+            })
+            .collect();
+        by_first_line.sort_unstable();
+
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(text.as_bytes());
+        Ok(SourceFile {
+            name: name.into().into_boxed_str(),
+            text: text.into(),
+            content_hash: hasher.finish(),
+            lines,
+            scopes: table.scopes,
+            by_first_line,
+            future_imports,
+            newer_syntax,
+        })
+    }
+
+    /// The file name given to [`SourceFile::parse`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The text, without a leading byte-order mark.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// A fast 64-bit hash of [`SourceFile::text`] (not cryptographic).
+    pub fn content_hash(&self) -> u64 {
+        self.content_hash
+    }
+
+    /// The line index of [`SourceFile::text`].
+    pub fn line_index(&self) -> &LineIndex {
+        &self.lines
+    }
+
+    /// The byte offset of `position`, if it lies on a character boundary within a line.
+    pub fn offset(&self, position: LineColumn) -> Option<u32> {
+        let offset = self.lines.offset(position)?;
+        self.text
+            .is_char_boundary(offset as usize)
+            .then_some(offset)
+    }
+
+    /// Text of `line` (1-based) without its line break.
+    pub fn line_text(&self, line: u32) -> Option<&str> {
+        let start = self.lines.line_start(line)? as usize;
+        let end = self.lines.line_content_end(line)? as usize;
+        self.text.get(start..end)
+    }
+
+    pub(crate) fn scope(&self, index: u32) -> Option<&Scope> {
+        self.scopes.get(index as usize)
+    }
+
+    pub(crate) fn slice(&self, span: Span) -> Option<&str> {
+        self.text.get(span.start as usize..span.end as usize)
+    }
+
+    pub(crate) fn line_column(&self, offset: u32) -> LineColumn {
+        self.lines.line_column(offset)
+    }
+
+    /// The qualified name CPython gives scope `index` (`f.<locals>.g`, `C.m`, ...).
+    pub(crate) fn qualname(&self, index: u32) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        let mut current = self.scope(index);
+        while let Some(scope) = current {
+            parts.push(&scope.name);
+            if scope.force_global {
+                break;
+            }
+            let Some(parent) = scope.parent.and_then(|p| self.scope(p)) else {
+                break;
+            };
+            if parent.kind.adds_locals_to_qualname() {
+                parts.push("<locals>");
+            }
+            current = Some(parent);
+        }
+        parts.reverse();
+        parts.join(".")
+    }
+
+    /// The innermost class enclosing scope `index`, whose name mangles `__private` names.
+    pub(crate) fn mangling_class(&self, index: u32) -> Option<&str> {
+        let mut current = self.scope(index)?.parent;
+        while let Some(parent_index) = current {
+            let parent = self.scope(parent_index)?;
+            if parent.kind == ScopeKind::Class {
+                return Some(&parent.name);
+            }
+            current = parent.parent;
+        }
+        None
+    }
+
+    /// Ancestors of scope `index`, outermost first.
+    pub(crate) fn ancestors(&self, index: u32) -> Vec<u32> {
+        let mut chain = Vec::new();
+        let mut current = self.scope(index).and_then(|s| s.parent);
+        while let Some(parent) = current {
+            chain.push(parent);
+            current = self.scope(parent).and_then(|s| s.parent);
+        }
+        chain.reverse();
+        chain
+    }
+}
+
+/// Applies CPython's private name mangling: `__x` inside class `_C` becomes `_C__x`.
+pub(crate) fn mangle(class_name: Option<&str>, name: &str) -> String {
+    let Some(class_name) = class_name else {
+        return name.to_owned();
+    };
+    if !name.starts_with("__") || name.ends_with("__") || name.contains('.') {
+        return name.to_owned();
+    }
+    let stripped = class_name.trim_start_matches('_');
+    if stripped.is_empty() {
+        return name.to_owned();
+    }
+    format!("_{stripped}{name}")
+}
+
+/// Spans of the `from __future__ import` statements that open the module (after an
+/// optional docstring), the only place they are legal.
+fn future_import_spans(body: &[Stmt]) -> Vec<Span> {
+    let mut spans = Vec::new();
+    for (i, stmt) in body.iter().enumerate() {
+        match stmt {
+            Stmt::Expr(expr) if i == 0 && expr.value.is_string_literal_expr() => {}
+            Stmt::ImportFrom(ast::StmtImportFrom {
+                module: Some(module),
+                level: 0,
+                range,
+                ..
+            }) if module.as_str() == "__future__" => spans.push(Span::of(*range)),
+            _ => break,
+        }
+    }
+    spans
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mangling_follows_cpython() {
+        assert_eq!(mangle(Some("C"), "__x"), "_C__x");
+        assert_eq!(mangle(Some("__C"), "__x"), "_C__x");
+        assert_eq!(mangle(Some("___"), "__x"), "__x");
+        assert_eq!(mangle(Some("C"), "__x__"), "__x__");
+        assert_eq!(mangle(Some("C"), "_x"), "_x");
+        assert_eq!(mangle(None, "__x"), "__x");
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_position() {
+        let err = SourceFile::parse("bad.py", "x = 1\ndef f(:\n").unwrap_err();
+        assert!(matches!(err, Error::Syntax { line: 2, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflow() {
+        let deep = format!("x = 1{}\n", "+1".repeat(MAX_NESTING_DEPTH + 10));
+        let err = SourceFile::parse("deep.py", &deep).unwrap_err();
+        assert!(matches!(err, Error::TooDeeplyNested { .. }), "{err:?}");
+        // Deep but acceptable nesting is dropped on a grown stack.
+        let ok = format!("x = 1{}\n", "+1".repeat(MAX_NESTING_DEPTH - 10));
+        assert!(SourceFile::parse("ok.py", &ok).is_ok());
+    }
+
+    #[test]
+    fn qualnames() {
+        let src = "def f():\n    class C:\n        def m(self):\n            return lambda: [lambda: 1 for _ in ()]\n";
+        let file = SourceFile::parse("q.py", src).unwrap();
+        let names: Vec<String> = (0..file.scopes.len() as u32)
+            .map(|i| file.qualname(i))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "f",
+                "f.<locals>.C",
+                "f.<locals>.C.m",
+                "f.<locals>.C.m.<locals>.<lambda>",
+                "f.<locals>.C.m.<locals>.<lambda>.<locals>.<listcomp>",
+                "f.<locals>.C.m.<locals>.<lambda>.<locals>.<listcomp>.<lambda>",
+            ]
+        );
+    }
+}
