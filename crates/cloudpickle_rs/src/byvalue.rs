@@ -44,6 +44,7 @@ impl<'py> Dumper<'py> {
         }
         if tp.is(it.function_type.bind(py)) {
             let by_ref = match &self.cloud {
+                Some(c) if c.rec.own_functions.contains(&(obj.as_ptr() as usize)) => true,
                 Some(c) => c.should_pickle_by_reference(obj, None)?,
                 None => return Ok(Handled::Pass),
             };
@@ -75,8 +76,8 @@ impl<'py> Dumper<'py> {
         let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
         let it = cloud.it;
         if tp.is(it.code_type.bind(py)) {
-            let rv = self.code_reduce(obj)?;
-            return Ok(Handled::Reduce(rv.into_any()));
+            self.save_code(obj)?;
+            return Ok(Handled::Done);
         }
         if tp.is(it.cell_type.bind(py)) {
             let rec = cloud.rec;
@@ -123,9 +124,7 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let rec = self.cloud()?.rec;
         let it = self.cloud()?.it;
-        let code = func.getattr(intern!(py, "__code__"))?;
-        let f_globals = func.getattr(intern!(py, "__globals__"))?.downcast_into::<PyDict>()?;
-        let closure = func.getattr(intern!(py, "__closure__"))?;
+        let (code, f_globals, closure) = function_parts(func)?;
 
         let base_globals = self.base_globals(&f_globals)?;
 
@@ -152,12 +151,14 @@ impl<'py> Dumper<'py> {
         }
         self.memo_put_pub(func)?;
 
-        // state: (func.__dict__, slotstate), applied by _function_setstate(func, state)
-        let state = self.function_state(func, &code, &f_globals, &cells)?;
+        // state: (func.__dict__, slotstate), applied by _function_setstate(func, state). Written
+        // straight to the stream: the state dicts exist only on the receiver.
         self.save(rec.function_setstate.bind(py), false)?;
         self.save(func, false)?;
-        self.save(&state, false).map_err(|e| self.err_path.reduce_state(py, e, func))?;
-        self.w.op(TUPLE2);
+        self.write_function_state(func, &code, &f_globals, &cells)
+            .map_err(|e| self.err_path.reduce_state(py, e, func))?;
+        self.w.op(TUPLE2); // (state, slotstate)
+        self.w.op(TUPLE2); // (func, that)
         self.w.op(REDUCE);
         self.w.op(POP);
 
@@ -211,6 +212,92 @@ impl<'py> Dumper<'py> {
         self.w.tuple_end(cells.len());
         // The tuple itself is not memoized: __closure__ tuples are not shared between functions.
         let _ = closure;
+        Ok(())
+    }
+
+    /// The `(state, slotstate)` pair of `_function_setstate`, in upstream's key order.
+    fn write_function_state(
+        &mut self,
+        func: &Bound<'py, PyAny>,
+        code: &Bound<'py, PyAny>,
+        f_globals: &Bound<'py, PyDict>,
+        cells: &[Bound<'py, PyAny>],
+    ) -> SaveResult {
+        let py = self.py;
+        let it = self.cloud()?.it;
+        // state: func.__dict__ with fresh keys
+        let fdict = func.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>()?;
+        let mut pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::with_capacity(fdict.len());
+        for (k, v) in fdict.iter() {
+            pairs.push((fresh_str(&k)?, v));
+        }
+        self.w.empty_dict();
+        self.write_dict_items(&pairs, func, "__dict__")?;
+
+        // slotstate
+        let names = code_global_names(it, code)?;
+        let mut globals: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::with_capacity(names.len());
+        for name in names.iter() {
+            if let Some(v) = f_globals.get_item(&name)? {
+                globals.push((name, v));
+            }
+        }
+        let mut deps: Vec<Bound<'py, PyAny>> = globals.iter().map(|(_, v)| v.clone()).collect();
+        for cell in cells {
+            if let Ok(v) = cell.getattr(intern!(py, "cell_contents")) {
+                deps.push(v);
+            }
+        }
+        let submodules = self.imported_submodules(code, &deps)?;
+        let slot: [(Bound<'py, PyAny>, Bound<'py, PyAny>); 10] = [
+            (intern!(py, "__name__").clone().into_any(), fresh_str(&func.getattr(intern!(py, "__name__"))?)?),
+            (intern!(py, "__qualname__").clone().into_any(), fresh_str(&func.getattr(intern!(py, "__qualname__"))?)?),
+            (intern!(py, "__annotations__").clone().into_any(), func.getattr(intern!(py, "__annotations__"))?),
+            (intern!(py, "__kwdefaults__").clone().into_any(), function_slot(func, pyo3::ffi::PyFunction_GetKwDefaults)),
+            (intern!(py, "__defaults__").clone().into_any(), function_slot(func, pyo3::ffi::PyFunction_GetDefaults)),
+            (intern!(py, "__module__").clone().into_any(), function_slot(func, pyo3::ffi::PyFunction_GetModule)),
+            (intern!(py, "__doc__").clone().into_any(), func.getattr(intern!(py, "__doc__"))?),
+            // Cells are shared through _make_function's closure and filled by setattr afterwards.
+            (intern!(py, "__closure__").clone().into_any(), py.None().into_bound(py)),
+            (intern!(py, "_cloudpickle_submodules").clone().into_any(), submodules.into_any()),
+            (intern!(py, "__globals__").clone().into_any(), py.None().into_bound(py)),
+        ];
+        self.w.empty_dict();
+        self.w.op(pickle_wire::opcodes::MARK);
+        for (k, v) in &slot[..9] {
+            self.save(k, false)?;
+            self.save(v, false).map_err(|e| self.err_path.attribute(py, e, func, &k.to_string()))?;
+        }
+        self.save(&slot[9].0, false)?;
+        self.w.empty_dict();
+        self.write_dict_items(&globals, func, "__globals__")?;
+        self.w.op(pickle_wire::opcodes::SETITEMS);
+        Ok(())
+    }
+
+    /// Items of a dict that exists only in the stream (EMPTY_DICT already written), batched as
+    /// `_pickle.c` batches a dict's items.
+    fn write_dict_items(&mut self, pairs: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)], owner: &Bound<'py, PyAny>, what: &str) -> SaveResult {
+        use pickle_wire::opcodes::{MARK, SETITEM, SETITEMS};
+        let py = self.py;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        if pairs.len() == 1 {
+            let (k, v) = &pairs[0];
+            self.save(k, false)?;
+            self.save(v, false).map_err(|e| self.err_path.attribute(py, e, owner, &format!("{what}[{k}]")))?;
+            self.w.op(SETITEM);
+            return Ok(());
+        }
+        for batch in pairs.chunks(pickle_wire::BATCHSIZE) {
+            self.w.op(MARK);
+            for (k, v) in batch {
+                self.save(k, false)?;
+                self.save(v, false).map_err(|e| self.err_path.attribute(py, e, owner, &format!("{what}[{k}]")))?;
+            }
+            self.w.op(SETITEMS);
+        }
         Ok(())
     }
 
@@ -285,7 +372,7 @@ impl<'py> Dumper<'py> {
                 Some(c) => c.loaded_submodules(py, &name)?,
                 None => Vec::new(),
             };
-            let modules = py.import("sys")?.getattr("modules")?;
+            let modules = crate::globals::sys_modules(py)?;
             for sub in subs {
                 let rest = &sub[name.len() + 1..];
                 if rest.split('.').all(|t| names.iter().any(|n| n == t)) {
@@ -300,43 +387,30 @@ impl<'py> Dumper<'py> {
 
     // ----- code, modules, TypeVars -------------------------------------------------------------
 
-    fn code_reduce(&mut self, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    /// A code object as upstream writes it, `_builtin_type('CodeType')(*fields)`, with the
+    /// constructor fields of this interpreter's version written straight to the stream.
+    fn save_code(&mut self, code: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
         let it = self.cloud()?.it;
-        let g = |n: &str| code.getattr(n);
-        let tuple_copy = |n: &str| -> PyResult<Bound<'py, PyAny>> {
-            let t = code.getattr(n)?.downcast_into::<PyTuple>()?;
-            Ok(PyTuple::new(py, t.iter())?.into_any())
-        };
-        let mut args: Vec<Bound<'py, PyAny>> = vec![
-            g("co_argcount")?,
-            g("co_posonlyargcount")?,
-            g("co_kwonlyargcount")?,
-            g("co_nlocals")?,
-            g("co_stacksize")?,
-            g("co_flags")?,
-            g("co_code")?,
-            g("co_consts")?,
-            tuple_copy("co_names")?,
-            tuple_copy("co_varnames")?,
-            g("co_filename")?,
-            fresh_str(&g("co_name")?)?,
-        ];
-        if it.has_exceptiontable {
-            args.push(g("co_qualname")?);
-            args.push(g("co_firstlineno")?);
-            args.push(g("co_linetable")?);
-            args.push(g("co_exceptiontable")?);
-        } else if code.hasattr("co_linetable")? {
-            args.push(g("co_firstlineno")?);
-            args.push(g("co_linetable")?);
-        } else {
-            args.push(g("co_firstlineno")?);
-            args.push(g("co_lnotab")?);
+        self.save(it.code_type.bind(py), false)?;
+        self.w.op(pickle_wire::opcodes::MARK);
+        for (i, name) in it.code_fields.iter().enumerate() {
+            let v = code.getattr(name.bind(py))?;
+            if i == it.code_name_field {
+                // Upstream's `"".join(co_name)`: a fresh string, so memo sharing (and the bytes)
+                // do not depend on interning.
+                self.save(&fresh_str(&v)?, false)?;
+            } else {
+                self.save(&v, false)?;
+            }
         }
-        args.push(tuple_copy("co_freevars")?);
-        args.push(tuple_copy("co_cellvars")?);
-        PyTuple::new(py, [it.code_type.bind(py).clone(), PyTuple::new(py, args)?.into_any()])
+        self.w.op(pickle_wire::opcodes::TUPLE);
+        self.w.op(REDUCE);
+        if let Some(idx) = self.memo.get(code) {
+            self.w.op(POP);
+            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()));
+        }
+        self.memo_put_pub(code)
     }
 
     fn module_reduce(&mut self, module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -361,8 +435,8 @@ impl<'py> Dumper<'py> {
         };
         if !by_value {
             let module = tv.getattr(intern!(py, "__module__"))?;
-            let getattr = py.import("builtins")?.getattr("getattr")?;
-            let m = py.import("sys")?.getattr("modules")?.get_item(&module)?;
+            let getattr = self.st.builtins_getattr.bind(py).clone();
+            let m = crate::globals::sys_modules(py)?.get_item(&module)?;
             return Ok(Some((getattr, (m, name)).into_pyobject(py)?.into_any()));
         }
         let tracker = tracker_id(py, rec, tv)?;
@@ -551,6 +625,27 @@ impl<'py> Dumper<'py> {
         }
         let idx = self.memo.put(obj);
         self.w.memo_put(idx).map_err(|e| crate::statics::pickling_error(self.py, e.to_string()))
+    }
+}
+
+/// `(__code__, __globals__, __closure__)` of an exact function, read from the object directly.
+fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>, Bound<'py, PyAny>)> {
+    let code = function_slot(func, pyo3::ffi::PyFunction_GetCode);
+    let globals = function_slot(func, pyo3::ffi::PyFunction_GetGlobals).downcast_into::<PyDict>()?;
+    let closure = function_slot(func, pyo3::ffi::PyFunction_GetClosure);
+    Ok((code, globals, closure))
+}
+
+/// One of a function's slots through the C API (a borrowed reference, NULL meaning None).
+fn function_slot<'py>(func: &Bound<'py, PyAny>, getter: unsafe extern "C" fn(*mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject) -> Bound<'py, PyAny> {
+    let py = func.py();
+    // SAFETY: `func` is an exact function (checked by the caller's type test); the getters
+    // return borrowed references owned by it, which we turn into strong ones at once.
+    let p = unsafe { getter(func.as_ptr()) };
+    if p.is_null() {
+        py.None().into_bound(py)
+    } else {
+        unsafe { Bound::from_borrowed_ptr(py, p) }
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
 
 use crate::dumper::lookup_attr;
 
@@ -32,6 +32,9 @@ pub(crate) struct Reconstructors {
     /// loggers, dict views, ...): `Pickler._dispatch_table` of the reconstructor module, so a Ray
     /// stream names Ray's copies of the reconstructors.
     pub extra_reducers: Py<PyDict>,
+    /// Addresses of the module's own functions (kept alive by the module): always written by
+    /// reference, without asking the by-value rule or the user's callback.
+    pub own_functions: std::collections::HashSet<usize>,
     pub by_value_modules: Py<PyAny>,
     pub tracker_by_class: Py<PyAny>,
     pub tracker_by_id: Py<PyAny>,
@@ -48,14 +51,7 @@ impl Reconstructors {
         }
         let m = py.import(module_name)?;
         let g = |name: &str| -> PyResult<Py<PyAny>> { Ok(m.getattr(name)?.unbind()) };
-        let extra = m.getattr("Pickler")?.getattr("_dispatch_table")?.downcast_into::<PyDict>()?.copy()?;
-        // Types we reduce natively (faster, deterministic, or fixed against upstream bugs).
-        let types = py.import("types")?;
-        for native in ["CodeType", "CellType", "ModuleType"] {
-            let _ = extra.del_item(types.getattr(native)?);
-        }
-        let typing = py.import("typing")?;
-        let _ = extra.del_item(typing.getattr("TypeVar")?);
+        let extra = extra_reducers(py, &m)?;
         let r = Reconstructors {
             module_name: module_name.to_owned(),
             make_function: g("_make_function")?,
@@ -69,6 +65,16 @@ impl Reconstructors {
             subimport: g("subimport")?,
             dynamic_subimport: g("dynamic_subimport")?,
             extra_reducers: extra.unbind(),
+            own_functions: {
+                let ftype = py.import("types")?.getattr("FunctionType")?;
+                let mut set = std::collections::HashSet::new();
+                for (_, v) in m.getattr("__dict__")?.downcast::<PyDict>()?.iter() {
+                    if v.get_type().is(&ftype) {
+                        set.insert(v.as_ptr() as usize);
+                    }
+                }
+                set
+            },
             by_value_modules: g("_PICKLE_BY_VALUE_MODULES")?,
             tracker_by_class: g("_DYNAMIC_CLASS_TRACKER_BY_CLASS")?,
             tracker_by_id: g("_DYNAMIC_CLASS_TRACKER_BY_ID")?,
@@ -81,6 +87,45 @@ impl Reconstructors {
         }
         Ok(leaked)
     }
+}
+
+/// cloudpickle's reducers for the long tail of types, by name from the reconstructor module (not
+/// from its `Pickler._dispatch_table`: a shim may have replaced that class with ours).
+fn extra_reducers<'py>(py: Python<'py>, m: &Bound<'py, PyModule>) -> PyResult<Bound<'py, PyDict>> {
+    let types = py.import("types")?;
+    let builtins = py.import("builtins")?;
+    let abc = py.import("abc")?;
+    let logging = py.import("logging")?;
+    let od = py.import("collections")?.getattr("OrderedDict")?.call0()?;
+    let d = PyDict::new(py);
+    let entries: Vec<(Bound<'py, PyAny>, &str)> = vec![
+        (builtins.getattr("classmethod")?, "_classmethod_reduce"),
+        (builtins.getattr("staticmethod")?, "_classmethod_reduce"),
+        (py.import("io")?.getattr("TextIOWrapper")?, "_file_reduce"),
+        (logging.getattr("Logger")?, "_logger_reduce"),
+        (logging.getattr("RootLogger")?, "_root_logger_reduce"),
+        (builtins.getattr("memoryview")?, "_memoryview_reduce"),
+        (builtins.getattr("property")?, "_property_reduce"),
+        (types.getattr("GetSetDescriptorType")?, "_getset_descriptor_reduce"),
+        (types.getattr("MethodType")?, "_method_reduce"),
+        (types.getattr("MappingProxyType")?, "_mappingproxy_reduce"),
+        (py.import("weakref")?.getattr("WeakSet")?, "_weakset_reduce"),
+        (d.call_method0("keys")?.get_type().into_any(), "_dict_keys_reduce"),
+        (d.call_method0("values")?.get_type().into_any(), "_dict_values_reduce"),
+        (d.call_method0("items")?.get_type().into_any(), "_dict_items_reduce"),
+        (od.call_method0("keys")?.get_type().into_any(), "_odict_keys_reduce"),
+        (od.call_method0("values")?.get_type().into_any(), "_odict_values_reduce"),
+        (od.call_method0("items")?.get_type().into_any(), "_odict_items_reduce"),
+        (abc.getattr("abstractmethod")?, "_classmethod_reduce"),
+        (abc.getattr("abstractclassmethod")?, "_classmethod_reduce"),
+        (abc.getattr("abstractstaticmethod")?, "_classmethod_reduce"),
+        (abc.getattr("abstractproperty")?, "_property_reduce"),
+        (py.import("dataclasses")?.getattr("_FIELD_BASE")?, "_dataclass_field_base_reduce"),
+    ];
+    for (tp, name) in entries {
+        d.set_item(tp, m.getattr(name)?)?;
+    }
+    Ok(d)
 }
 
 /// Per-process facts about the interpreter the walk consults.
@@ -105,7 +150,10 @@ pub(crate) struct Interp {
     pub have_argument: u8,
     /// From 3.11, LOAD_GLOBAL's argument is `namei << 1 | push_null`.
     pub load_global_shifted: bool,
-    pub has_exceptiontable: bool,
+    /// The fields of `CodeType(...)` on this interpreter, in constructor order (upstream's
+    /// `_code_reduce`), interned; `code_name_field` is the index of `co_name`.
+    pub code_fields: Vec<Py<PyString>>,
+    pub code_name_field: usize,
 }
 
 static INTERP: GILOnceCell<Interp> = GILOnceCell::new();
@@ -143,7 +191,22 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             extended_arg: op("EXTENDED_ARG")?,
             have_argument: opcode.getattr("HAVE_ARGUMENT")?.extract()?,
             load_global_shifted: version >= (3, 11),
-            has_exceptiontable: code_type.hasattr("co_exceptiontable")?,
+            code_fields: {
+                let mut f: Vec<&str> = vec![
+                    "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_nlocals", "co_stacksize", "co_flags",
+                    "co_code", "co_consts", "co_names", "co_varnames", "co_filename", "co_name",
+                ];
+                if code_type.hasattr("co_exceptiontable")? {
+                    f.extend(["co_qualname", "co_firstlineno", "co_linetable", "co_exceptiontable"]);
+                } else if code_type.hasattr("co_linetable")? {
+                    f.extend(["co_firstlineno", "co_linetable"]);
+                } else {
+                    f.extend(["co_firstlineno", "co_lnotab"]);
+                }
+                f.extend(["co_freevars", "co_cellvars"]);
+                f.into_iter().map(|n| PyString::intern(py, n).unbind()).collect()
+            },
+            code_name_field: 11,
             code_type: code_type.unbind(),
         })
     })
@@ -223,7 +286,7 @@ impl<'py> Cloud<'py> {
         if mname == "__main__" {
             return Ok(None);
         }
-        let modules = py.import("sys")?.getattr("modules")?;
+        let modules = crate::globals::sys_modules(py)?;
         let Ok(Some(module)) = modules.downcast::<PyDict>().map(|d| d.get_item(&module_name).ok().flatten()) else {
             return Ok(None);
         };
@@ -248,7 +311,7 @@ impl<'py> Cloud<'py> {
     /// ignored, `__main__` and `__mp_main__` skipped.
     fn search_sys_modules(&self, obj: &Bound<'py, PyAny>, qualname: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = obj.py();
-        let modules = py.import("sys")?.getattr("modules")?.downcast_into::<PyDict>()?.copy()?;
+        let modules = crate::globals::sys_modules(py)?.downcast_into::<PyDict>()?.copy()?;
         let module_type = self.it.module_type.bind(py);
         let parts: Vec<String> = qualname.to_cow()?.split('.').map(str::to_owned).collect();
         for (name, module) in modules.iter() {
@@ -296,13 +359,13 @@ impl<'py> Cloud<'py> {
         if self.is_registered_by_value(py, &name)? {
             return Ok(false);
         }
-        let modules = py.import("sys")?.getattr("modules")?;
+        let modules = crate::globals::sys_modules(py)?;
         modules.contains(name)
     }
 
     /// Loaded submodules of `package` (names with its prefix), from a per-dump index.
     pub(crate) fn loaded_submodules(&mut self, py: Python<'py>, package: &str) -> PyResult<Vec<String>> {
-        let modules = py.import("sys")?.getattr("modules")?.downcast_into::<PyDict>()?;
+        let modules = crate::globals::sys_modules(py)?.downcast_into::<PyDict>()?;
         let size = modules.len();
         let stale = !matches!(&self.module_index, Some((n, _)) if *n == size);
         if stale {

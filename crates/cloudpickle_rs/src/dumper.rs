@@ -67,7 +67,7 @@ impl<'py> Dumper<'py> {
         let st = statics(py)?;
         Ok(Dumper {
             py,
-            w: Writer::with_capacity(proto, if write.is_some() { 64 * 1024 + 64 } else { 256 }),
+            w: Writer::with_capacity(proto, if write.is_some() { 64 * 1024 + 64 } else { 1024 }),
             memo,
             proto,
             fix_imports,
@@ -1074,9 +1074,9 @@ impl<'py> Dumper<'py> {
     ) -> SaveResult {
         use pickle_wire::opcodes::STACK_GLOBAL;
         let py = self.py;
-        if self.proto >= 2 {
+        let registry = self.st.extension_registry.bind(py).downcast::<PyDict>()?;
+        if self.proto >= 2 && !registry.is_empty() {
             let key = PyTuple::new(py, [module_name.as_any(), global_name.as_any()])?;
-            let registry = self.st.extension_registry.bind(py).downcast::<PyDict>()?;
             if let Some(code) = registry.get_item(&key)? {
                 let Ok(code_val) = code.extract::<i64>() else {
                     return Err(pickling_error(

@@ -2,7 +2,11 @@
 //! way `_pickle.c` does (dotted `__qualname__`, `whichmodule`, the identity check), then written
 //! as EXT, STACK_GLOBAL, GLOBAL or `getattr(parent, name)`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError};
+use pyo3::sync::GILOnceCell;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -82,6 +86,16 @@ pub(crate) fn whichmodule<'py>(obj: &Bound<'py, PyAny>, path: &[Bound<'py, PyStr
     Ok(intern!(py, "__main__").clone().into_any())
 }
 
+/// `sys.modules`, without the import machinery.
+pub(crate) fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: borrowed reference owned by the interpreter; we take a strong one at once.
+    let p = unsafe { pyo3::ffi::PyImport_GetModuleDict() };
+    if p.is_null() {
+        return Err(PyRuntimeError::new_err("unable to get sys.modules"));
+    }
+    Ok(unsafe { Bound::from_borrowed_ptr(py, p) })
+}
+
 /// Import a module by name: `sys.modules` first (no import machinery for what is loaded), then
 /// `__import__` as `PyImport_Import` does.
 pub(crate) fn import_module<'py>(py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -104,8 +118,46 @@ pub(crate) fn import_module<'py>(py: Python<'py>, name: &Bound<'py, PyAny>) -> P
     Ok(unsafe { Bound::from_owned_ptr(py, p) })
 }
 
+/// Where a global was found last time: `save_global` of the same object (a reconstructor, a
+/// class pickled by reference) costs one attribute lookup instead of whichmodule + import + path
+/// walk. Entries hold their object (so its address cannot be reused) and are checked again on
+/// every use (`getattr(parent, lastname) is obj`).
+struct FoundGlobal {
+    obj: Py<PyAny>,
+    module_name: Py<PyString>,
+    global_name: Py<PyString>,
+    lastname: Py<PyString>,
+    parent: Py<PyAny>,
+    parent_is_module: bool,
+}
+
+const GLOBAL_CACHE_LIMIT: usize = 4096;
+static GLOBAL_CACHE: GILOnceCell<Mutex<HashMap<usize, FoundGlobal>>> = GILOnceCell::new();
+
 pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<()> {
     let py = d.py;
+    let cache = GLOBAL_CACHE.get_or_init(py, || Mutex::new(HashMap::new()));
+    if name.is_none() {
+        let hit = cache.lock().ok().and_then(|m| {
+            m.get(&(obj.as_ptr() as usize)).map(|f| {
+                (
+                    f.obj.clone_ref(py),
+                    f.module_name.clone_ref(py),
+                    f.global_name.clone_ref(py),
+                    f.lastname.clone_ref(py),
+                    f.parent.clone_ref(py),
+                    f.parent_is_module,
+                )
+            })
+        });
+        if let Some((cached, module_name, global_name, lastname, parent, parent_is_module)) = hit {
+            let (parent, lastname) = (parent.into_bound(py), lastname.into_bound(py));
+            if cached.is(obj) && parent.getattr(&lastname).is_ok_and(|v| v.is(obj)) {
+                return d.write_global_ref(obj, module_name.bind(py), global_name.bind(py), parent_is_module, &parent, &lastname);
+            }
+        }
+    }
+
     let global_name: Bound<'py, PyString> = match name {
         Some(n) => n.clone(),
         None => match lookup_attr(obj, intern!(py, "__qualname__"))? {
@@ -143,6 +195,24 @@ pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, nam
         None => global_name.clone(),
     };
     let parent_is_module = parent.is(&module);
+    if name.is_none() {
+        if let Ok(mut m) = cache.lock() {
+            if m.len() >= GLOBAL_CACHE_LIMIT {
+                m.clear();
+            }
+            m.insert(
+                obj.as_ptr() as usize,
+                FoundGlobal {
+                    obj: obj.clone().unbind(),
+                    module_name: module_name.clone().unbind(),
+                    global_name: global_name.clone().unbind(),
+                    lastname: lastname.clone().unbind(),
+                    parent: parent.clone().unbind(),
+                    parent_is_module,
+                },
+            );
+        }
+    }
     d.write_global_ref(obj, &module_name, &global_name, parent_is_module, &parent, &lastname)
 }
 

@@ -39,7 +39,7 @@ fn dumps<'py>(
     check_buffer_callback(proto, &buffer_callback)?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
     let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference)?;
-    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::default(), Some(cloud))?;
+    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::with_capacity(32), Some(cloud))?;
     dumper.dump(obj)?;
     Ok(PyBytes::new(py, dumper.output()))
 }
@@ -67,7 +67,7 @@ fn dump<'py>(
         .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
     let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference)?;
-    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::default(), Some(cloud))?;
+    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::with_capacity(32), Some(cloud))?;
     dumper.dump(obj)
 }
 

@@ -43,6 +43,10 @@ impl Memo {
         self.index.get(&(obj.as_ptr() as usize)).copied()
     }
 
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        Memo { index: AddressMap::with_capacity_and_hasher(n, Default::default()), objects: Vec::with_capacity(n) }
+    }
+
     /// Memoize `obj` under the next index and return that index.
     #[inline]
     pub(crate) fn put(&mut self, obj: &Bound<'_, PyAny>) -> usize {
