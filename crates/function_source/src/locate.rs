@@ -171,6 +171,30 @@ impl SourceFile {
     /// Fails with [`Error::NotFound`] (with the check that eliminated the last candidate) or
     /// [`Error::Ambiguous`]; never picks a node that contradicts the code's positions.
     pub fn locate(&self, query: &CodeQuery) -> Result<LocatedFunction<'_>, Error> {
+        let mut candidates = self.locate_candidates(query)?;
+        match candidates.len() {
+            1 => candidates.pop().ok_or_else(|| Error::Ambiguous {
+                name: query.name.clone(),
+                first_line: query.first_line,
+                candidates: 0,
+            }),
+            n => Err(Error::Ambiguous {
+                name: query.name.clone(),
+                first_line: query.first_line,
+                candidates: n,
+            }),
+        }
+    }
+
+    /// Every node that passes all the checks of [`SourceFile::locate`], in source order;
+    /// never empty.
+    ///
+    /// More than one means the code object does not say which: two lambdas on one line whose
+    /// code carries no columns (CPython 3.12 positions `lambda: "v"` on its line only, and
+    /// `python -X no_debug_ranges` drops all columns). The caller can then build each
+    /// candidate's factory, compile it, and keep the first whose code object equals the
+    /// original; candidates with equal code are interchangeable.
+    pub fn locate_candidates(&self, query: &CodeQuery) -> Result<Vec<LocatedFunction<'_>>, Error> {
         let not_found = |reason| Error::NotFound {
             name: query.name.clone(),
             first_line: query.first_line,
@@ -212,7 +236,9 @@ impl SourceFile {
         }
 
         let places = self.places(&query.positions);
-        candidates.retain(|&index| self.positions_fit(index, &places));
+        candidates.retain(|&index| {
+            self.positions_fit(index, &places, false) || self.positions_fit(index, &places, true)
+        });
         if candidates.is_empty() {
             return Err(not_found(NotFoundReason::PositionMismatch));
         }
@@ -229,22 +255,17 @@ impl SourceFile {
                 }
             }
         }
-
-        match candidates.as_slice() {
-            [index] => {
-                let scope = self.scope(*index).ok_or_else(|| not_found(NotFoundReason::NoNodeOnFirstLine))?;
-                Ok(LocatedFunction {
+        candidates.sort_unstable_by_key(|&index| self.scope(index).map(|s| s.range.start));
+        Ok(candidates
+            .into_iter()
+            .filter_map(|index| {
+                Some(LocatedFunction {
                     file: self,
-                    index: *index,
-                    scope,
+                    index,
+                    scope: self.scope(index)?,
                 })
-            }
-            _ => Err(Error::Ambiguous {
-                name: query.name.clone(),
-                first_line: query.first_line,
-                candidates: candidates.len(),
-            }),
-        }
+            })
+            .collect())
     }
 
     fn arg_names_match(&self, index: u32, wanted: &[String]) -> bool {
@@ -293,7 +314,10 @@ impl SourceFile {
         places
     }
 
-    fn positions_fit(&self, index: u32, places: &[Place]) -> bool {
+    /// Whether every position lies in the code of scope `index`. With `inline`, positions
+    /// inside list, set and dict comprehensions count as the scope's own, as CPython 3.12+
+    /// compiles them inline (PEP 709).
+    fn positions_fit(&self, index: u32, places: &[Place], inline: bool) -> bool {
         let Some(scope) = self.scope(index) else {
             return false;
         };
@@ -317,9 +341,10 @@ impl SourceFile {
                     && span != scope.range
                     && span != own_statement
                     && !outer.iter().any(|o| o.contains(span))
-                    && !descendants
-                        .iter()
-                        .any(|d| d.private.iter().any(|p| p.contains(span)))
+                    && !descendants.iter().any(|d| {
+                        let inlined = matches!(d.kind, ScopeKind::Comprehension(k) if inline && k.inlined_since_312());
+                        !inlined && d.private.iter().any(|p| p.contains(span))
+                    })
             }
         })
     }

@@ -7,9 +7,9 @@
 //! name things the receiver lacks). None of them is part of the function's own code object,
 //! so taking them out leaves `co_code`, `co_positions()` and the rest unchanged:
 //!
-//! - decorators are blanked, except that the first one becomes `@(lambda f: f)`: the line of
-//!   the first decorator is the code's `co_firstlineno`, which a decorator-less `def` would
-//!   move to the `def` line;
+//! - decorators are blanked (with any comment lines between them), except that the first one
+//!   becomes `@(lambda f: f)`, an identity: the line of the first decorator's expression is
+//!   the code's `co_firstlineno`, which a decorator-less `def` would move to the `def` line;
 //! - each default value becomes `None` (or `0` where fewer than 4 bytes are available on its
 //!   first line) padded with spaces to the original width; a multi-line default keeps its
 //!   line breaks, which are inside the parameter list's parentheses;
@@ -28,7 +28,10 @@ use crate::source::NewerSyntax;
 use crate::Error;
 
 /// The decorator written in place of the first one; see the module documentation.
-pub(crate) const IDENTITY_DECORATOR: &str = "(lambda f: f)";
+const IDENTITY_DECORATOR: &str = "@(lambda f: f)";
+/// The same, split where the expression may move to a later line.
+const IDENTITY_DECORATOR_OPEN: &str = "@(";
+const IDENTITY_DECORATOR_REST: &str = "lambda f: f)";
 
 /// A default value that was replaced, so the caller can check it against the function's
 /// `__defaults__` (positional) and `__kwdefaults__` (keyword-only).
@@ -143,15 +146,17 @@ impl LocatedFunction<'_> {
         if is_lambda {
             window.blank(Span::new(line_start, scope.range.start));
         }
-        let mut identity_decorator_at = None;
-        for (i, decorator) in signature.decorators.iter().enumerate() {
-            if i == 0 {
-                // Keep the `@` (and anything up to the expression) for the identity decorator.
-                window.blank(Span::new(decorator.expression_start, decorator.range.end));
-                identity_decorator_at = Some(file.line_column(decorator.expression_start));
-            } else {
-                window.blank(decorator.range);
-            }
+        // All decorators go, with everything between them (comments): whole lines from the
+        // first `@` to the `def` line, whose indentation stays as it is.
+        let mut identity_decorator = None;
+        if let Some(first) = signature.decorators.first() {
+            let def_line = file.line_index().line_of(scope.statement_start);
+            let def_line_start = file.line_index().line_start(def_line).unwrap_or(scope.statement_start);
+            window.blank(Span::new(first.range.start, def_line_start));
+            identity_decorator = Some((
+                file.line_column(first.range.start),
+                file.line_column(first.expression_start),
+            ));
         }
         for param in &signature.params {
             if let Some(annotation) = param.annotation {
@@ -188,17 +193,27 @@ impl LocatedFunction<'_> {
         }
 
         let mut lines = window.into_lines()?;
-        if let Some(at) = identity_decorator_at {
-            let index = at.line.saturating_sub(first_line) as usize;
-            let line = lines
-                .get_mut(index)
-                .ok_or_else(|| unsupported("decorator outside the node"))?;
-            let cut = at.column as usize;
-            if !line.is_char_boundary(cut) || cut > line.len() {
-                return Err(unsupported("decorator not on a character boundary"));
+        if let Some((at_sign, expression)) = identity_decorator {
+            // `@(lambda f: f)`, with `lambda` on the line of the original decorator's
+            // expression: that line is the function's `co_firstlineno`.
+            let mut rewrite = |at: LineColumn, text: &str| -> Result<(), Error> {
+                let line = lines
+                    .get_mut(at.line.saturating_sub(first_line) as usize)
+                    .ok_or_else(|| unsupported("decorator outside the node"))?;
+                let cut = at.column as usize;
+                if cut > line.len() || !line.is_char_boundary(cut) {
+                    return Err(unsupported("decorator not on a character boundary"));
+                }
+                line.truncate(cut);
+                line.push_str(text);
+                Ok(())
+            };
+            if at_sign.line == expression.line {
+                rewrite(at_sign, IDENTITY_DECORATOR)?;
+            } else {
+                rewrite(at_sign, IDENTITY_DECORATOR_OPEN)?;
+                rewrite(expression, IDENTITY_DECORATOR_REST)?;
             }
-            line.truncate(cut);
-            line.push_str(IDENTITY_DECORATOR);
         }
         Ok(NeutralisedLines {
             first_line,

@@ -2,14 +2,16 @@
 
     python3 check_factories.py FILE FACTORIES_JSON
 
-FACTORIES_JSON is a list of {"index": i, "source": ..., "result_name": ...}, where i is the
-position of the function in dump_codes.py's order. Each source is run the way a receiver
+FACTORIES_JSON is a list of {"index": i, "sources": [...], "result_name": ...}, where i is
+the position of the function in dump_codes.py's order and "sources" the factories of every
+candidate node (usually one; several when the code object could not tell them apart, and the
+caller keeps the first whose code equals the original). Each source is run the way a receiver
 runs it, `exec(compile(source, FILE, "exec"), {})`, in a fresh namespace: if it evaluated a
 decorator, default or annotation of the original, the names those use are missing and it
 fails. The rebuilt function's code object must equal the original: `==` (which on 3.11
 compares co_code, co_consts recursively, co_names, co_varnames/cellvars/freevars, co_flags,
 co_firstlineno, co_linetable, co_exceptiontable) and explicitly co_qualname, co_freevars,
-co_varnames, co_firstlineno and co_positions(). Prints a JSON list of problems per index.
+co_varnames, co_firstlineno and co_positions(). Prints, per index, the problems of each candidate.
 """
 import json
 import sys
@@ -42,15 +44,17 @@ def main():
     results = []
     for entry in factories:
         original = originals[entry["index"]]
-        try:
-            namespace = {}
-            exec(compile(entry["source"], path, "exec", dont_inherit=True), namespace)
-            rebuilt = namespace[entry["result_name"]].__code__
-            problems = compare(original, rebuilt)
-        except BaseException as exc:  # report, never crash the harness
-            problems = ["running the factory raised %r" % (exc,)]
+        candidates = []
+        for source in entry["sources"]:
+            try:
+                namespace = {}
+                exec(compile(source, path, "exec", dont_inherit=True), namespace)
+                rebuilt = namespace[entry["result_name"]].__code__
+                candidates.append(compare(original, rebuilt))
+            except BaseException as exc:  # report, never crash the harness
+                candidates.append(["running the factory raised %r" % (exc,)])
         results.append({"index": entry["index"], "qualname": original.co_qualname,
-                        "problems": problems})
+                        "candidates": candidates})
     json.dump(results, sys.stdout, indent=1)
     sys.stdout.write("\n")
 
