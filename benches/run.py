@@ -564,9 +564,22 @@ def run_imports(comps, repeats, log):
 
 # =========================================================================== machine facts
 
+def _elf_section_names(blob):
+    """Section names of a 64-bit little-endian ELF file (empty set if it is not one)."""
+    import struct
+
+    if blob[:4] != b"\x7fELF" or blob[4] != 2 or blob[5] != 1:
+        return set()
+    (shoff,) = struct.unpack_from("<Q", blob, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", blob, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", blob, shoff + i * shentsize) for i in range(shnum)]
+    strtab = headers[shstrndx][4]
+    return {blob[strtab + h[0]:blob.index(b"\0", strtab + h[0])].decode("latin-1") for h in headers}
+
+
 def _native_build(module):
-    """Which cargo profile built the extension: the dev profile keeps DWARF (.debug_info), the
-    release profile of this workspace does not."""
+    """Which cargo profile built the extension: the dev profile emits DWARF (a .debug_info
+    section), this workspace's release profile does not."""
     native = getattr(module, "_native", None)
     path = getattr(native, "__file__", None)
     if not path:
@@ -574,11 +587,17 @@ def _native_build(module):
     try:
         with open(path, "rb") as f:
             blob = f.read()
-    except OSError:
+        names = _elf_section_names(blob)
+    except Exception:  # noqa: BLE001
         return path
-    kind = "dev profile (has .debug_info): NOT representative" if b".debug_info" in blob else "release (no .debug_info)"
-    mtime = _dt.datetime.fromtimestamp(os.path.getmtime(path), _dt.timezone.utc).strftime("%H:%M UTC")
-    return "%s, %s, %.1f MB, built %s" % (kind, os.path.relpath(path, REPO), len(blob) / 1e6, mtime)
+    if not names:
+        kind = "unknown profile"
+    elif ".debug_info" in names:
+        kind = "dev profile (.debug_info section): NOT representative"
+    else:
+        kind = "release (no .debug_info section)"
+    mtime = _dt.datetime.fromtimestamp(os.path.getmtime(path), _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "%s, %s, %.1f MB, built %s" % (kind, path, len(blob) / 1e6, mtime)
 
 
 def machine_facts(comps):
