@@ -10,21 +10,54 @@ receiver needs stock cloudpickle, not this package.
 """
 from pickle import HIGHEST_PROTOCOL, PicklingError, load, loads
 
-from cloudpickle_rs._native import Pickler, dump, dumps
+from cloudpickle_rs._native import Pickler, PicklerBase, PicklingRecursionError, dump, dumps
 
-# The by-value registry is stock cloudpickle's own (the reconstructors' module): stock's
-# reducers that we reuse for the long tail of types consult it too, so both agree.
-from cloudpickle.cloudpickle import (
-    list_registry_pickle_by_value,
-    register_pickle_by_value,
-    unregister_pickle_by_value,
-)
+
+# The by-value registry is stock cloudpickle's own set of module names (in the reconstructors'
+# module): stock's reducers that we reuse for the long tail of types consult it too, so both agree.
+# Looked up on first use: `import cloudpickle_rs` must stay cheap.
+def _registry():
+    from cloudpickle import cloudpickle as stock
+
+    return stock._PICKLE_BY_VALUE_MODULES
+
+
+def register_pickle_by_value(module):
+    """Pickle the functions and classes of `module` (and its submodules) by value."""
+    import sys
+    import types
+
+    if not isinstance(module, types.ModuleType):
+        raise ValueError(f"Input should be a module object, got {str(module)} instead")
+    if module.__name__ not in sys.modules:
+        raise ValueError(f"{module} was not imported correctly, have you used an `import` statement to access it?")
+    _registry().add(module.__name__)
+
+
+def unregister_pickle_by_value(module):
+    """Undo `register_pickle_by_value(module)`."""
+    import types
+
+    if not isinstance(module, types.ModuleType):
+        raise ValueError(f"Input should be a module object, got {str(module)} instead")
+    registry = _registry()
+    if module.__name__ not in registry:
+        raise ValueError(f"{module} is not registered for pickle by value")
+    registry.remove(module.__name__)
+
+
+def list_registry_pickle_by_value():
+    """The names of the modules registered by value (a copy)."""
+    return _registry().copy()
+
 
 __all__ = [
     "DEFAULT_PROTOCOL",
     "HIGHEST_PROTOCOL",
     "CloudPickler",
     "Pickler",
+    "PicklerBase",
+    "PicklingRecursionError",
     "PicklingError",
     "PicklingProhibitedError",
     "dump",

@@ -516,8 +516,12 @@ impl<'py> Dumper<'py> {
             }
             // Declared at creation, so the rebuilt class has real slots and no instance
             // `__dict__` (upstream sets `__slots__` after creation, which creates no slots).
-            if let Ok(slots) = cdict.get_item("__slots__") {
-                type_kwargs.set_item(intern!(py, "__slots__"), slots)?;
+            // Not for classes built from `__orig_bases__` (typing.NamedTuple, Generic): their
+            // metaclass machinery refuses a `__slots__` in the namespace.
+            if !cdict.contains("__orig_bases__")? {
+                if let Ok(slots) = cdict.get_item("__slots__") {
+                    type_kwargs.set_item(intern!(py, "__slots__"), slots)?;
+                }
             }
             if let Ok(d) = cdict.get_item("__dict__") {
                 if d.is_instance(it.property_type.bind(py))? {

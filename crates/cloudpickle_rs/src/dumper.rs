@@ -87,7 +87,8 @@ impl<'py> Dumper<'py> {
         self.w.start();
         let result = self.save(obj, false);
         if let Err(err) = result {
-            return Err(self.err_path.finish(self.py, err, obj));
+            let err = self.err_path.finish(self.py, err, obj);
+            return Err(if self.cloud.is_some() { crate::statics::deep_recursion_error(self.py, err) } else { err });
         }
         self.w.finish();
         self.flush()

@@ -78,6 +78,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(dump, m)?)?;
     m.add("HIGHEST_PROTOCOL", pickle_wire::HIGHEST_PROTOCOL)?;
+    m.add("PicklingRecursionError", statics::statics(m.py())?.pickling_recursion_error.bind(m.py()))?;
     m.add("DEFAULT_PROTOCOL", pickle_wire::DEFAULT_PROTOCOL)?;
     Ok(())
 }

@@ -7,6 +7,9 @@ use pyo3::types::PyType;
 
 pub(crate) struct Statics {
     pub pickling_error: Py<PyType>,
+    /// Both `pickle.PicklingError` (what cloudpickle raises for too deep a structure) and
+    /// `RecursionError` (what pickle raises): callers written for either catch it.
+    pub pickling_recursion_error: Py<PyType>,
     pub copyreg_dispatch_table: Py<PyAny>,
     pub extension_registry: Py<PyAny>,
     pub name_mapping_3to2: Py<PyAny>,
@@ -26,6 +29,19 @@ pub(crate) fn statics(py: Python<'_>) -> PyResult<&Statics> {
         let pickle = py.import("pickle")?;
         Ok(Statics {
             pickling_error: pickle.getattr("PicklingError")?.downcast_into::<PyType>()?.unbind(),
+            pickling_recursion_error: {
+                let bases = pyo3::types::PyTuple::new(
+                    py,
+                    [pickle.getattr("PicklingError")?, py.get_type::<pyo3::exceptions::PyRecursionError>().into_any()],
+                )?;
+                let ns = pyo3::types::PyDict::new(py);
+                ns.set_item("__module__", "cloudpickle_rs")?;
+                ns.set_item(
+                    "__doc__",
+                    "Raised when an object is too deep to pickle: a pickle.PicklingError (as cloudpickle raises) and a RecursionError (as pickle raises).",
+                )?;
+                py.get_type::<PyType>().call1(("PicklingRecursionError", bases, ns))?.downcast_into::<PyType>()?.unbind()
+            },
             copyreg_dispatch_table: copyreg.getattr("dispatch_table")?.unbind(),
             extension_registry: copyreg.getattr("_extension_registry")?.unbind(),
             name_mapping_3to2: compat.getattr("REVERSE_NAME_MAPPING")?.unbind(),
@@ -43,6 +59,25 @@ pub(crate) fn statics(py: Python<'_>) -> PyResult<&Statics> {
 pub(crate) fn pickling_error(py: Python<'_>, msg: impl Into<String>) -> PyErr {
     match statics(py) {
         Ok(s) => PyErr::from_type(s.pickling_error.bind(py).clone(), msg.into()),
+        Err(e) => e,
+    }
+}
+
+/// cloudpickle's translation of a RecursionError, keeping the original as the cause.
+#[cold]
+pub(crate) fn deep_recursion_error(py: Python<'_>, err: PyErr) -> PyErr {
+    if !err.is_instance_of::<pyo3::exceptions::PyRecursionError>(py) {
+        return err;
+    }
+    match statics(py) {
+        Ok(s) => {
+            let e = PyErr::from_type(
+                s.pickling_recursion_error.bind(py).clone(),
+                "Could not pickle object as excessively deep recursion required.",
+            );
+            e.set_cause(py, Some(err));
+            e
+        }
         Err(e) => e,
     }
 }

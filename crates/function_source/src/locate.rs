@@ -11,10 +11,12 @@
 //! 4. parameter names (`co_varnames[:n]`, private names mangled as CPython does);
 //! 5. positions: every `co_positions()` span must lie inside the node, must not lie in a
 //!    part of the node that the *enclosing* scope evaluates (decorators, defaults,
-//!    annotations), must not lie inside the body of a scope nested in it, and must not be
-//!    the node's own full span (an enclosing code object positions its `MAKE_FUNCTION` on
-//!    that span: this is what separates `lambda: lambda: 1` from its inner lambda when no
-//!    qualified name is given);
+//!    annotations), must not lie inside the body of a scope nested in it (list, set and dict
+//!    comprehensions may count as the node's own, as CPython 3.12 inlines them), and must
+//!    not be the node's own full span (an enclosing code object positions its
+//!    `MAKE_FUNCTION` on that span: this is what separates `lambda: lambda: 1` from its
+//!    inner lambda when no qualified name is given). Positions without columns, and
+//!    CPython's artificial `(line, line, 0, 0)`, only constrain lines;
 //! 6. tie-break, when given: the `co_name`s of the code objects in `co_consts`, compared
 //!    with the node's directly nested scopes (3.11 layout, or 3.12's with list, set and dict
 //!    comprehensions inlined).
@@ -126,6 +128,30 @@ impl<'a> LocatedFunction<'a> {
         self.file.line_index().line_of(self.scope.first_line_offset)
     }
 
+    /// The parameter names as CPython lists them first in `co_varnames`: positional-only,
+    /// positional, keyword-only, `*args`, `**kwargs`, with `__private` names mangled.
+    pub fn arg_names(&self) -> Vec<String> {
+        let class = self.file.mangling_class(self.index);
+        self.scope
+            .signature
+            .as_deref()
+            .map(|s| s.params.iter().map(|p| mangle(class, &p.name)).collect())
+            .unwrap_or_default()
+    }
+
+    /// A query with what the source alone says about this function (no positions): what
+    /// [`SourceFile::locate`] needs at least. Mostly useful for tests and tools.
+    pub fn query(&self) -> CodeQuery {
+        CodeQuery {
+            name: self.name().to_owned(),
+            qualname: Some(self.qualname()),
+            first_line: self.first_line(),
+            arg_names: self.arg_names(),
+            positions: Vec::new(),
+            nested_code_names: None,
+        }
+    }
+
     /// The node's original text, unmodified.
     pub fn original_text(&self) -> &'a str {
         self.file.slice(self.scope.range).unwrap_or("")
@@ -166,6 +192,18 @@ enum Place {
 }
 
 impl SourceFile {
+    /// Every `def`, `async def` and `lambda` in the file, in source order.
+    pub fn functions(&self) -> impl Iterator<Item = LocatedFunction<'_>> + '_ {
+        self.scopes.iter().enumerate().filter_map(move |(index, scope)| {
+            scope.signature.as_ref()?;
+            Some(LocatedFunction {
+                file: self,
+                index: u32::try_from(index).ok()?,
+                scope,
+            })
+        })
+    }
+
     /// Finds the node `query` was compiled from.
     ///
     /// Fails with [`Error::NotFound`] (with the check that eliminated the last candidate) or

@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use function_source::{CodePosition, CodeQuery};
-use serde_json::Value;
+use function_source::{CodePosition, CodeQuery, FactoryLayout, SourceFile, RESULT_NAME};
+use serde_json::{json, Value};
+
+pub mod pygen;
 
 pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,10 +66,14 @@ fn number(value: &Value) -> Option<u32> {
     value.as_u64().and_then(|n| u32::try_from(n).ok())
 }
 
-/// Parses `dump_codes.py` output.
+/// Parses `dump_codes.py` output for one file.
 pub fn parse_dump(json: &str) -> Vec<CodeRecord> {
     let dump: Value = serde_json::from_str(json).unwrap();
-    dump["codes"]
+    records(&dump["codes"])
+}
+
+fn records(codes: &Value) -> Vec<CodeRecord> {
+    codes
         .as_array()
         .unwrap()
         .iter()
@@ -101,4 +107,105 @@ pub fn committed_dump(fixture: &Path) -> Vec<CodeRecord> {
     parse_dump(&std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!("{}: {e}; regenerate with tests/python/dump_codes.py", path.display())
     }))
+}
+
+/// What a round trip through CPython found.
+#[derive(Default)]
+pub struct Outcome {
+    pub functions: usize,
+    /// Files CPython itself refused to compile (generated programs only).
+    pub skipped: usize,
+    pub reparsed: usize,
+    /// Functions whose code object did not single out one node; the first candidate whose
+    /// factory compiles to an equal code object is the answer, as the glue does it.
+    pub ambiguous: usize,
+    pub failures: Vec<String>,
+}
+
+impl Outcome {
+    pub fn assert_all_rebuilt(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} of {} functions failed:\n{}",
+            self.failures.len(),
+            self.functions,
+            self.failures.join("\n")
+        );
+    }
+}
+
+/// Every function of every file: CPython describes its code object, the crate locates and
+/// rebuilds it, and CPython runs each factory and compares the rebuilt code object with
+/// the original. Two interpreter runs in all, whatever the number of files.
+pub fn roundtrip(paths: &[PathBuf], scratch: &Path) -> Outcome {
+    let mut args: Vec<&Path> = vec![Path::new("--batch")];
+    args.extend(paths.iter().map(PathBuf::as_path));
+    let dump: Value = serde_json::from_str(&run_script("dump_codes.py", &args)).unwrap();
+    let mut outcome = Outcome::default();
+    let mut factories = Vec::new();
+    for path in paths {
+        let key = path.to_string_lossy();
+        let entry = &dump["files"][key.as_ref()];
+        if entry.get("error").is_some() {
+            outcome.skipped += 1;
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        let file = match SourceFile::parse(key.as_ref(), &text) {
+            Ok(file) => file,
+            Err(err) => {
+                outcome.failures.push(format!("{key}: CPython compiles it, we do not: {err}"));
+                continue;
+            }
+        };
+        for (index, record) in records(&entry["codes"]).iter().enumerate() {
+            outcome.functions += 1;
+            let failure = |what: String| format!("{key}: {:?}: {what}", record.query.qualname);
+            let candidates = match file.locate_candidates(&record.query) {
+                Ok(candidates) => candidates,
+                Err(err) => {
+                    outcome.failures.push(failure(err.to_string()));
+                    continue;
+                }
+            };
+            outcome.ambiguous += usize::from(candidates.len() > 1);
+            let mut sources = Vec::new();
+            for candidate in candidates {
+                match candidate.factory(&record.free_vars) {
+                    Ok(factory) => {
+                        if matches!(factory.layout, FactoryLayout::Reparsed { .. }) {
+                            outcome.reparsed += 1;
+                        }
+                        sources.push(factory.source);
+                    }
+                    Err(err) => outcome.failures.push(failure(err.to_string())),
+                }
+            }
+            factories.push(json!({
+                "path": key, "index": index, "sources": sources, "result_name": RESULT_NAME,
+            }));
+        }
+    }
+    let factories_path = scratch.join("factories.json");
+    std::fs::write(&factories_path, Value::Array(factories).to_string()).unwrap();
+    let results: Value =
+        serde_json::from_str(&run_script("check_factories.py", &[&factories_path])).unwrap();
+    for result in results.as_array().unwrap() {
+        let candidates = result["candidates"].as_array().unwrap();
+        if !candidates.iter().any(|problems| problems.as_array().unwrap().is_empty()) {
+            outcome.failures.push(format!(
+                "{}: {}: {candidates:?}",
+                result["path"].as_str().unwrap_or(""),
+                result["qualname"]
+            ));
+        }
+    }
+    outcome
+}
+
+/// A fresh directory for one test's files.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("function_source_{}_{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }

@@ -1,9 +1,10 @@
 """Check factory sources against the code objects CPython compiles from the original file.
 
-    python3 check_factories.py FILE FACTORIES_JSON
+    python3 check_factories.py FACTORIES_JSON
 
-FACTORIES_JSON is a list of {"index": i, "sources": [...], "result_name": ...}, where i is
-the position of the function in dump_codes.py's order and "sources" the factories of every
+FACTORIES_JSON is a list of {"path": FILE, "index": i, "sources": [...], "result_name": ...},
+where i is the position of the function in dump_codes.py's order for FILE, and "sources" the
+factories of every
 candidate node (usually one; several when the code object could not tell them apart, and the
 caller keeps the first whose code equals the original). Each source is run the way a receiver
 runs it, `exec(compile(source, FILE, "exec"), {})`, in a fresh namespace: if it evaluated a
@@ -36,14 +37,16 @@ def compare(original, rebuilt):
 
 
 def main():
-    path, factories_path = sys.argv[1], sys.argv[2]
-    with open(path, "rb") as fh:
-        originals = list(walk(compile(fh.read(), path, "exec", dont_inherit=True)))
-    with open(factories_path, encoding="utf-8") as fh:
+    with open(sys.argv[1], encoding="utf-8") as fh:
         factories = json.load(fh)
+    originals = {}
     results = []
     for entry in factories:
-        original = originals[entry["index"]]
+        path = entry["path"]
+        if path not in originals:
+            with open(path, "rb") as fh:
+                originals[path] = list(walk(compile(fh.read(), path, "exec", dont_inherit=True)))
+        original = originals[path][entry["index"]]
         candidates = []
         for source in entry["sources"]:
             try:
@@ -53,7 +56,7 @@ def main():
                 candidates.append(compare(original, rebuilt))
             except BaseException as exc:  # report, never crash the harness
                 candidates.append(["running the factory raised %r" % (exc,)])
-        results.append({"index": entry["index"], "qualname": original.co_qualname,
+        results.append({"path": path, "index": entry["index"], "qualname": original.co_qualname,
                         "candidates": candidates})
     json.dump(results, sys.stdout, indent=1)
     sys.stdout.write("\n")

@@ -1,12 +1,15 @@
 """Print, as JSON, what CPython's code objects say about every function in a file.
 
-    python3 dump_codes.py FILE [--filename NAME]
+    python3 dump_codes.py FILE                 # {"python": [3, 11, 7], "codes": [...]}
+    python3 dump_codes.py --batch FILE...      # {"python": ..., "files": {FILE: {"codes": [...]}
+                                               #                          or {"error": "..."}}}
 
-Compiles FILE (without running it) and walks the code objects depth-first through
+Compiles each FILE (without running it) and walks the code objects depth-first through
 `co_consts`. For every function and lambda (not module, class or comprehension bodies) it
 prints the attributes a pyo3 caller passes to `function_source::CodeQuery`, plus
 `co_freevars`. The Rust tests use this output as their queries; `tests/fixtures/*.codes.json`
-are this script's output on CPython 3.11.
+are this script's output on CPython 3.11. In batch mode a file CPython does not compile is
+reported, not fatal (the generated-program test skips those).
 """
 import json
 import sys
@@ -43,14 +46,25 @@ def describe(code):
     }
 
 
-def main():
-    path = sys.argv[1]
-    filename = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--filename" else path
+def codes(path):
     with open(path, "rb") as fh:
-        source = fh.read()
-    module = compile(source, filename, "exec", dont_inherit=True)
-    json.dump({"python": list(sys.version_info[:3]), "codes": [describe(c) for c in walk(module)]},
-              sys.stdout, indent=1)
+        module = compile(fh.read(), path, "exec", dont_inherit=True)
+    return [describe(c) for c in walk(module)]
+
+
+def main():
+    version = list(sys.version_info[:3])
+    if sys.argv[1] == "--batch":
+        files = {}
+        for path in sys.argv[2:]:
+            try:
+                files[path] = {"codes": codes(path)}
+            except (SyntaxError, ValueError) as exc:
+                files[path] = {"error": repr(exc)}
+        out = {"python": version, "files": files}
+    else:
+        out = {"python": version, "codes": codes(sys.argv[1])}
+    json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
 
 
