@@ -31,8 +31,28 @@ OurPickler = cloudpickle_rs.Pickler
 
 # Tests excluded by name, with the reason each one cannot hold for a cloudpickle-compatible pickler.
 # Keys are "ClassName.test_name" or "*.test_name" (every class). The lead decides what goes here;
-# nothing is excluded to make a failing test pass.
+# nothing is excluded to make a failing test pass. Every entry below also fails, the same way, with
+# stock cloudpickle 3.1.2's CloudPickler wired in (checked by hand; see the helper's report).
+_STOCK = " Stock cloudpickle 3.1.2 fails it identically."
 EXCLUDED = {
+    "*.test_local_lookup_error":
+        "A local function cannot be found by module and qualname; the stdlib raises, cloudpickle "
+        "pickles it by value (its reason to exist)." + _STOCK,
+    "*.test_py_methods":
+        "Its last part requires staticmethod/classmethod objects to raise TypeError; cloudpickle "
+        "pickles them (its classmethod/staticmethod reducer). The method round trips before that "
+        "part pass." + _STOCK,
+    "*.test_c_methods":
+        "Its last part requires the built-in staticmethod object bytearray.__dict__['maketrans'] "
+        "and classmethod_descriptor dict.__dict__['fromkeys'] to raise TypeError; cloudpickle "
+        "pickles them. The method round trips before that part pass." + _STOCK,
+    "*.test_in_band_buffers":
+        "ZeroCopyBytes reduces to the bound classmethod ZeroCopyBytes._reconstruct; looking its "
+        "qualname up yields a bound method, not the function, so cloudpickle's rule sends the "
+        "function by value and its code's bytes add SHORT_BINBYTES the opcode counts reject." + _STOCK,
+    "*.test_oob_buffers":
+        "Same cause as test_in_band_buffers: the by-value _reconstruct function adds in-band "
+        "bytes opcodes to the counts." + _STOCK,
 }
 
 UNPICKLERS = {
@@ -107,7 +127,10 @@ _define("RsChainDispatchTableTests", (pickletester.AbstractDispatchTableTests, u
          "get_dispatch_table": lambda self: collections.ChainMap({}, pickle.dispatch_table)})
 
 
-class _CustomRsPicklerClass(OurPickler, pickletester.AbstractCustomPicklerClass):
+# test_pickle.py puts the hook mixin after the pickler class, which works because _pickle.Pickler has
+# no reducer_override of its own. Ours has one (cloudpickle's Pickler does too, and subclasses
+# override it and call super()), so the user's hook goes first in the MRO, as a user would write it.
+class _CustomRsPicklerClass(pickletester.AbstractCustomPicklerClass, OurPickler):
     pass
 
 
