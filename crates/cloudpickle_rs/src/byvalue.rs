@@ -76,7 +76,10 @@ impl<'py> Dumper<'py> {
         let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
         let it = cloud.it;
         if tp.is(it.code_type.bind(py)) {
-            self.save_code(obj)?;
+            // A code object met on its own (not as a function's): by source when asked.
+            if self.by_source() == crate::bysource::BySource::Off || !self.save_code_by_source(obj, obj)? {
+                self.save_code(obj)?;
+            }
             return Ok(Handled::Done);
         }
         if tp.is(it.cell_type.bind(py)) {
@@ -131,7 +134,11 @@ impl<'py> Dumper<'py> {
         // newargs: (code, base_globals, None, None, closure cells)
         self.save(rec.make_function.bind(py), false)?;
         self.w.op(pickle_wire::opcodes::MARK);
-        self.save(&code, false).map_err(|e| self.err_path.attribute(py, e, func, "__code__"))?;
+        let from_source = self.by_source() != crate::bysource::BySource::Off
+            && self.save_code_by_source(&code, func).map_err(|e| self.err_path.attribute(py, e, func, "__code__"))?;
+        if !from_source {
+            self.save(&code, false).map_err(|e| self.err_path.attribute(py, e, func, "__code__"))?;
+        }
         self.save(&base_globals, false)?;
         self.w.none();
         self.w.none();
@@ -140,7 +147,11 @@ impl<'py> Dumper<'py> {
             Vec::new()
         } else {
             let cells: Vec<Bound<'py, PyAny>> = closure.downcast::<PyTuple>()?.iter().collect();
-            self.save_closure_cells(&closure, &cells)?;
+            if from_source {
+                self.save_closure_by_name(&code, &cells)?;
+            } else {
+                self.save_closure_cells(&closure, &cells)?;
+            }
             cells
         };
         self.w.op(pickle_wire::opcodes::TUPLE);
@@ -189,8 +200,6 @@ impl<'py> Dumper<'py> {
 
     /// The closure tuple of `_make_function`: each cell once per dump, created empty.
     fn save_closure_cells(&mut self, closure: &Bound<'py, PyAny>, cells: &[Bound<'py, PyAny>]) -> SaveResult {
-        let py = self.py;
-        let rec = self.cloud()?.rec;
         let uses_mark = self.w.tuple_uses_mark(cells.len());
         if cells.is_empty() {
             self.w.empty_tuple();
@@ -200,14 +209,7 @@ impl<'py> Dumper<'py> {
             self.w.op(pickle_wire::opcodes::MARK);
         }
         for cell in cells {
-            if let Some(idx) = self.memo.get(cell) {
-                self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()))?;
-                continue;
-            }
-            self.save(rec.make_empty_cell.bind(py), false)?;
-            self.w.empty_tuple();
-            self.w.op(REDUCE);
-            self.memo_put_pub(cell)?;
+            self.save_empty_cell_once(cell)?;
         }
         self.w.tuple_end(cells.len());
         // The tuple itself is not memoized: __closure__ tuples are not shared between functions.
@@ -299,6 +301,20 @@ impl<'py> Dumper<'py> {
             self.w.op(SETITEMS);
         }
         Ok(())
+    }
+
+    /// A closure cell, created empty the first time this dump meets it (its contents are
+    /// filled once every function sharing it exists), a memo reference afterwards.
+    pub(crate) fn save_empty_cell_once(&mut self, cell: &Bound<'py, PyAny>) -> SaveResult {
+        let py = self.py;
+        if let Some(idx) = self.memo.get(cell) {
+            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()));
+        }
+        let rec = self.cloud()?.rec;
+        self.save(rec.make_empty_cell.bind(py), false)?;
+        self.w.empty_tuple();
+        self.w.op(REDUCE);
+        self.memo_put_pub(cell)
     }
 
     fn function_state(

@@ -225,6 +225,9 @@ pub(crate) struct Cloud<'py> {
     /// Sorted names of `sys.modules`, built once per dump when a package global needs its
     /// imported submodules (upstream scans `sys.modules` per function: #576).
     pub module_index: Option<(usize, Vec<String>)>,
+    pub by_source: crate::bysource::BySource,
+    /// Per-dump state of the source path (None in bytecode mode).
+    pub source: Option<crate::bysource::SourceDump>,
 }
 
 impl<'py> Cloud<'py> {
@@ -233,6 +236,7 @@ impl<'py> Cloud<'py> {
         module_name: &str,
         globals_ref: Bound<'py, PyDict>,
         pickle_by_reference: Option<Bound<'py, PyAny>>,
+        by_source: crate::bysource::BySource,
     ) -> PyResult<Self> {
         Ok(Cloud {
             rec: Reconstructors::get(py, module_name)?,
@@ -241,6 +245,8 @@ impl<'py> Cloud<'py> {
             pickle_by_reference: pickle_by_reference.filter(|c| !c.is_none()),
             cells_filled: HashSet::new(),
             module_index: None,
+            by_source,
+            source: (by_source != crate::bysource::BySource::Off).then(crate::bysource::SourceDump::default),
         })
     }
 
@@ -489,13 +495,3 @@ pub(crate) fn fresh_keys<'py>(d: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyD
 /// Streams name the reconstructors of stock cloudpickle unless a pickler says otherwise.
 pub(crate) const DEFAULT_RECONSTRUCTOR_MODULE: &str = "cloudpickle.cloudpickle";
 
-/// `by_source` is accepted by the API but not built yet: refuse it loudly rather than silently
-/// writing bytecode.
-pub(crate) fn check_by_source(by_source: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-    match by_source {
-        Some(v) if !v.is_none() && v.is_truthy()? => Err(pyo3::exceptions::PyNotImplementedError::new_err(
-            "by_source is not implemented in this version of cloudpickle_rs; functions travel as bytecode (by_source=False)",
-        )),
-        _ => Ok(()),
-    }
-}

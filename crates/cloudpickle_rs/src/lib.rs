@@ -3,6 +3,7 @@
 //! The only crate of the workspace that touches Python objects. The byte encodings are in
 //! `pickle_wire`; source slicing for by_source is in `function_source`.
 
+mod bysource;
 mod byvalue;
 mod cloud;
 mod dumper;
@@ -33,12 +34,12 @@ fn dumps<'py>(
     pickle_by_reference: Option<Bound<'py, PyAny>>,
     reconstructor_module: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    cloud::check_by_source(by_source)?;
+    let by_source = bysource::BySource::parse(by_source)?;
     let proto = parse_protocol(protocol)?;
     let buffer_callback = buffer_callback.filter(|b| !b.is_none());
     check_buffer_callback(proto, &buffer_callback)?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
-    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference)?;
+    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference, by_source)?;
     let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::with_capacity(32), Some(cloud))?;
     dumper.dump(obj)?;
     Ok(PyBytes::new(py, dumper.output()))
@@ -59,14 +60,14 @@ fn dump<'py>(
     pickle_by_reference: Option<Bound<'py, PyAny>>,
     reconstructor_module: &str,
 ) -> PyResult<()> {
-    cloud::check_by_source(by_source)?;
+    let by_source = bysource::BySource::parse(by_source)?;
     let proto = parse_protocol(protocol)?;
     let buffer_callback = buffer_callback.filter(|b| !b.is_none());
     check_buffer_callback(proto, &buffer_callback)?;
     let write = dumper::lookup_attr(file, pyo3::intern!(py, "write"))?
         .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
-    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference)?;
+    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference, by_source)?;
     let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::with_capacity(32), Some(cloud))?;
     dumper.dump(obj)
 }
@@ -79,6 +80,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dump, m)?)?;
     m.add("HIGHEST_PROTOCOL", pickle_wire::HIGHEST_PROTOCOL)?;
     m.add("PicklingRecursionError", statics::statics(m.py())?.pickling_recursion_error.bind(m.py()))?;
+    m.add("SourceFallbackWarning", statics::statics(m.py())?.source_fallback_warning.bind(m.py()))?;
     m.add("DEFAULT_PROTOCOL", pickle_wire::DEFAULT_PROTOCOL)?;
     Ok(())
 }

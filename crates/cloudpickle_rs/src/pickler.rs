@@ -6,7 +6,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use crate::dumper::{lookup_attr, Dumper, Hooks};
-use crate::cloud::{check_by_source, Cloud, DEFAULT_RECONSTRUCTOR_MODULE};
+use crate::bysource::BySource;
+use crate::cloud::{Cloud, DEFAULT_RECONSTRUCTOR_MODULE};
 use crate::memo::Memo;
 use crate::statics::pickling_error;
 use pickle_wire::{DEFAULT_PROTOCOL, HIGHEST_PROTOCOL};
@@ -50,6 +51,7 @@ pub struct PicklerBase {
     reconstructor_module: String,
     /// cloudpickle's by-value layer (functions, classes, modules by value) is on.
     cloud_layer: bool,
+    by_source: BySource,
 }
 
 #[pymethods]
@@ -76,11 +78,11 @@ impl PicklerBase {
                 let name = slf.get_type().name()?;
                 return Err(pickling_error(py, format!("Pickler.__init__() was not called by {name}.__init__()")));
             };
-            let cloud = (me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone(), me.cloud_layer);
+            let cloud = (me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone(), me.cloud_layer, me.by_source);
             let memo = me.memo.take().ok_or_else(busy_error)?;
             (write, me.proto, me.fix_imports, me.fast, me.buffer_callback.as_ref().map(|b| b.clone_ref(py)), memo, cloud)
         };
-        let cloud = match cloud.3.then(|| Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py)))).transpose() {
+        let cloud = match cloud.3.then(|| Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py)), cloud.4)).transpose() {
             Ok(c) => c,
             Err(e) => {
                 slf.borrow_mut().memo = Some(memo);
@@ -204,6 +206,7 @@ impl PicklerBase {
             pickle_by_reference: None,
             reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),
             cloud_layer,
+            by_source: BySource::Off,
         };
         // A subclass may have an `__init__` of another signature: it calls ours through
         // super().__init__(); only the class itself is initialised from the constructor call.
@@ -240,7 +243,7 @@ impl PicklerBase {
                     "protocol" if protocol.is_none() => protocol = Some(v),
                     "fix_imports" => fix_imports = v.is_truthy()?,
                     "buffer_callback" => buffer_callback = Some(v).filter(|b| !b.is_none()),
-                    "by_source" => check_by_source(Some(&v))?,
+                    "by_source" => self.by_source = BySource::parse(Some(&v))?,
                     "pickle_by_reference" => self.pickle_by_reference = Some(v).filter(|c| !c.is_none()).map(Bound::unbind),
                     "reconstructor_module" => self.reconstructor_module = v.extract()?,
                     "file" | "protocol" => {
@@ -326,7 +329,8 @@ impl Pickler {
             let me = slf.try_borrow().map_err(|_| busy_error())?;
             (me.proto, me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone())
         };
-        let cloud = Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)))?;
+        // Upstream's reduce tuples carry code objects: this hook is bytecode-only.
+        let cloud = Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)), BySource::Off)?;
         let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(cloud))?;
         Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
     }

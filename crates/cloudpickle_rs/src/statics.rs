@@ -10,6 +10,8 @@ pub(crate) struct Statics {
     /// Both `pickle.PicklingError` (what cloudpickle raises for too deep a structure) and
     /// `RecursionError` (what pickle raises): callers written for either catch it.
     pub pickling_recursion_error: Py<PyType>,
+    /// Warned when `by_source='auto'` sends a function as bytecode.
+    pub source_fallback_warning: Py<PyType>,
     pub copyreg_dispatch_table: Py<PyAny>,
     pub extension_registry: Py<PyAny>,
     pub name_mapping_3to2: Py<PyAny>,
@@ -41,6 +43,13 @@ pub(crate) fn statics(py: Python<'_>) -> PyResult<&Statics> {
                     "Raised when an object is too deep to pickle: a pickle.PicklingError (as cloudpickle raises) and a RecursionError (as pickle raises).",
                 )?;
                 py.get_type::<PyType>().call1(("PicklingRecursionError", bases, ns))?.downcast_into::<PyType>()?.unbind()
+            },
+            source_fallback_warning: {
+                let bases = pyo3::types::PyTuple::new(py, [py.get_type::<pyo3::exceptions::PyUserWarning>()])?;
+                let ns = pyo3::types::PyDict::new(py);
+                ns.set_item("__module__", "cloudpickle_rs")?;
+                ns.set_item("__doc__", "by_source='auto' found no usable source for a function and sent it as bytecode.")?;
+                py.get_type::<PyType>().call1(("SourceFallbackWarning", bases, ns))?.downcast_into::<PyType>()?.unbind()
             },
             copyreg_dispatch_table: copyreg.getattr("dispatch_table")?.unbind(),
             extension_registry: copyreg.getattr("_extension_registry")?.unbind(),

@@ -1,0 +1,468 @@
+//! `by_source`: code objects travel as source text and are compiled again on the receiver with
+//! standard-library calls only (DESIGN.md §2), so a pickle made on CPython 3.11 loads on another
+//! interpreter that has nothing but stock cloudpickle.
+//!
+//! For a code object the stream is, in Python terms:
+//!
+//! ```text
+//! ns = {}                                           # memoized, then popped
+//! exec(compile(FACTORY_SOURCE, co_filename, 'exec'), ns)
+//! code = getattr(operator.getitem(ns, RESULT_NAME), '__code__')   # memoized as the code
+//! ```
+//!
+//! where the factory source (built by the `function_source` crate) keeps the function's own
+//! lines at their original line numbers and columns, so the recompiled code has the original
+//! positions, free variables and qualified name. The function itself is then built exactly as in
+//! bytecode mode (`_make_function` + `_function_setstate`), except that its closure is assembled
+//! by free-variable *name* on the receiver (`co_freevars` order is the receiver's business).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use function_source::{CodePosition, CodeQuery, ParseCache, SourceFile, RESULT_NAME};
+use pickle_wire::opcodes::{MARK, POP, REDUCE, TUPLE, TUPLE2, TUPLE3};
+use pyo3::exceptions::PyValueError;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use crate::dumper::{lookup_attr, Dumper};
+use crate::statics::pickling_error;
+
+/// The `by_source` option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BySource {
+    /// Bytecode, as cloudpickle.
+    Off,
+    /// Source for every function pickled by value; a function without source is an error.
+    On,
+    /// Source where it can be found, bytecode (with a warning naming the function) elsewhere.
+    Auto,
+}
+
+impl BySource {
+    pub(crate) fn parse(value: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let Some(v) = value.filter(|v| !v.is_none()) else { return Ok(BySource::Off) };
+        if let Ok(s) = v.downcast::<PyString>() {
+            return match &*s.to_cow()? {
+                "auto" => Ok(BySource::Auto),
+                other => Err(PyValueError::new_err(format!("by_source must be True, False or 'auto', not {other:?}"))),
+            };
+        }
+        Ok(if v.is_truthy()? { BySource::On } else { BySource::Off })
+    }
+}
+
+/// What the receiver needs to rebuild one code object.
+struct Built {
+    source: Py<PyString>,
+    filename: Py<PyString>,
+    /// The function's original lines (first..=last), for the receiver's `linecache`.
+    first_line: u32,
+    lines: Py<PyList>,
+}
+
+/// Per-process caches: parsed files (by name and content) and the factory built for each code
+/// object (held weakly, checked on use).
+struct SourceCaches {
+    files: ParseCache,
+    /// filename -> (the `linecache` lines list last seen, the parsed file): when linecache hands
+    /// back the same list object, the file has not changed and is not joined or hashed again.
+    by_lines: HashMap<String, (Py<PyAny>, Arc<SourceFile>)>,
+    built: HashMap<usize, (Py<PyAny>, Arc<Built>)>,
+}
+
+static CACHES: GILOnceCell<Mutex<SourceCaches>> = GILOnceCell::new();
+const BUILT_LIMIT: usize = 4096;
+
+fn caches(py: Python<'_>) -> &'static Mutex<SourceCaches> {
+    CACHES.get_or_init(py, || {
+        Mutex::new(SourceCaches { files: ParseCache::new(256), by_lines: HashMap::new(), built: HashMap::new() })
+    })
+}
+
+/// Per-dump state of the source path.
+#[derive(Default)]
+pub(crate) struct SourceDump {
+    /// (filename, first line) already registered with the receiver's linecache in this stream.
+    registered: HashSet<(String, u32)>,
+    /// Functions already warned about (auto mode), by address.
+    warned: HashSet<usize>,
+}
+
+impl<'py> Dumper<'py> {
+    pub(crate) fn by_source(&self) -> BySource {
+        self.cloud.as_ref().map_or(BySource::Off, |c| c.by_source)
+    }
+
+    /// Write the code of `func` by source (memoized as the code object). Returns false when
+    /// there is no source and the mode allows bytecode (auto), after warning once.
+    pub(crate) fn save_code_by_source(&mut self, code: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let py = self.py;
+        if let Some(idx) = self.memo.get(code) {
+            self.w.memo_get(idx).map_err(|e| pickling_error(py, e.to_string()))?;
+            return Ok(true);
+        }
+        let built = match build(py, code, func) {
+            Ok(b) => b,
+            Err(why) => {
+                if self.by_source() == BySource::Auto {
+                    self.warn_fallback(func, &why)?;
+                    return Ok(false);
+                }
+                return Err(no_source_error(py, func, code, &why));
+            }
+        };
+        self.write_compiled_code(code, &built)?;
+        self.register_lines(&built)?;
+        Ok(true)
+    }
+
+    fn write_compiled_code(&mut self, code: &Bound<'py, PyAny>, built: &Built) -> PyResult<()> {
+        let py = self.py;
+        let st = self.st;
+        let b = builtins(py)?;
+        // ns = {}
+        let ns_token = PyDict::new(py);
+        self.w.empty_dict();
+        self.memo_put_pub(ns_token.as_any())?;
+        self.w.op(POP);
+        // exec(compile(source, filename, 'exec'), ns)
+        self.save(b.exec.bind(py), false)?;
+        self.save(b.compile.bind(py), false)?;
+        self.w.op(MARK);
+        self.save(built.source.bind(py).as_any(), false)?;
+        self.save(built.filename.bind(py).as_any(), false)?;
+        self.save(intern!(py, "exec").as_any(), false)?;
+        self.w.op(TUPLE);
+        self.w.op(REDUCE);
+        self.save(ns_token.as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.op(POP);
+        // getattr(getitem(ns, RESULT_NAME), '__code__')
+        self.save(st.builtins_getattr.bind(py), false)?;
+        self.save(b.getitem.bind(py), false)?;
+        self.save(ns_token.as_any(), false)?;
+        self.save(PyString::new(py, RESULT_NAME).as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.save(intern!(py, "__code__").as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.memo_put_pub(code)
+    }
+
+    /// Put the function's lines into the receiver's `linecache` under its original file name,
+    /// so tracebacks there show them (the file usually does not exist on the receiver):
+    /// `lst = linecache.cache.setdefault(fn, (0, None, [], fn))[2]`, room made with
+    /// `lst.extend(['\n'] * last)`, then `lst[first-1:last] = lines`. The entry's mtime is None,
+    /// which `linecache.checkcache` leaves alone.
+    fn register_lines(&mut self, built: &Built) -> PyResult<()> {
+        let py = self.py;
+        let filename = built.filename.bind(py).to_cow()?.into_owned();
+        let key = (filename, built.first_line);
+        let fresh = self.cloud.as_mut().and_then(|c| c.source.as_mut()).is_some_and(|s| s.registered.insert(key));
+        if !fresh {
+            return Ok(());
+        }
+        let b = builtins(py)?;
+        let lines = built.lines.bind(py);
+        let last = built.first_line as usize - 1 + lines.len();
+        let fname = built.filename.bind(py).as_any().clone();
+        let lst_token = PyList::empty(py);
+        // lst = getitem(getattr(linecache.cache, 'setdefault')(fn, (0, None, [], fn)), 2)
+        self.save(b.getitem.bind(py), false)?;
+        self.save(self.st.builtins_getattr.bind(py), false)?;
+        self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
+        self.save(intern!(py, "setdefault").as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.save(&fname, false)?;
+        self.w.op(MARK);
+        self.w.int(0);
+        self.w.none();
+        self.w.empty_list();
+        self.save(&fname, false)?;
+        self.w.op(TUPLE);
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.int(2);
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.memo_put_pub(lst_token.as_any())?;
+        self.w.op(POP);
+        // getattr(lst, 'extend')(mul(['\n'], last))
+        self.save(self.st.builtins_getattr.bind(py), false)?;
+        self.save(lst_token.as_any(), false)?;
+        self.save(intern!(py, "extend").as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.save(b.mul.bind(py), false)?;
+        self.save(PyList::new(py, ["\n"])?.as_any(), false)?;
+        self.w.int(last as i64);
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.op(pickle_wire::opcodes::TUPLE1);
+        self.w.op(REDUCE);
+        self.w.op(POP);
+        // setitem(lst, slice(first - 1, last), lines)
+        self.save(b.setitem.bind(py), false)?;
+        self.save(lst_token.as_any(), false)?;
+        self.save(b.slice.bind(py), false)?;
+        self.w.int(i64::from(built.first_line) - 1);
+        self.w.int(last as i64);
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.save(lines.as_any(), false)?;
+        self.w.op(TUPLE3);
+        self.w.op(REDUCE);
+        self.w.op(POP);
+        Ok(())
+    }
+
+    /// The closure of `_make_function` in by_source mode: `tuple(map({name: cell}.__getitem__,
+    /// code.co_freevars))`, evaluated on the receiver against the code it compiled.
+    pub(crate) fn save_closure_by_name(&mut self, code: &Bound<'py, PyAny>, cells: &[Bound<'py, PyAny>]) -> PyResult<()> {
+        let py = self.py;
+        let b = builtins(py)?;
+        let freevars = code.getattr(intern!(py, "co_freevars"))?.downcast_into::<PyTuple>()?;
+        self.save(b.tuple.bind(py), false)?;
+        self.save(b.map.bind(py), false)?;
+        self.save(self.st.builtins_getattr.bind(py), false)?;
+        self.w.empty_dict();
+        self.w.op(MARK);
+        for (name, cell) in freevars.iter().zip(cells) {
+            self.save(&name, false)?;
+            self.save_empty_cell_once(cell)?;
+        }
+        self.w.op(pickle_wire::opcodes::SETITEMS);
+        self.save(intern!(py, "__getitem__").as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.save(self.st.builtins_getattr.bind(py), false)?;
+        self.save(code, false)?; // memoized: the compiled code
+        self.save(intern!(py, "co_freevars").as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.op(pickle_wire::opcodes::TUPLE1);
+        self.w.op(REDUCE);
+        Ok(())
+    }
+
+    /// A reference to a module attribute that is not a class or function (here the dict
+    /// `linecache.cache`), which `save` would otherwise write by value.
+    fn save_named_global(&mut self, obj: &Bound<'py, PyAny>, module: &str, name: &str) -> PyResult<()> {
+        let py = self.py;
+        if let Some(idx) = self.memo.get(obj) {
+            return self.w.memo_get(idx).map_err(|e| pickling_error(py, e.to_string()));
+        }
+        if self.proto >= 4 {
+            self.save(PyString::new(py, module).as_any(), false)?;
+            self.save(PyString::new(py, name).as_any(), false)?;
+            self.w.op(pickle_wire::opcodes::STACK_GLOBAL);
+        } else {
+            self.w.global_text(module.as_bytes(), name.as_bytes());
+        }
+        self.memo_put_pub(obj)
+    }
+
+    #[cold]
+    fn warn_fallback(&mut self, func: &Bound<'py, PyAny>, why: &str) -> PyResult<()> {
+        let py = self.py;
+        let first = self
+            .cloud
+            .as_mut()
+            .and_then(|c| c.source.as_mut())
+            .is_some_and(|s| s.warned.insert(func.as_ptr() as usize));
+        if !first {
+            return Ok(());
+        }
+        let category = crate::statics::statics(py)?.source_fallback_warning.bind(py).clone();
+        let msg = format!("by_source='auto': {} travels as bytecode: {why}", describe(func));
+        PyErr::warn(py, &category, &std::ffi::CString::new(msg).unwrap_or_default(), 2)
+    }
+}
+
+struct Builtins {
+    exec: Py<PyAny>,
+    compile: Py<PyAny>,
+    tuple: Py<PyAny>,
+    map: Py<PyAny>,
+    slice: Py<PyAny>,
+    getitem: Py<PyAny>,
+    setitem: Py<PyAny>,
+    mul: Py<PyAny>,
+    linecache_cache: Py<PyAny>,
+}
+
+static BUILTINS: GILOnceCell<Builtins> = GILOnceCell::new();
+
+fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
+    BUILTINS.get_or_try_init(py, || {
+        let b = py.import("builtins")?;
+        let op = py.import("operator")?;
+        Ok(Builtins {
+            exec: b.getattr("exec")?.unbind(),
+            compile: b.getattr("compile")?.unbind(),
+            tuple: b.getattr("tuple")?.unbind(),
+            map: b.getattr("map")?.unbind(),
+            slice: b.getattr("slice")?.unbind(),
+            getitem: op.getattr("getitem")?.unbind(),
+            setitem: op.getattr("setitem")?.unbind(),
+            mul: op.getattr("mul")?.unbind(),
+            linecache_cache: py.import("linecache")?.getattr("cache")?.unbind(),
+        })
+    })
+}
+
+/// `'f' (module.py, line 12)` for messages.
+fn describe(func: &Bound<'_, PyAny>) -> String {
+    let py = func.py();
+    let name = func.getattr(intern!(py, "__qualname__")).map(|q| q.to_string()).unwrap_or_else(|_| "?".into());
+    match func.getattr(intern!(py, "__code__")) {
+        Ok(code) => {
+            let file = code.getattr(intern!(py, "co_filename")).map(|f| f.to_string()).unwrap_or_default();
+            let line = code.getattr(intern!(py, "co_firstlineno")).map(|f| f.to_string()).unwrap_or_default();
+            format!("function '{name}' ({file}, line {line})")
+        }
+        Err(_) => format!("'{name}'"),
+    }
+}
+
+#[cold]
+fn no_source_error(py: Python<'_>, func: &Bound<'_, PyAny>, _code: &Bound<'_, PyAny>, why: &str) -> PyErr {
+    let name = func.getattr(intern!(py, "__name__")).map(|q| q.to_string()).unwrap_or_else(|_| "f".into());
+    pickling_error(
+        py,
+        format!(
+            "cannot pickle {} by source: {why}. Attach its source text as `{name}.__source__ = \"\"\"...\"\"\"` \
+             (the text of the file or string it was compiled from), or use by_source='auto' to send it as bytecode.",
+            describe(func)
+        ),
+    )
+}
+
+/// Build (or fetch from the cache) what the receiver needs for `code`. Err is the reason there
+/// is no usable source, for the message.
+fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Result<Arc<Built>, String> {
+    let key = code.as_ptr() as usize;
+    let own_source = lookup_attr(func, intern!(py, "__source__")).ok().flatten().filter(|s| !s.is_none());
+    if own_source.is_none() {
+        if let Some(hit) = cached_built(py, code, key) {
+            return Ok(hit);
+        }
+    }
+    let filename: String = code.getattr(intern!(py, "co_filename")).and_then(|f| f.extract()).map_err(|e| e.to_string())?;
+    let file = match own_source {
+        Some(src) => {
+            let text: String = src.extract().map_err(|_| "its __source__ is not a str".to_owned())?;
+            let mut c = caches(py).lock().map_err(|_| "source cache poisoned".to_owned())?;
+            c.files.get_or_parse(&filename, &text).map_err(|e| format!("its __source__ does not parse: {e}"))?
+        }
+        None => file_text(py, &filename, func)?,
+    };
+    let query = code_query(py, code).map_err(|e| e.to_string())?;
+    let located = file.locate(&query).map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
+    let factory = located.factory(&query).map_err(|e| format!("cannot rebuild it from its source: {e}"))?;
+    let text = file.text();
+    let all_lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let first = factory.first_line.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    for n in first..=factory.last_line {
+        let line = all_lines.get(n as usize - 1).copied().unwrap_or("");
+        let mut l = line.to_owned();
+        if !l.ends_with('\n') {
+            l.push('\n');
+        }
+        lines.push(l);
+    }
+    let built = Arc::new(Built {
+        source: PyString::new(py, &factory.source).unbind(),
+        filename: PyString::new(py, &filename).unbind(),
+        first_line: first,
+        lines: PyList::new(py, lines).map_err(|e| e.to_string())?.unbind(),
+    });
+    if let Ok(weak) = py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((code,))) {
+        if let Ok(mut c) = caches(py).lock() {
+            if c.built.len() >= BUILT_LIMIT {
+                c.built.retain(|_, (w, _)| w.bind(py).call0().map(|o| !o.is_none()).unwrap_or(false));
+            }
+            c.built.insert(key, (weak.unbind(), built.clone()));
+        }
+    }
+    Ok(built)
+}
+
+fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>, key: usize) -> Option<Arc<Built>> {
+    let c = caches(py).lock().ok()?;
+    let (weak, built) = c.built.get(&key)?;
+    let alive = weak.bind(py).call0().ok()?;
+    alive.is(code).then(|| built.clone())
+}
+
+/// The text of `filename` as `linecache` has it (files, IPython cells, anything registered),
+/// parsed once per content.
+fn file_text(py: Python<'_>, filename: &str, func: &Bound<'_, PyAny>) -> Result<Arc<SourceFile>, String> {
+    let linecache = py.import("linecache").map_err(|e| e.to_string())?;
+    let globals = func.getattr(intern!(py, "__globals__")).ok();
+    let lines = linecache
+        .call_method1(intern!(py, "getlines"), (filename, globals))
+        .map_err(|e| format!("linecache failed for {filename}: {e}"))?;
+    let n = lines.len().unwrap_or(0);
+    if n == 0 {
+        return Err(format!("no source text is available for {filename}"));
+    }
+    let mut c = caches(py).lock().map_err(|_| "source cache poisoned".to_owned())?;
+    if let Some((seen, file)) = c.by_lines.get(filename) {
+        if seen.bind(py).is(&lines) {
+            return Ok(file.clone());
+        }
+    }
+    let mut text = String::new();
+    for line in lines.try_iter().map_err(|e| e.to_string())? {
+        let line = line.map_err(|e| e.to_string())?;
+        let s: String = line.extract().map_err(|e| e.to_string())?;
+        text.push_str(&s);
+    }
+    let file = c.files.get_or_parse(filename, &text).map_err(|e| format!("{filename} does not parse: {e}"))?;
+    c.by_lines.insert(filename.to_owned(), (lines.unbind(), file.clone()));
+    Ok(file)
+}
+
+/// What the code object says about where it came from (see `function_source::CodeQuery`).
+fn code_query(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<CodeQuery> {
+    let argcount: usize = code.getattr(intern!(py, "co_argcount"))?.extract()?;
+    let kwonly: usize = code.getattr(intern!(py, "co_kwonlyargcount"))?.extract()?;
+    let flags: u32 = code.getattr(intern!(py, "co_flags"))?.extract()?;
+    let n = argcount + kwonly + usize::from(flags & 0x04 != 0) + usize::from(flags & 0x08 != 0);
+    let varnames: Vec<String> = code.getattr(intern!(py, "co_varnames"))?.extract()?;
+    let mut positions = Vec::new();
+    if let Ok(pos) = code.call_method0(intern!(py, "co_positions")) {
+        for p in pos.try_iter()? {
+            let (line, end_line, column, end_column): (Option<u32>, Option<u32>, Option<u32>, Option<u32>) = p?.extract()?;
+            positions.push(CodePosition { line, end_line, column, end_column });
+        }
+    }
+    let code_type = code.get_type();
+    let mut nested = Vec::new();
+    for c in code.getattr(intern!(py, "co_consts"))?.try_iter()? {
+        let c = c?;
+        if c.get_type().is(&code_type) {
+            nested.push(c.getattr(intern!(py, "co_name"))?.extract::<String>()?);
+        }
+    }
+    Ok(CodeQuery {
+        name: code.getattr(intern!(py, "co_name"))?.extract()?,
+        qualname: lookup_attr(code, intern!(py, "co_qualname"))?.map(|q| q.extract()).transpose()?,
+        first_line: code.getattr(intern!(py, "co_firstlineno"))?.extract()?,
+        arg_names: varnames.into_iter().take(n).collect(),
+        positions,
+        nested_code_names: Some(nested),
+        free_vars: code.getattr(intern!(py, "co_freevars"))?.extract()?,
+        cell_vars: code.getattr(intern!(py, "co_cellvars"))?.extract()?,
+    })
+}
