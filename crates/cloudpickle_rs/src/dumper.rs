@@ -325,7 +325,7 @@ impl<'py> Dumper<'py> {
                 return Err(PyErr::fetch(self.py));
             }
             let digits = pickle_wire::minimal_twos_complement(&buf);
-            self.w.long_le_bytes(digits);
+            self.w.long_le_bytes(digits).map_err(|e| pyo3::exceptions::PyOverflowError::new_err(e.to_string()))?;
         } else {
             let text = obj.repr()?;
             self.w.long_text(text.to_str()?.as_bytes());
@@ -419,7 +419,13 @@ impl<'py> Dumper<'py> {
             let args = if data.is_empty() {
                 PyTuple::empty(py)
             } else {
-                PyTuple::new(py, [PyBytes::new(py, &data)])?
+                // A fresh bytes object, as _pickle.c's PyBytes_FromObject makes: never CPython's
+                // shared one-byte bytes, which could alias another bytes object in the memo.
+                let fresh = PyBytes::new_with(py, data.len(), |buf| {
+                    buf.copy_from_slice(&data);
+                    Ok(())
+                })?;
+                PyTuple::new(py, [fresh])?
             };
             let rv = PyTuple::new(py, [ba_type, args.into_any()])?;
             return self.save_reduce(&rv, Some(obj));

@@ -8,6 +8,8 @@ pub enum WireError {
     StrTooLarge,
     /// A bytes object of 4 GiB or more needs protocol 4 (BINBYTES8).
     BytesTooLarge,
+    /// An int whose encoding needs 4 GiB or more does not fit LONG4's length field.
+    IntTooLarge,
     /// More than 2**32 memo entries cannot be addressed by LONG_BINPUT/LONG_BINGET.
     MemoTooLarge,
 }
@@ -18,6 +20,7 @@ impl fmt::Display for WireError {
         f.write_str(match self {
             WireError::StrTooLarge => "serializing a string larger than 4 GiB requires pickle protocol 4 or higher",
             WireError::BytesTooLarge => "serializing a bytes object larger than 4 GiB requires pickle protocol 4 or higher",
+            WireError::IntTooLarge => "int too large to pickle",
             WireError::MemoTooLarge => "memo id too large for LONG_BINPUT",
         })
     }

@@ -222,7 +222,8 @@ impl Writer {
             }
         } else if self.proto >= 2 {
             let bytes = value.to_le_bytes();
-            self.long_le_bytes(minimal_twos_complement(&bytes));
+            // At most 8 bytes: LONG1, which cannot fail.
+            let _ = self.long_le_bytes(minimal_twos_complement(&bytes));
         } else {
             let mut text = [0u8; N_DEC];
             let n = format_decimal(value, &mut text);
@@ -232,15 +233,16 @@ impl Writer {
 
     /// An int outside the BININT range as LONG1/LONG4 (protocol 2+): `le_bytes` is its minimal
     /// little-endian two's-complement encoding (see [`minimal_twos_complement`]).
-    pub fn long_le_bytes(&mut self, le_bytes: &[u8]) {
+    pub fn long_le_bytes(&mut self, le_bytes: &[u8]) -> Result<(), WireError> {
         let n = le_bytes.len();
         if n < 256 {
             self.write(&[op::LONG1, n as u8]);
         } else {
-            let len = (n as u32).to_le_bytes();
+            let len = u32::try_from(n).map_err(|_| WireError::IntTooLarge)?.to_le_bytes();
             self.write(&[op::LONG4, len[0], len[1], len[2], len[3]]);
         }
         self.write(le_bytes);
+        Ok(())
     }
 
     /// An int outside the 32-bit range in protocols 0-1: `L<decimal>L\n`.

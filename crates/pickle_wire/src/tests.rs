@@ -140,10 +140,10 @@ fn int_boundaries() {
     );
     // LONG4 from 256 bytes of payload on.
     let le = vec![0x11u8; 256];
-    let out = body(2, |w| w.long_le_bytes(&le));
+    let out = body(2, |w| w.long_le_bytes(&le).unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(&out[..5], b"\x8b\x00\x01\x00\x00");
     assert_eq!(out.len(), 5 + 256);
-    assert_eq!(&body(2, |w| w.long_le_bytes(&le[..255]))[..2], b"\x8a\xff");
+    assert_eq!(&body(2, |w| w.long_le_bytes(&le[..255]).unwrap_or_else(|e| panic!("{e}")))[..2], b"\x8a\xff");
 }
 
 #[test]

@@ -142,7 +142,7 @@ impl<'g> MiniPickler<'g> {
             }
             Node::BigInt { le, decimal } => {
                 if self.proto() >= 2 {
-                    self.w.long_le_bytes(minimal_twos_complement(le));
+                    self.w.long_le_bytes(minimal_twos_complement(le)).unwrap_or_else(|e| panic!("{e}"));
                 } else {
                     self.w.long_text(decimal.as_bytes());
                 }
