@@ -45,7 +45,7 @@
 //! same; compiling costs a few times more (an AST round trip), which is why it is only the
 //! fallback. Both layouts use only the standard library and Python 3.9 syntax.
 
-use crate::locate::{FunctionKind, LocatedFunction};
+use crate::locate::{CodeQuery, FunctionKind, LocatedFunction};
 use crate::scopes::{ComprehensionKind, Scope, ScopeKind, Span};
 use crate::source::NewerSyntax;
 use crate::Error;
@@ -88,17 +88,15 @@ pub struct Factory {
 
 impl LocatedFunction<'_> {
     /// Builds the factory source for this function, whose code object has the free
-    /// variables `free_vars` (`co_freevars`; order does not matter).
+    /// variables `code.free_vars` (`co_freevars`; the other fields are not used).
     ///
     /// Fails if a name is not an identifier, if free variables have no enclosing function
     /// scope to come from (the source does not match the code), or for layouts outside what
     /// the builder supports (reported as [`Error::UnsupportedLayout`]).
-    pub fn factory<S: AsRef<str>>(&self, free_vars: &[S]) -> Result<Factory, Error> {
-        for name in free_vars {
-            if !is_identifier(name.as_ref()) {
-                return Err(Error::InvalidFreeVariable {
-                    name: name.as_ref().to_owned(),
-                });
+    pub fn factory(&self, code: &CodeQuery) -> Result<Factory, Error> {
+        for name in &code.free_vars {
+            if !is_identifier(name) {
+                return Err(Error::InvalidFreeVariable { name: name.clone() });
             }
         }
         let neutral = self.neutralised_lines()?;
@@ -108,7 +106,7 @@ impl LocatedFunction<'_> {
             .into_iter()
             .filter_map(|i| self.file.scope(i))
             .collect();
-        let plan = Plan::new(self, &chain, free_vars, neutral.start_column)?;
+        let plan = Plan::new(self, &chain, code, neutral.start_column)?;
 
         let mut body = neutral.lines;
         let mut above = plan.above;
@@ -202,10 +200,10 @@ struct Plan {
 }
 
 impl Plan {
-    fn new<S: AsRef<str>>(
+    fn new(
         function: &LocatedFunction<'_>,
         chain: &[&Scope],
-        free_vars: &[S],
+        code: &CodeQuery,
         start_column: u32,
     ) -> Result<Plan, Error> {
         let unsupported = |detail: &str| Error::UnsupportedLayout {
@@ -227,11 +225,14 @@ impl Plan {
             return Err(unsupported("statement scope inside an expression scope"));
         }
 
+        // An enclosing class provides `__class__` (for zero-argument `super()`).
         let has_class = chain.iter().any(|s| s.kind == ScopeKind::Class);
-        let declared: Vec<&str> = free_vars
+        let implicit = |name: &&str| has_class && *name == "__class__";
+        let declared: Vec<&str> = code
+            .free_vars
             .iter()
-            .map(AsRef::as_ref)
-            .filter(|name| !(has_class && *name == "__class__"))
+            .map(String::as_str)
+            .filter(|name| !implicit(name))
             .collect();
         let host = chain.iter().rposition(|s| s.kind.is_function_like());
         if host.is_none() && !declared.is_empty() {
@@ -239,6 +240,7 @@ impl Plan {
                 names: declared.iter().map(|s| s.to_string()).collect(),
             });
         }
+
         let parameters = declared
             .iter()
             .map(|name| format!("{name}=None"))

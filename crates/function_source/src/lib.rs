@@ -29,11 +29,12 @@
 //!     arg_names: vec!["x".into()],
 //!     positions: vec![pos(2, 0, 0), pos(2, 21, 22), pos(2, 25, 26), pos(2, 21, 26)],
 //!     nested_code_names: Some(vec![]),
+//!     free_vars: vec!["k".into()],
 //! };
 //! let function = file.locate(&query).expect("found");
 //! let neutral = function.neutralise().expect("neutralised");
 //! assert!(neutral.defaults.is_empty()); // compare with __defaults__ / __kwdefaults__
-//! let factory = function.factory(&["k"]).expect("built"); // co_freevars
+//! let factory = function.factory(&query).expect("built"); // uses query.free_vars
 //! assert_eq!(
 //!     factory.source,
 //!     "def make_adder(k=None): return (\n           lambda x: x + k\n )\n\

@@ -43,14 +43,18 @@ pub struct CodePosition {
     pub end_column: Option<u32>,
 }
 
-/// What a CPython code object says about where it came from. Fill it from the code object:
+/// What a CPython code object says about where it came from and what its factory must
+/// reproduce. Fill it from the code object:
 ///
 /// ```python
 /// n = co.co_argcount + co.co_kwonlyargcount + bool(co.co_flags & 0x04) + bool(co.co_flags & 0x08)
 /// CodeQuery(name=co.co_name, qualname=co.co_qualname, first_line=co.co_firstlineno,
 ///           arg_names=co.co_varnames[:n], positions=list(co.co_positions()),
-///           nested_code_names=[c.co_name for c in co.co_consts if isinstance(c, CodeType)])
+///           nested_code_names=[c.co_name for c in co.co_consts if isinstance(c, CodeType)],
+///           free_vars=co.co_freevars)
 /// ```
+///
+/// [`SourceFile::locate`] uses all but `free_vars`; [`LocatedFunction::factory`] uses that.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CodeQuery {
     /// `co_name`: the function's name, or `<lambda>`.
@@ -67,6 +71,9 @@ pub struct CodeQuery {
     pub positions: Vec<CodePosition>,
     /// `co_name` of every code object in `co_consts`, if known. Only used to break ties.
     pub nested_code_names: Option<Vec<String>>,
+    /// `co_freevars`: bound in the factory's innermost enclosing function-like scope so that
+    /// the rebuilt code has the same free variables.
+    pub free_vars: Vec<String>,
 }
 
 /// The kind of function node found.
@@ -149,6 +156,7 @@ impl<'a> LocatedFunction<'a> {
             arg_names: self.arg_names(),
             positions: Vec::new(),
             nested_code_names: None,
+            free_vars: Vec::new(),
         }
     }
 
@@ -450,7 +458,7 @@ mod tests {
                     end_column: Some(ec),
                 })
                 .collect(),
-            nested_code_names: None,
+            ..CodeQuery::default()
         }
     }
 

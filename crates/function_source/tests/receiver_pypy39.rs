@@ -31,7 +31,7 @@ fn factories_compile_and_run_on_the_receiver() {
         let mut entries = Vec::new();
         for record in common::committed_dump(&fixture) {
             let q = &record.query;
-            let factory = file.locate(q).and_then(|f| f.factory(&record.free_vars)).unwrap();
+            let factory = file.locate(q).and_then(|f| f.factory(q)).unwrap();
             flagged += usize::from(!factory.newer_syntax.is_empty());
             entries.push(json!({
                 "source": factory.source,
@@ -42,7 +42,7 @@ fn factories_compile_and_run_on_the_receiver() {
                     "qualname": q.qualname,
                     "first_line": q.first_line,
                     "arg_names": q.arg_names,
-                    "free_vars": record.free_vars,
+                    "free_vars": q.free_vars,
                 },
             }));
         }

@@ -22,7 +22,7 @@ fn report(fixture: &std::path::Path) -> String {
             "=== {} (line {}, free vars {:?})",
             q.qualname.as_deref().unwrap_or(&q.name),
             q.first_line,
-            record.free_vars
+            q.free_vars
         )
         .unwrap();
         let function = match file.locate(q) {
@@ -67,7 +67,7 @@ fn report(fixture: &std::path::Path) -> String {
             }
             Err(err) => writeln!(out, "neutralise error: {err}").unwrap(),
         }
-        match function.factory(&record.free_vars) {
+        match function.factory(q) {
             Ok(f) => {
                 writeln!(out, "--- factory {:?}", f.layout).unwrap();
                 out.push_str(&collapse_blank_lines(&f.source));

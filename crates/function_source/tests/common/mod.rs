@@ -50,7 +50,6 @@ pub fn run_script(script: &str, args: &[&Path]) -> String {
 /// One function as `dump_codes.py` describes it.
 pub struct CodeRecord {
     pub query: CodeQuery,
-    pub free_vars: Vec<String>,
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -95,8 +94,8 @@ fn records(codes: &Value) -> Vec<CodeRecord> {
                     })
                     .collect(),
                 nested_code_names: Some(strings(&code["nested_code_names"])),
+                free_vars: strings(&code["free_vars"]),
             },
-            free_vars: strings(&code["free_vars"]),
         })
         .collect()
 }
@@ -171,7 +170,7 @@ pub fn roundtrip(paths: &[PathBuf], scratch: &Path) -> Outcome {
             outcome.ambiguous += usize::from(candidates.len() > 1);
             let mut sources = Vec::new();
             for candidate in candidates {
-                match candidate.factory(&record.free_vars) {
+                match candidate.factory(&record.query) {
                     Ok(factory) => {
                         if matches!(factory.layout, FactoryLayout::Reparsed { .. }) {
                             outcome.reparsed += 1;

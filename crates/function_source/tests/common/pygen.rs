@@ -94,7 +94,7 @@ fn statement(c: &mut Choices, out: &mut String, indent: &str, context: Context, 
             out.push_str(&format!("{indent}{first}; {} = {second}\n", c.pick(VARIABLES)));
         }
         3 if c.chance(2) => out.push_str(&format!("{indent}# lambda: a comment\n\n{indent}pass\n")),
-        4 | 5 | 6 => function_def(c, out, indent, context, depth),
+        4..=6 => function_def(c, out, indent, context, depth),
         7 => {
             let name = c.pick(CLASSES);
             let bases = if c.chance(2) { format!("({})", atom(c, indent, depth)) } else { String::new() };

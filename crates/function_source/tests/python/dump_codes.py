@@ -6,9 +6,8 @@
 
 Compiles each FILE (without running it) and walks the code objects depth-first through
 `co_consts`. For every function and lambda (not module, class or comprehension bodies) it
-prints the attributes a pyo3 caller passes to `function_source::CodeQuery`, plus
-`co_freevars`. The Rust tests use this output as their queries; `tests/fixtures/*.codes.json`
-are this script's output on CPython 3.11. In batch mode a file CPython does not compile is
+prints the attributes a pyo3 caller passes to `function_source::CodeQuery`. The Rust tests
+use this output as their queries; `tests/fixtures/*.codes.json` are this script's output on CPython 3.11. In batch mode a file CPython does not compile is
 reported, not fatal (the generated-program test skips those).
 """
 import json
