@@ -255,7 +255,7 @@ impl<'py> Dumper<'py> {
 
     /// A reference to a module attribute that is not a class or function (here the dict
     /// `linecache.cache`), which `save` would otherwise write by value.
-    fn save_named_global(&mut self, obj: &Bound<'py, PyAny>, module: &str, name: &str) -> PyResult<()> {
+    pub(crate) fn save_named_global(&mut self, obj: &Bound<'py, PyAny>, module: &str, name: &str) -> PyResult<()> {
         let py = self.py;
         if let Some(idx) = self.memo.get(obj) {
             return self.w.memo_get(idx).map_err(|e| pickling_error(py, e.to_string()));
@@ -463,6 +463,6 @@ fn code_query(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<CodeQuery> {
         positions,
         nested_code_names: Some(nested),
         free_vars: code.getattr(intern!(py, "co_freevars"))?.extract()?,
-        cell_vars: code.getattr(intern!(py, "co_cellvars"))?.extract()?,
+        ..CodeQuery::default()
     })
 }

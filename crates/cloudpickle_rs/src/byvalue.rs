@@ -37,10 +37,18 @@ impl<'py> Dumper<'py> {
             if !tp.is(&py.get_type::<PyType>()) && self.metaclass_has_reducer(tp)? {
                 return Ok(Handled::Pass);
             }
-            return Ok(match self.class_reduce(obj)? {
-                Some(rv) => Handled::Reduce(rv),
-                None => Handled::Pass,
-            });
+            let Some(rv) = self.class_reduce(obj)? else { return Ok(Handled::Pass) };
+            let post = self.regenerated_dataclass(obj)?;
+            self.save_reduce_value(obj, &rv)?;
+            if let Some(apply) = post {
+                // dataclasses.dataclass(**params)(cls): regenerate the generated methods.
+                self.save(&apply, false)?;
+                self.save(obj, false)?;
+                self.w.op(pickle_wire::opcodes::TUPLE1);
+                self.w.op(REDUCE);
+                self.w.op(POP);
+            }
+            return Ok(Handled::Done);
         }
         if tp.is(it.function_type.bind(py)) {
             let by_ref = match &self.cloud {
@@ -103,6 +111,14 @@ impl<'py> Dumper<'py> {
                 Some(rv) => Handled::Reduce(rv),
                 None => Handled::Pass,
             });
+        }
+        if tp.is(it.dataclass_field_type.bind(py)) && cloud.by_source != crate::bysource::BySource::Off {
+            return Ok(Handled::Reduce(portable_field_reduce(py, obj)?));
+        }
+        if obj.is(it.dataclasses_missing.bind(py)) {
+            // The sentinel is compared by identity: keep it the receiver's own.
+            self.save_named_global(obj, "dataclasses", "MISSING")?;
+            return Ok(Handled::Done);
         }
         let extra = cloud.rec.extra_reducers.bind(py);
         if let Some(reducer) = extra.get_item(tp)? {
@@ -492,8 +508,14 @@ impl<'py> Dumper<'py> {
         }
         let cls_t = cls.downcast::<PyType>()?;
         let is_enum = cls_t.is_subclass(it.enum_type.bind(py))?;
-        let tracker = tracker_id(py, rec, cls)?;
         let (mut clsdict, slotstate) = class_getstate(py, it, cls_t)?;
+        if self.by_source() != crate::bysource::BySource::Off {
+            if let Some(rv) = regenerated_namedtuple(py, cls_t, &clsdict, rec)? {
+                return Ok(Some(rv));
+            }
+            strip_dataclass_generated(py, cls_t, &clsdict)?;
+        }
+        let tracker = tracker_id(py, rec, cls)?;
         let newargs;
         let maker;
         if is_enum {
@@ -639,6 +661,31 @@ impl<'py> Dumper<'py> {
         Ok(b.into_any())
     }
 
+    /// by_source: `functools.partial(dataclasses.dataclass, **params)` to apply to a dataclass
+    /// after it is rebuilt (its generated methods were left out of the stream).
+    fn regenerated_dataclass(&self, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = self.py;
+        if self.by_source() == crate::bysource::BySource::Off {
+            return Ok(None);
+        }
+        let own = cls.getattr(intern!(py, "__dict__"))?;
+        let Ok(params) = own.get_item("__dataclass_params__") else { return Ok(None) };
+        if own.get_item("__dataclass_fields__").is_err() {
+            return Ok(None);
+        }
+        let kwargs = PyDict::new(py);
+        for p in ["init", "repr", "eq", "order", "unsafe_hash", "frozen"] {
+            kwargs.set_item(p, params.getattr(p)?)?;
+        }
+        // Only when it is not the default: older receivers (3.9) do not know the parameter.
+        if !own.contains("__match_args__")? {
+            kwargs.set_item("match_args", false)?;
+        }
+        let dataclass = py.import("dataclasses")?.getattr("dataclass")?;
+        let partial = py.import("functools")?.getattr("partial")?;
+        Ok(Some(partial.call((dataclass,), Some(&kwargs))?))
+    }
+
     pub(crate) fn memo_put_pub(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         if self.fast {
             return Ok(());
@@ -646,6 +693,148 @@ impl<'py> Dumper<'py> {
         let idx = self.memo.put(obj);
         self.w.memo_put(idx).map_err(|e| crate::statics::pickling_error(self.py, e.to_string()))
     }
+}
+
+/// Functions made by `exec` of generated text (dataclass and namedtuple methods) have no source.
+/// A wrapper (`functools.wraps`, like dataclass's recursion-safe `__repr__`) counts as
+/// generated when what it wraps is.
+fn is_generated_function(py: Python<'_>, value: &Bound<'_, PyAny>) -> bool {
+    let mut func = lookup_attr(value, intern!(py, "__func__")).ok().flatten().unwrap_or_else(|| value.clone());
+    for _ in 0..8 {
+        let Ok(code) = func.getattr(intern!(py, "__code__")) else { return false };
+        if code.getattr(intern!(py, "co_filename")).and_then(|f| f.extract::<String>()).is_ok_and(|f| f == "<string>") {
+            return true;
+        }
+        match lookup_attr(&func, intern!(py, "__wrapped__")).ok().flatten() {
+            Some(inner) => func = inner,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// by_source: a class made by `collections.namedtuple` (or `typing.NamedTuple`) is rebuilt by
+/// calling `collections.namedtuple` again on the receiver, whose generated `__new__` has no
+/// source; what the class adds (methods with source, `__orig_bases__`, docs) is set on it after.
+/// Such a class is not tracked: two loads give two classes.
+fn regenerated_namedtuple<'py>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyType>,
+    clsdict: &Bound<'py, PyDict>,
+    rec: &crate::cloud::Reconstructors,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let own = cls.getattr(intern!(py, "__dict__"))?;
+    let (Ok(fields), Ok(new)) = (own.get_item("_fields"), own.get_item("__new__")) else { return Ok(None) };
+    if !is_generated_function(py, &new) {
+        return Ok(None);
+    }
+    let defaults_map = own.get_item("_field_defaults").ok();
+    let mut defaults = Vec::new();
+    for f in fields.try_iter()? {
+        let f = f?;
+        if let Some(d) = &defaults_map {
+            if let Ok(v) = d.get_item(&f) {
+                defaults.push(v);
+            }
+        }
+    }
+    let collections = py.import("collections")?;
+    let getter_type = collections.getattr("_tuplegetter").ok();
+    let state = PyDict::new(py);
+    for (k, v) in clsdict.iter() {
+        let name: String = k.extract()?;
+        let generated = matches!(
+            name.as_str(),
+            "__new__" | "_make" | "_replace" | "__repr__" | "_asdict" | "__getnewargs__" | "__slots__" | "_fields"
+                | "_field_defaults" | "__match_args__" | "__module__"
+        ) && (is_generated_function(py, &v) || !v.hasattr(intern!(py, "__code__"))? && !v.hasattr(intern!(py, "__func__"))? || v.getattr(intern!(py, "__module__")).and_then(|m| m.extract::<String>()).is_ok_and(|m| m == "collections"));
+        let is_getter = getter_type.as_ref().is_some_and(|t| v.is_instance(t).unwrap_or(false));
+        if !(generated || is_getter) {
+            state.set_item(k, v)?;
+        }
+    }
+    let kwargs = PyDict::new(py);
+    kwargs.set_item("defaults", PyTuple::new(py, defaults)?)?;
+    kwargs.set_item("module", cls.getattr(intern!(py, "__module__"))?)?;
+    let partial = py.import("functools")?.getattr("partial")?;
+    let maker = partial.call((collections.getattr("namedtuple")?, cls.getattr(intern!(py, "__name__"))?, fields), Some(&kwargs))?;
+    let rv = PyTuple::new(
+        py,
+        [
+            maker,
+            PyTuple::empty(py).into_any(),
+            PyTuple::new(py, [state.into_any(), PyDict::new(py).into_any()])?.into_any(),
+            py.None().into_bound(py),
+            py.None().into_bound(py),
+            rec.class_setstate.bind(py).clone(),
+        ],
+    )?;
+    Ok(Some(rv.into_any()))
+}
+
+/// by_source: take the methods `dataclasses` generated (no source) out of a dataclass's dict and
+/// put each field's `Field` back as the class attribute, so re-applying `dataclasses.dataclass`
+/// on the receiver regenerates them exactly (defaults and factories included).
+fn strip_dataclass_generated<'py>(py: Python<'py>, cls: &Bound<'py, PyType>, clsdict: &Bound<'py, PyDict>) -> PyResult<()> {
+    let own = cls.getattr(intern!(py, "__dict__"))?;
+    let Ok(fields) = own.get_item("__dataclass_fields__") else { return Ok(()) };
+    if own.get_item("__dataclass_params__").is_err() {
+        return Ok(());
+    }
+    for name in ["__init__", "__repr__", "__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__setattr__", "__delattr__", "__getstate__", "__setstate__"] {
+        if let Some(v) = clsdict.get_item(name)? {
+            if is_generated_function(py, &v) {
+                clsdict.del_item(name)?;
+            }
+        }
+    }
+    // Regenerated on the receiver by its own `dataclasses` (their layout differs by version).
+    for name in ["__dataclass_fields__", "__dataclass_params__"] {
+        if clsdict.contains(name)? {
+            clsdict.del_item(name)?;
+        }
+    }
+    let field_kind = py.import("dataclasses")?.getattr("_FIELD")?;
+    for item in fields.call_method0(intern!(py, "items"))?.try_iter()? {
+        let (name, field): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
+        if field.getattr(intern!(py, "_field_type"))?.is(&field_kind) {
+            clsdict.set_item(name, field)?;
+        }
+    }
+    Ok(())
+}
+
+/// by_source: a `dataclasses.Field` as a call of the receiver's own `dataclasses.field(...)` with
+/// the arguments every version takes (`kw_only` only when set), then its name, type and kind.
+fn portable_field_reduce<'py>(py: Python<'py>, field: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let dc = py.import("dataclasses")?;
+    let missing = dc.getattr("MISSING")?;
+    let kwargs = PyDict::new(py);
+    for name in ["default", "default_factory"] {
+        let v = field.getattr(name)?;
+        if !v.is(&missing) {
+            kwargs.set_item(name, v)?;
+        }
+    }
+    for name in ["init", "repr", "hash", "compare"] {
+        kwargs.set_item(name, field.getattr(name)?)?;
+    }
+    let metadata = field.getattr("metadata")?;
+    if metadata.len()? > 0 {
+        kwargs.set_item("metadata", PyDict::new(py).call_method1("__class__", (metadata,))?)?;
+    }
+    if let Ok(kw_only) = field.getattr("kw_only") {
+        if kw_only.is_truthy()? && !kw_only.is(&missing) {
+            kwargs.set_item("kw_only", true)?;
+        }
+    }
+    let maker = py.import("functools")?.getattr("partial")?.call((dc.getattr("field")?,), Some(&kwargs))?;
+    let slots = PyDict::new(py);
+    for name in ["name", "type", "_field_type"] {
+        slots.set_item(name, field.getattr(name)?)?;
+    }
+    let state = PyTuple::new(py, [py.None().into_bound(py), slots.into_any()])?;
+    Ok(PyTuple::new(py, [maker, PyTuple::empty(py).into_any(), state.into_any()])?.into_any())
 }
 
 /// `(__code__, __globals__, __closure__)` of an exact function, read from the object directly.

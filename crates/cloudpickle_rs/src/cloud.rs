@@ -140,6 +140,8 @@ pub(crate) struct Interp {
     pub abc_get_dump: Py<PyAny>,
     pub property_type: Py<PyAny>,
     pub builtins_setattr: Py<PyAny>,
+    pub dataclass_field_type: Py<PyAny>,
+    pub dataclasses_missing: Py<PyAny>,
     /// The types of the `types` module by address (cloudpickle's `_BUILTIN_TYPE_NAMES`), looked
     /// up by identity: a class whose metaclass is unhashable must not break the lookup.
     pub builtin_type_names: HashMap<usize, Py<PyString>>,
@@ -184,6 +186,8 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             abc_get_dump: py.import("abc")?.getattr("_get_dump")?.unbind(),
             property_type: py.import("builtins")?.getattr("property")?.unbind(),
             builtins_setattr: py.import("builtins")?.getattr("setattr")?.unbind(),
+            dataclass_field_type: py.import("dataclasses")?.getattr("Field")?.unbind(),
+            dataclasses_missing: py.import("dataclasses")?.getattr("MISSING")?.unbind(),
             builtin_type_names: names,
             load_global: op("LOAD_GLOBAL")?,
             store_global: op("STORE_GLOBAL")?,
