@@ -10,7 +10,7 @@ receiver needs stock cloudpickle, not this package.
 """
 from pickle import HIGHEST_PROTOCOL, PicklingError, load, loads
 
-from cloudpickle_rs._native import Pickler, PicklerBase, PicklingRecursionError, dump, dumps
+from cloudpickle_rs._native import Pickler, PicklerBase, PicklingRecursionError, SourceFallbackWarning, dump, dumps
 
 
 # The by-value registry is stock cloudpickle's own set of module names (in the reconstructors'
@@ -58,6 +58,7 @@ __all__ = [
     "Pickler",
     "PicklerBase",
     "PicklingRecursionError",
+    "SourceFallbackWarning",
     "PicklingError",
     "PicklingProhibitedError",
     "dump",

@@ -22,16 +22,16 @@ use pickler::{check_buffer_callback, parse_protocol, Pickler, PicklerBase};
 
 /// Return the pickled representation of `obj` as bytes.
 #[pyfunction]
-#[pyo3(signature = (obj, protocol=None, buffer_callback=None, *, fix_imports=true, by_source=None, pickle_by_reference=None, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
+#[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
 #[allow(clippy::too_many_arguments)]
 fn dumps<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
     protocol: Option<&Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
-    fix_imports: bool,
     by_source: Option<&Bound<'py, PyAny>>,
     pickle_by_reference: Option<Bound<'py, PyAny>>,
+    fix_imports: bool,
     reconstructor_module: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let by_source = bysource::BySource::parse(by_source)?;
@@ -47,7 +47,7 @@ fn dumps<'py>(
 
 /// Write the pickled representation of `obj` to the open file object `file`.
 #[pyfunction]
-#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, *, fix_imports=true, by_source=None, pickle_by_reference=None, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
+#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
 #[allow(clippy::too_many_arguments)]
 fn dump<'py>(
     py: Python<'py>,
@@ -55,9 +55,9 @@ fn dump<'py>(
     file: &Bound<'py, PyAny>,
     protocol: Option<&Bound<'py, PyAny>>,
     buffer_callback: Option<Bound<'py, PyAny>>,
-    fix_imports: bool,
     by_source: Option<&Bound<'py, PyAny>>,
     pickle_by_reference: Option<Bound<'py, PyAny>>,
+    fix_imports: bool,
     reconstructor_module: &str,
 ) -> PyResult<()> {
     let by_source = bysource::BySource::parse(by_source)?;
