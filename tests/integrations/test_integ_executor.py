@@ -1,0 +1,153 @@
+"""cloudpickle_rs.integrations.executor: stdlib process pools whose tasks travel with cloudpickle_rs.
+
+CloudProcessPoolExecutor runs scripts/exec_app.py as ``__main__`` (this interpreter, the package
+from integ_env.package_dir()) under fork, spawn and forkserver.  InterpreterPoolExecutor starts
+workers with other interpreters that have only stock cloudpickle (loader environments of
+tests/support/loaders.py): CPython 3.11 (bytecode loads: real functions work) and PyPy 3.9 (plain
+data and importable callables until by_source works).
+
+by_source cases to enable once ``by_source=True`` works (kept out of the collected tests until
+then; move them into a test):
+
+- InterpreterPoolExecutor(pypy39, by_source=True): ``submit(lambda x: x + 1, 41) == 42``, a
+  closure ``make_adder(10)(5) == 15``, a __main__-style class method ``Point(3, -4).norm1() == 7``
+  (class defined in a test script run as __main__), map over a closure;
+- exec_app.py with ``by_source=True`` under spawn: same results as bytecode.
+"""
+import operator
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import integ_env  # noqa: E402
+
+from cloudpickle_rs.integrations import executor as cprs_exec  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+EXPECTED = {"lambda": 42, "closure": 15, "method": 7, "instance_is_main_class": True,
+            "instance": [7, -7], "returned_lambda": 42, "map": [100, 101, 102, 103, 104],
+            "initializer": "init-ran", "exception": ["Boom", "kaboom", True]}
+
+
+def run_exec_app(method):
+    env = integ_env.script_env()
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(integ_env.SCRIPTS / "exec_app.py"), method],
+                          env=env, cwd=str(integ_env.SCRIPTS), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=150)
+    res = integ_env.ScriptResult(proc.returncode, proc.stdout, proc.stderr, None,
+                                 time.monotonic() - t0)
+    for line in proc.stdout.splitlines():
+        if line.startswith(integ_env.RESULT_MARK):
+            import json
+
+            res.result = json.loads(line[len(integ_env.RESULT_MARK):])
+    assert res.returncode == 0 and res.result is not None, res.explain()
+    return res.result
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_cloud_process_pool_start_methods(method):
+    out = run_exec_app(method)
+    assert out["results"] == EXPECTED
+    driver = out["driver"]
+    assert driver["stock_dumps"] == 0
+    assert driver["integrations"]["executor"]["counts"]["tasks"] > 0
+    workers = [w for w in out["workers"] if w["pid"] != driver["pid"]]
+    assert workers and len(workers) == len(out["workers"])
+    for w in workers:
+        assert w["audit"] and w["stock_dumps"] == 0, w
+        assert w["integrations"]["executor"]["counts"].get("results", 0) > 0, w
+
+
+def test_cloud_process_pool_in_process_with_options():
+    import multiprocessing
+
+    seen = []
+
+    def by_ref(obj):
+        seen.append(obj)
+        return False
+
+    with cprs_exec.CloudProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("fork"), by_source=False,
+            pickle_by_reference=None, protocol=4) as ex:
+        assert ex._cprs_opts == {"protocol": 4}
+        k = 3
+        assert ex.submit(lambda x: x * k, 5).result(timeout=60) == 15
+        fut = ex.submit(operator.truediv, 1, 0)
+        with pytest.raises(ZeroDivisionError):
+            fut.result(timeout=60)
+    ex2 = cprs_exec.CloudProcessPoolExecutor(1, pickle_by_reference=by_ref)
+    try:
+        assert ex2._cprs_opts["pickle_by_reference"] is by_ref
+    finally:
+        ex2.shutdown()
+
+
+def test_options_plumbing_by_source(monkeypatch):
+    # The option reaches cloudpickle_rs.dumps: asserted on the options, not on a dump, so the
+    # test holds before and after by_source is built.
+    assert cprs_exec._options(False, None, None) == {"protocol": None}
+    assert cprs_exec._options(True, None, 5) == {"protocol": 5, "by_source": True}
+    assert cprs_exec._options("auto", None, None)["by_source"] == "auto"
+    monkeypatch.setenv("CLOUDPICKLE_RS_BY_SOURCE", "1")
+    assert cprs_exec._options(None, None, None)["by_source"] is True
+    monkeypatch.setenv("CLOUDPICKLE_RS_BY_SOURCE", "0")
+    assert "by_source" not in cprs_exec._options(None, None, None)
+    calls = []
+    monkeypatch.setattr(cprs_exec._rs, "dumps", lambda obj, proto, **kw: calls.append(kw) or b"")
+    cprs_exec._dump_task({"protocol": None, "by_source": True}, len, ((),), {})
+    assert calls == [{"by_source": True}]
+
+
+def test_interpreter_pool_stock_cpython(stock_cp312):
+    # CPython 3.11 with only stock cloudpickle: bytecode functions load there.
+    with cprs_exec.InterpreterPoolExecutor(stock_cp312.python, max_workers=2) as ex:
+        infos = ex.workers
+        assert {i["pickler"] for i in infos} == {"cloudpickle"}
+        assert all(i["implementation"] == "cpython" for i in infos)
+        assert all(i["pid"] != os.getpid() for i in infos)
+        n = 10
+        assert ex.submit(lambda x: x + n, 32).result(timeout=60) == 42
+        assert list(ex.map(lambda x: x * x, range(5), timeout=60)) == [0, 1, 4, 9, 16]
+        f = ex.submit(lambda k: (lambda y: y * k), 6).result(timeout=60)
+        assert f(7) == 42  # a lambda pickled by stock cloudpickle in the worker
+        with pytest.raises(ValueError) as info:
+            ex.submit(int, "not a number").result(timeout=60)
+        assert "int" in str(info.value.__cause__)
+
+
+def test_interpreter_pool_pypy_plain_data(pypy39):
+    with cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=2) as ex:
+        infos = ex.workers
+        assert all(i["implementation"] == "pypy" and i["version"][:2] == [3, 9] for i in infos)
+        assert {i["pickler"] for i in infos} == {"cloudpickle"}
+        assert ex.submit(sorted, [3, 1, 2]).result(timeout=60) == [1, 2, 3]
+        assert ex.submit(operator.add, 2, 40).result(timeout=60) == 42
+        assert list(ex.map(abs, [-1, -2, 3], timeout=60)) == [1, 2, 3]
+        assert ex.submit(dict, a=[1, {"b": (2, 3)}]).result(timeout=60) == {"a": [1, {"b": (2, 3)}]}
+        with pytest.raises(ValueError):
+            ex.submit(int, "x").result(timeout=60)
+
+
+def test_interpreter_pool_broken_worker_fails_futures(stock_cp312):
+    ex = cprs_exec.InterpreterPoolExecutor(stock_cp312.python, max_workers=1)
+    try:
+        fut = ex.submit(os._exit, 3)
+        with pytest.raises(cprs_exec.BrokenProcessPool):
+            fut.result(timeout=60)
+        with pytest.raises(cprs_exec.BrokenProcessPool):
+            ex.submit(len, [])
+    finally:
+        ex.shutdown()
+
+
+def test_interpreter_pool_bad_interpreter_raises():
+    with pytest.raises((OSError, cprs_exec.BrokenProcessPool)):
+        cprs_exec.InterpreterPoolExecutor("/bin/false", max_workers=1, start_timeout=20)

@@ -1,0 +1,84 @@
+"""loky and joblib with cloudpickle_rs as loky's pickler (scripts/loky_app.py, real workers).
+
+Modes: ``LOKY_PICKLER=cloudpickle_rs`` (loky and joblib's vendored loky), ``set_loky_pickler(
+"cloudpickle_rs")``, ``cloudpickle_rs.integrations.loky.install()`` (counting pickler), and a
+negative control with loky's default pickler (stock cloudpickle) that the audit must catch.
+The ``Sealed`` type refuses ordinary pickling: only the executor's ``job_reducers`` ship it.
+
+by_source cases to enable once by_source works (kept out of the collected tests until then):
+
+- ("integration", env CLOUDPICKLE_RS_BY_SOURCE=1): same results, ``stats()["by_source"]`` True
+  in the parent and in every worker.
+"""
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import integ_env  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+EXPECTED = {"lambda": 42, "closure": 15, "method": 7, "instance_is_main_class": True,
+            "instance": [7, -7], "returned_lambda": 42, "job_reducer": 42,
+            "map": [100, 101, 102, 103]}
+RS = "cloudpickle_rs._native.Pickler"
+
+
+def run(mode, env=None):
+    res = integ_env.run_script("loky_app.py", mode, env=env, timeout=200)
+    assert res.returncode == 0 and res.result is not None, res.explain()
+    out = res.result
+    assert "error" not in out and "joblib_error" not in out, out
+    return out
+
+
+def check_workers(workers, name):
+    assert workers
+    for w in workers:
+        assert w["pickler_name"] == name
+        assert RS in w["pickler_mro"], w["pickler_mro"]
+        assert w["report"]["audit"] and w["report"]["stock_dumps"] == 0, w["report"]
+
+
+def test_loky_pickler_env_variable_loky_and_joblib():
+    out = run("env", env={"LOKY_PICKLER": "cloudpickle_rs"})
+    assert out["results"] == EXPECTED
+    assert RS in out["parent_pickler_mro"]
+    assert out["driver"]["stock_dumps"] == 0
+    check_workers(out["workers"], "cloudpickle_rs")
+    assert out["joblib_results"] == [1, 2, 3, 4, 6]
+    check_workers(out["joblib_workers"], "cloudpickle_rs")
+    assert all(w["pickler_mro"][0].startswith("joblib.externals.loky.")
+               for w in out["joblib_workers"])
+
+
+def test_set_loky_pickler():
+    out = run("set")
+    assert out["results"] == EXPECTED
+    assert RS in out["parent_pickler_mro"] and out["driver"]["stock_dumps"] == 0
+    check_workers(out["workers"], "cloudpickle_rs")
+
+
+def test_integration_counts_dumps_in_parent_and_workers():
+    out = run("integration")
+    assert out["results"] == EXPECTED
+    assert out["parent_pickler_mro"][1] == "cloudpickle_rs.integrations.loky.Pickler"
+    assert out["driver"]["stock_dumps"] == 0
+    assert out["driver"]["integrations"]["loky"]["dumps"] > 0
+    assert out["driver"]["integrations"]["loky"]["by_source"] is False
+    for key in ("workers", "joblib_workers"):
+        check_workers(out[key], "cloudpickle_rs.integrations.loky")
+        for w in out[key]:
+            assert w["report"]["integrations"]["loky"]["dumps"] > 0
+            assert w["report"]["integrations"]["loky"]["by_source"] is False
+    assert out["joblib_results"] == [1, 2, 3, 4, 6]
+
+
+def test_negative_control_default_pickler_is_caught():
+    out = run("negative")
+    assert out["results"] == EXPECTED
+    assert RS not in out["parent_pickler_mro"]
+    assert out["driver"]["stock_dumps"] > 0
+    assert any(w["report"]["stock_dumps"] > 0 for w in out["workers"])
