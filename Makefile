@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build build-dev test test-rust test-python demo bench lint clean
+.PHONY: help venv build build-dev system-deps test test-rust test-python demo bench lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,7 +29,10 @@ build: $(STAMP) ## Build the extension in release mode into .venv
 build-dev: $(STAMP) ## Build the extension with the dev profile (fast edit loop)
 	flock .build.lock maturin develop --quiet
 
-test-rust: ## cargo test of the pure-Rust crates
+system-deps: ## Debian packages the tests need: pypy3 (PyPy 3.9, the "other Python" receiver)
+	@command -v pypy3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pypy3 >/dev/null; }
+
+test-rust: system-deps ## cargo test of the pure-Rust crates
 	cargo test --quiet $(CARGO_TEST_CRATES)
 
 test-python: build ## pytest suite against the release build
@@ -37,7 +40,7 @@ test-python: build ## pytest suite against the release build
 
 test: test-rust test-python ## Everything CI runs: cargo tests, then the pytest suite on a release build
 
-demo: build ## Run the demo
+demo: build system-deps ## Run the demo
 	$(PY) examples/demo.py
 
 bench: build ## Benchmarks: us vs pickle vs cloudpickle, medians and ratios from one run
