@@ -4,15 +4,14 @@ CloudProcessPoolExecutor runs scripts/exec_app.py as ``__main__`` (this interpre
 from integ_env.package_dir()) under fork, spawn and forkserver.  InterpreterPoolExecutor starts
 workers with other interpreters that have only stock cloudpickle (loader environments of
 tests/support/loaders.py): CPython 3.11 (bytecode loads: real functions work) and PyPy 3.9 (plain
-data and importable callables until by_source works).
+data with bytecode; lambdas, closures and classes with by_source=True).
 
-by_source cases to enable once ``by_source=True`` works (kept out of the collected tests until
-then; move them into a test):
+by_source case kept out of the collected tests until re-pickling by source on a receiver works
+(a worker returning an instance of a class it received by source pickles that class again by
+source, and today fails: "<file> does not parse ... Unexpected indentation"):
 
-- InterpreterPoolExecutor(pypy39, by_source=True): ``submit(lambda x: x + 1, 41) == 42``, a
-  closure ``make_adder(10)(5) == 15``, a __main__-style class method ``Point(3, -4).norm1() == 7``
-  (class defined in a test script run as __main__), map over a closure;
-- exec_app.py with ``by_source=True`` under spawn: same results as bytecode.
+- exec_app.py with ``by_source=True`` under spawn: same results as bytecode (the Point instance
+  and the returned lambda come back from the worker by source).
 """
 import operator
 import os
@@ -134,6 +133,52 @@ def test_interpreter_pool_pypy_plain_data(pypy39):
         assert ex.submit(dict, a=[1, {"b": (2, 3)}]).result(timeout=60) == {"a": [1, {"b": (2, 3)}]}
         with pytest.raises(ValueError):
             ex.submit(int, "x").result(timeout=60)
+
+
+class Point:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def norm1(self):
+        return abs(self.x) + abs(self.y)
+
+
+def make_adder(n):
+    def add(x):
+        return x + n
+    return add
+
+
+@pytest.fixture()
+def this_module_by_value():
+    # This test module is importable here but not in the worker: ship its functions by value.
+    import cloudpickle_rs
+
+    mod = sys.modules[__name__]
+    cloudpickle_rs.register_pickle_by_value(mod)
+    try:
+        yield
+    finally:
+        cloudpickle_rs.unregister_pickle_by_value(mod)
+
+
+def test_interpreter_pool_pypy_by_source_functions(pypy39, this_module_by_value):
+    # Functions written on CPython 3.11 run on PyPy 3.9 (stock cloudpickle only): by source.
+    with cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=2, by_source=True) as ex:
+        assert ex.submit(lambda x: x + 1, 41).result(timeout=60) == 42
+        assert ex.submit(make_adder(10), 5).result(timeout=60) == 15
+        assert ex.submit(lambda p: p.norm1(), Point(3, -4)).result(timeout=60) == 7
+        assert list(ex.map(make_adder(100), range(3), timeout=60)) == [100, 101, 102]
+        with pytest.raises(ZeroDivisionError) as info:
+            ex.submit(lambda: 1 / 0).result(timeout=60)
+        assert "test_integ_executor.py" in str(info.value.__cause__)  # PyPy's traceback
+
+
+def test_interpreter_pool_pypy_bytecode_is_refused_there(pypy39):
+    # The control: the same lambda as CPython 3.11 bytecode does not load on PyPy 3.9.
+    with cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=1, by_source=False) as ex:
+        with pytest.raises(Exception):
+            ex.submit(lambda x: x + 1, 41).result(timeout=60)
 
 
 def test_interpreter_pool_broken_worker_fails_futures(stock_cp312):

@@ -23,7 +23,7 @@ import sys
 import threading
 import traceback
 
-__all__ = ["StockDumpError", "enable", "enabled", "report", "reset", "watch", "watch_ray", "dask_setup"]
+__all__ = ["StockDumpError", "disable", "enable", "enabled", "report", "reset", "watch", "watch_ray", "dask_setup"]
 
 AUDIT_ENV = "CLOUDPICKLE_RS_AUDIT"
 
@@ -87,6 +87,16 @@ def enable(raise_on_stock=None):
     if stock is not None:
         watch(stock.Pickler, "cloudpickle.cloudpickle.Pickler")
     watch_ray()
+
+
+def disable():
+    """Stop watching: put the original ``dump`` methods back."""
+    for label, cls in list(_watched.items()):
+        dump = cls.__dict__.get("dump")
+        if getattr(dump, "_cloudpickle_rs_audit", False):
+            cls.dump = dump.__wrapped__
+        del _watched[label]
+    _state["enabled"] = False
 
 
 def enabled():

@@ -4,8 +4,11 @@ Ships lambdas, closures and a __main__ class to real Dask workers and prints, as
 ``INTEG-RESULT: <json>`` line, what came back plus the audit report of every process (driver,
 scheduler, each worker): dumps counted through cloudpickle_rs and dumps made by stock cloudpickle.
 
-    dask_app.py local  [--uncovered worker] [--by-source false]
-    dask_app.py deploy [--uncovered scheduler|worker|none] [--by-source false]
+    dask_app.py local  [--uncovered worker] [--by-source false|true|auto] [--workload full|basic]
+    dask_app.py deploy [--uncovered scheduler|worker|none] [--by-source ...] [--workload ...]
+
+``--workload basic`` leaves out the results that workers pickle by value (a returned __main__
+instance, a returned lambda).
 
 ``local``: LocalCluster(processes=True, 2 workers, 1 thread each) with the integration as worker
 preload (the scheduler runs in this process).  ``deploy``: a separate ``dask scheduler`` and
@@ -68,11 +71,12 @@ def workload(client):
     out["lambda"] = client.submit(lambda x: x + 1, 41, pure=False).result(timeout=T)
     out["closure"] = client.submit(make_adder(10), 5, pure=False).result(timeout=T)
     out["method"] = client.submit(lambda p: p.norm1(), Point(3, -4), pure=False).result(timeout=T)
-    pt = client.submit(make_point, 7, pure=False).result(timeout=T)
-    out["instance_is_main_class"] = type(pt) is Point
-    out["instance"] = [pt.x, pt.y]
-    f = client.submit(make_multiplier, 6, pure=False).result(timeout=T)
-    out["returned_lambda"] = f(7)
+    if args.workload == "full":  # results that workers pickle by value
+        pt = client.submit(make_point, 7, pure=False).result(timeout=T)
+        out["instance_is_main_class"] = type(pt) is Point
+        out["instance"] = [pt.x, pt.y]
+        f = client.submit(make_multiplier, 6, pure=False).result(timeout=T)
+        out["returned_lambda"] = f(7)
     futs = client.map(make_adder(100), range(4), pure=False)
     out["map"] = [x.result(timeout=T) for x in futs]
     total = dask.delayed(lambda xs: sum(xs))([dask.delayed(make_adder(1))(i) for i in range(3)])
@@ -81,8 +85,19 @@ def workload(client):
     return out
 
 
+def source_registered():
+    """In a worker: did a stream register this script's lines in linecache (by_source loads do,
+    with no mtime; bytecode loads do not)?"""
+    import linecache
+
+    entry = linecache.cache.get(__file__)
+    return entry is not None and entry[1] is None
+
+
 def gather_reports(client):
     workers = client.run(audit.report)  # {address: report}; audit.report pickles by reference
+    for addr, flag in client.run(source_registered).items():
+        workers[addr]["source_registered"] = flag
     try:
         sched = client.run_on_scheduler(audit.report)
     except Exception as e:  # scheduler without the audit module
@@ -156,6 +171,7 @@ if __name__ == "__main__":
     p.add_argument("mode", choices=["local", "deploy"])
     p.add_argument("--uncovered", choices=["scheduler", "worker", "none"], default="none")
     p.add_argument("--by-source", default="false")
+    p.add_argument("--workload", choices=["full", "basic"], default="full")
     args = p.parse_args()
     BY_SOURCE = {"false": False, "true": True, "auto": "auto"}[args.by_source]
     from cloudpickle_rs.integrations import dask as cprs_dask
