@@ -15,6 +15,8 @@ import os
 import sys
 
 T = 60
+# LOKY_APP_WORKLOAD=basic leaves out the results that workers pickle by value.
+FULL = os.environ.get("LOKY_APP_WORKLOAD", "full") == "full"
 
 
 class Point:
@@ -67,7 +69,11 @@ def worker_report(which="loky"):
     reduction = importlib.import_module(
         "loky.backend.reduction" if which == "loky" else "joblib.externals.loky.backend.reduction")
     cls = reduction.get_loky_pickler()
+    import linecache
+
+    entry = linecache.cache.get(__file__)  # by_source loads register the script's lines
     return {"report": audit.report(), "pickler_name": reduction.get_loky_pickler_name(),
+            "source_registered": entry is not None and entry[1] is None,
             "pickler_mro": [f"{c.__module__}.{c.__qualname__}" for c in cls.__mro__]}
 
 
@@ -86,10 +92,11 @@ def run_loky():
     out["lambda"] = ex.submit(lambda x: x + 1, 41).result(timeout=T)
     out["closure"] = ex.submit(make_adder(10), 5).result(timeout=T)
     out["method"] = ex.submit(lambda p: p.norm1(), Point(3, -4)).result(timeout=T)
-    pt = ex.submit(make_point, 7).result(timeout=T)
-    out["instance_is_main_class"] = type(pt) is Point
-    out["instance"] = [pt.x, pt.y]
-    out["returned_lambda"] = ex.submit(make_multiplier, 6).result(timeout=T)(7)
+    if FULL:  # results that workers pickle by value
+        pt = ex.submit(make_point, 7).result(timeout=T)
+        out["instance_is_main_class"] = type(pt) is Point
+        out["instance"] = [pt.x, pt.y]
+        out["returned_lambda"] = ex.submit(make_multiplier, 6).result(timeout=T)(7)
     out["job_reducer"] = ex.submit(lambda s: s.v * 2, Sealed(21)).result(timeout=T)
     out["map"] = list(ex.map(make_adder(100), range(4), timeout=T))
     reports = [f.result(timeout=T) for f in [ex.submit(worker_report) for _ in range(4)]]
@@ -102,7 +109,8 @@ def run_joblib():
 
     with Parallel(n_jobs=2, backend="loky", timeout=T) as par:
         values = par(delayed(make_adder(1))(i) for i in range(4))
-        values.append(par([delayed(lambda: make_point(3))()])[0].norm1())
+        if FULL:
+            values.append(par([delayed(lambda: make_point(3))()])[0].norm1())
         reports = par(delayed(worker_report)("joblib") for _ in range(2))
     return values, reports
 
@@ -120,7 +128,7 @@ if __name__ == "__main__":
     elif mode == "integration":
         from cloudpickle_rs.integrations import loky as cprs_loky
 
-        cprs_loky.install(by_source=False)
+        cprs_loky.install()  # by_source from CLOUDPICKLE_RS_BY_SOURCE (unset: bytecode)
     elif mode == "env":
         assert os.environ.get("LOKY_PICKLER") == "cloudpickle_rs"
     out = {"mode": mode}

@@ -1,6 +1,8 @@
 """Integration script (run as __main__ by tests/integrations/test_integ_ray.py).
 
-    ray_app.py positive [--by-source false]   # driver install(), workers via setup hook string
+    ray_app.py positive [--by-source false|true|auto] [--workload full|basic]
+                        # driver install(), workers via setup hook string; basic leaves out
+                        # results that workers pickle by value
     ray_app.py negative                       # install(carry_reducers=False) everywhere
 
 Starts a local Ray (num_cpus=2, no dashboard), ships lambdas, closures, a __main__ class, an
@@ -21,6 +23,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("mode", choices=["positive", "negative"])
     p.add_argument("--by-source", default="false")
+    p.add_argument("--workload", choices=["full", "basic"], default="full")
     args = p.parse_args()
     BY_SOURCE = {"false": False, "true": True, "auto": "auto"}[args.by_source]
 
@@ -79,10 +82,14 @@ def get(ref, timeout=T):
 
 
 def report_task():
+    import linecache
     import time
 
     time.sleep(0.2)  # let both workers take one
-    return audit.report()
+    rep = audit.report()
+    entry = linecache.cache.get(__file__)  # by_source loads register the script's lines
+    rep["source_registered"] = entry is not None and entry[1] is None
+    return rep
 
 
 def positive():
@@ -90,10 +97,11 @@ def positive():
     out["lambda"] = get(ray.remote(lambda x: x + 1).remote(41))
     out["closure"] = get(ray.remote(make_adder(10)).remote(5))
     out["method"] = get(ray.remote(lambda p: p.norm1()).remote(Point(3, -4)))
-    pt = get(ray.remote(make_point).remote(7))
-    out["instance_is_main_class"] = type(pt) is Point
-    out["instance"] = [pt.x, pt.y]
-    out["returned_lambda"] = get(ray.remote(make_multiplier).remote(6))(7)
+    if args.workload == "full":  # results that workers pickle by value
+        pt = get(ray.remote(make_point).remote(7))
+        out["instance_is_main_class"] = type(pt) is Point
+        out["instance"] = [pt.x, pt.y]
+        out["returned_lambda"] = get(ray.remote(make_multiplier).remote(6))(7)
 
     ref = ray.put(21)
 
