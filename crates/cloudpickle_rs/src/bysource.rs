@@ -56,7 +56,10 @@ impl BySource {
 
 /// What the receiver needs to rebuild one code object.
 struct Built {
+    /// The factory source without its leading newlines (see `padding`).
     source: Py<PyString>,
+    /// How many newlines the factory source starts with.
+    padding: usize,
     filename: Py<PyString>,
     /// The function's original lines (first..=last), for the receiver's `linecache`.
     first_line: u32,
@@ -132,7 +135,7 @@ impl<'py> Dumper<'py> {
         self.save(b.exec.bind(py), false)?;
         self.save(b.compile.bind(py), false)?;
         self.w.op(MARK);
-        self.save(built.source.bind(py).as_any(), false)?;
+        self.save_padded_source(built)?;
         self.save(built.filename.bind(py).as_any(), false)?;
         self.save(intern!(py, "exec").as_any(), false)?;
         self.w.op(TUPLE);
@@ -152,6 +155,27 @@ impl<'py> Dumper<'py> {
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
         self.memo_put_pub(code)
+    }
+
+    /// The factory source keeps the function at its original line by padding with newlines;
+    /// a function deep in a file would cost one stream byte per line above it, so the padding
+    /// is rebuilt on the receiver: `operator.add(operator.mul('\n', n), rest)`.
+    fn save_padded_source(&mut self, built: &Built) -> PyResult<()> {
+        let py = self.py;
+        if built.padding == 0 {
+            return self.save(built.source.bind(py).as_any(), false);
+        }
+        let b = builtins(py)?;
+        self.save(b.add.bind(py), false)?;
+        self.save(b.mul.bind(py), false)?;
+        self.save(intern!(py, "\n").as_any(), false)?;
+        self.w.int(built.padding as i64);
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.save(built.source.bind(py).as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        Ok(())
     }
 
     /// Put the function's lines into the receiver's `linecache` under its original file name,
@@ -296,6 +320,7 @@ struct Builtins {
     getitem: Py<PyAny>,
     setitem: Py<PyAny>,
     mul: Py<PyAny>,
+    add: Py<PyAny>,
     linecache_cache: Py<PyAny>,
 }
 
@@ -314,6 +339,7 @@ fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
             getitem: op.getattr("getitem")?.unbind(),
             setitem: op.getattr("setitem")?.unbind(),
             mul: op.getattr("mul")?.unbind(),
+            add: op.getattr("add")?.unbind(),
             linecache_cache: py.import("linecache")?.getattr("cache")?.unbind(),
         })
     })
@@ -380,8 +406,10 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
         lines.push(l);
     }
+    let body = factory.source.trim_start_matches('\n');
     let built = Arc::new(Built {
-        source: PyString::new(py, &factory.source).unbind(),
+        padding: factory.source.len() - body.len(),
+        source: PyString::new(py, body).unbind(),
         filename: PyString::new(py, &filename).unbind(),
         first_line: first,
         lines: PyList::new(py, lines).map_err(|e| e.to_string())?.unbind(),

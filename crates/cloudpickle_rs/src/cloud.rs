@@ -351,6 +351,14 @@ impl<'py> Cloud<'py> {
     /// `pickle_by_reference` callback decides when given; its exceptions propagate unchanged.
     pub(crate) fn should_pickle_by_reference(&self, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<bool> {
         if let Some(cb) = &self.pickle_by_reference {
+            // Static (C) types can only be referenced: their definition is not Python data.
+            if let Ok(t) = obj.downcast::<PyType>() {
+                // SAFETY: reading the flags of a live type object.
+                let flags = unsafe { pyo3::ffi::PyType_GetFlags(t.as_ptr().cast()) };
+                if flags & pyo3::ffi::Py_TPFLAGS_HEAPTYPE == 0 {
+                    return Ok(true);
+                }
+            }
             return cb.call1((obj,))?.is_truthy();
         }
         match self.lookup_module_and_qualname(obj, name)? {
