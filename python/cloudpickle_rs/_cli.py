@@ -445,8 +445,8 @@ def _code_info(fn):
     out = {"mode": "unknown"}
     for n in _walk(code):
         if isinstance(n, Call) and n.role == "compile":
-            src = _const(n.arg(0))
-            out.update(mode="source", file=_const(n.arg(1)), source=src if isinstance(src, str) else None)
+            src = _eval_str(n.arg(0))
+            out.update(mode="source", file=_eval_str(n.arg(1)), source=src)
             return out
         if isinstance(n, Call) and n.role == "code":
             args = n.args.items if isinstance(n.args, Seq) else []
@@ -470,6 +470,31 @@ def _code_info(fn):
                 pass
             return out
     return out
+
+
+_STR_OPS = {("_operator", "add"), ("operator", "add"), ("_operator", "concat"),
+            ("operator", "concat"), ("_operator", "mul"), ("operator", "mul")}
+
+
+def _eval_str(node, depth=0):
+    """The value of a string built by the stream with stdlib string operations (padding such as
+    ``operator.add(operator.mul('\n', k), text)``), computed here without running anything;
+    None when it is not such an expression."""
+    if isinstance(node, Const):
+        return node.value if isinstance(node.value, str) else None
+    if depth > 50 or not isinstance(node, Call) or not isinstance(node.func, Global):
+        return None
+    if (node.func.module, node.func.name) not in _STR_OPS:
+        return None
+    a, b = node.arg(0), node.arg(1)
+    if node.func.name == "mul":
+        text, times = (a, b) if type(_const(b)) is int else (b, a)
+        s, k = _eval_str(text, depth + 1), _const(times)
+        if s is None or type(k) is not int or k < 0 or len(s) * k > 10_000_000:
+            return None
+        return s * k
+    x, y = _eval_str(a, depth + 1), _eval_str(b, depth + 1)
+    return x + y if x is not None and y is not None else None
 
 
 def _source_line(source, name):
