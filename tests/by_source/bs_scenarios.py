@@ -1340,6 +1340,28 @@ S("source_edited_after_import", """
     OBJ = victim
 """, "result = obj(1)", expect=2)
 
+S("bom_file_unicode_class_enum_super_metaclass", """
+    def f(x): return (lambda y: y + "é")(x)
+    class Ünïcode:
+        def __init__(self):
+            self.__v = "ü"
+        def get(self):
+            return (lambda: self.__v)()
+    import enum
+    class E(enum.Enum):
+        A = 1
+        def __str__(self):
+            return "E:" + super().__str__()
+    class Meta(type):
+        def __call__(cls, *a):
+            return ["meta", super().__call__(*a).v]
+    class WithMeta(metaclass=Meta):
+        def __init__(self, v):
+            self.v = v
+    OBJ = (f, Ünïcode, E, WithMeta)
+""", "f, U, E, W = obj\nresult = [f('a'), U().get(), str(E.A), W(3)]",
+  expect=["aé", "ü", "E:E.A", ["meta", 3]], encoding="utf-8-sig")
+
 
 def by_name():
     return {s.name: s for s in SCENARIOS}
