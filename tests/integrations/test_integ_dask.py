@@ -26,7 +26,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import integ_env  # noqa: E402
 
-pytestmark = pytest.mark.timeout(400)
+pytestmark = pytest.mark.timeout(900)  # includes building .venvs/integ on first use (~3 min)
 
 BY_SOURCE_CASES = []  # see the module docstring: filled once re-pickling by source works
 

@@ -26,7 +26,7 @@ import integ_env  # noqa: E402
 
 from cloudpickle_rs.integrations import executor as cprs_exec  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(900)  # the pypy39 loader may be built on first use
 
 EXPECTED = {"lambda": 42, "closure": 15, "method": 7, "instance_is_main_class": True,
             "instance": [7, -7], "returned_lambda": 42, "map": [100, 101, 102, 103, 104],

@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import integ_env  # noqa: E402
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(900)  # includes building .venvs/integ on first use (~3 min)
 
 EXPECTED = {"lambda": 42, "closure": 15, "method": 7, "instance_is_main_class": True,
             "instance": [7, -7], "returned_lambda": 42, "job_reducer": 42,
