@@ -44,6 +44,17 @@
 //! `ast.increment_lineno` before compiling it with the same file name. Retrieval is the
 //! same; compiling costs a few times more (an AST round trip), which is why it is only the
 //! fallback. Both layouts use only the standard library and Python 3.9 syntax.
+//!
+//! # How exact
+//!
+//! On CPython 3.11 the rebuilt code object equals the original (`==`, plus `co_qualname`,
+//! `co_positions()`, `co_freevars`) for every function of the test fixtures and of thousands
+//! of generated programs. CPython 3.12+ inlines list, set and dict comprehensions, and its
+//! symbol table then lets a function's compilation depend on names bound in enclosing
+//! scopes that are not its free variables: about 1 function in 1600 of the generated
+//! programs (none of the fixtures) rebuilds with a different cell layout there. A caller
+//! that must be exact can compile the factory once on the sending side and compare
+//! `__code__` with the original, falling back to bytecode when they differ.
 
 use crate::locate::{CodeQuery, FunctionKind, LocatedFunction};
 use crate::scopes::{ComprehensionKind, Scope, ScopeKind, Span};
@@ -132,7 +143,10 @@ impl LocatedFunction<'_> {
                 FactoryLayout::InPlace
             }
             _ => FactoryLayout::Reparsed {
-                line_shift: (prologue_end + needed + 1).saturating_sub(first_line),
+                line_shift: prologue_end
+                    .saturating_add(needed)
+                    .saturating_add(1)
+                    .saturating_sub(first_line),
             },
         };
         lines.extend(above);

@@ -280,21 +280,22 @@ impl Builder<'_> {
     /// The span from `->` to the end of the return annotation's last token, found from the
     /// tokens because ruff's annotation range leaves out enclosing parentheses.
     fn return_annotation_span(&self, parameters_end: u32, returns_end: u32) -> Option<Span> {
-        let from = self.token_index_at(parameters_end);
         let arrow = self
             .tokens
-            .get(from..)?
+            .get(self.token_index_at(parameters_end)..)?
             .iter()
             .find(|t| t.kind() == TokenKind::Rarrow)?;
-        let colon_index = self.token_index_at(returns_end)
+        let after_annotation = self.token_index_at(returns_end);
+        let colon = after_annotation
             + self
                 .tokens
-                .get(self.token_index_at(returns_end)..)?
+                .get(after_annotation..)?
                 .iter()
                 .position(|t| t.kind() == TokenKind::Colon)?;
+        // The last token before the colon: the annotation's own, or a closing parenthesis.
         let last = self
             .tokens
-            .get(..colon_index)?
+            .get(..colon)?
             .iter()
             .rev()
             .find(|t| !matches!(t.kind(), TokenKind::Comment | TokenKind::NonLogicalNewline))?;
