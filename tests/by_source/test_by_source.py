@@ -36,39 +36,10 @@ PRODUCER = sys.executable  # the .venv CPython 3.11, which has cloudpickle_rs
 
 # name -> why it fails (a cloudpickle_rs bug; see the module docstring).
 KNOWN_FAILING = {
-    "auto_fallback_warns_and_uses_bytecode":
-        "by_source='auto' warns twice for one function: once naming it (\"function 'orphan' "
-        "(<bs-auto>, line 1)\"), then again as \"'?' travels as bytecode\" (the code object is "
-        "described, it has no __qualname__); and the warning is attributed to the caller's caller "
-        "(stacklevel=2 from a native function), not to the line that called dumps",
-    "tracker_collision_b":
-        "class tracker ids are derived from (module, qualname, attribute names, method bytecode) "
-        "plus a per-process counter, so two programs whose __main__ classes differ only in "
-        "constants get the same id: a receiver that loaded program A's Config/Mode hands A's "
-        "class back for program B's pickle (Config is mutated to B's SCALE, the enum keeps A's "
-        "values). Stock cloudpickle draws uuid4 ids and has no collision",
-    "dataclass_inheritance":
-        "a dataclass whose base is a dataclass does not load (by_source only; stock cloudpickle and "
-        "bytecode mode load it): re-applying dataclasses.dataclass to the rebuilt subclass raises "
-        "TypeError: 'u' is a field but has no type annotation (the inherited field's Field object "
-        "seems to land in the subclass dict without its annotation)",
-    "dataclass_slots":
-        "@dataclass(slots=True) loads, but Slotted(1) raises AttributeError: 'Slotted' object has no "
-        "attribute 'x' in the regenerated __init__ (by_source only; bytecode mode works)",
-    "source_edited_after_import":
-        "the source found in the file is not checked against the running code beyond the def's "
-        "first line: after an in-place edit of the file (same line count) the EDITED function is "
-        "sent silently (victim(1) == 2 here, -6 on the receiver); on CPython 3.11 the sender could "
-        "compare the recompiled factory's co_code with the original and raise PicklingError",
 }
 
 # name -> a fragment of the failure text that shows it still fails for the listed reason.
 KNOWN_SYMPTOM = {
-    "auto_fallback_warns_and_uses_bytecode": "'?' travels as bytecode",
-    "tracker_collision_b": "loaded object gives ['b', 'b', 'a']",
-    "dataclass_inheritance": "'u' is a field but has no type annotation",
-    "dataclass_slots": "'Slotted' object has no attribute 'x'",
-    "source_edited_after_import": "loaded object gives -6",
 }
 
 SCEN = by_name()
@@ -163,7 +134,7 @@ def producer_problems(name, produced):
     if run["returncode"] != 0 or meta is None:
         return [f"producer failed (exit {run['returncode']}):\n{run['stderr']}"]
     if scen.mode == "error":
-        return error_mode_problems(meta)
+        return error_mode_problems(meta, scen.error_needles)
     probs = []
     if "check_error" in meta:
         probs.append(f"check failed on the ORIGINAL object (fix the scenario):\n{meta['check_error']}")
@@ -178,14 +149,14 @@ def producer_problems(name, produced):
     return probs
 
 
-def error_mode_problems(meta):
+def error_mode_problems(meta, needles):
     msg = meta.get("error_message") or ""
     probs = []
     if meta.get("error_type") is None:
         return ["by_source=True pickled a function that has no source instead of raising"]
     if "_pickle.PicklingError" not in meta["error_mro"] and "pickle.PicklingError" not in meta["error_mro"]:
         probs.append(f"raised {meta['error_type']} ({meta['error_mro']}), not a pickle.PicklingError")
-    for needle in ("orphan", "<bs-nosource>", "__source__", "orphan.__source__"):
+    for needle in needles:
         if needle not in msg:
             probs.append(f"message does not mention {needle!r}: {msg!r}")
     return probs

@@ -307,7 +307,8 @@ impl<'py> Dumper<'py> {
         }
         let category = crate::statics::statics(py)?.source_fallback_warning.bind(py).clone();
         let msg = format!("by_source='auto': {} travels as bytecode: {why}", describe(func));
-        PyErr::warn(py, &category, &std::ffi::CString::new(msg).unwrap_or_default(), 2)
+        // stacklevel 1: `dumps` is a native function, so level 1 is its caller's line.
+        PyErr::warn(py, &category, &std::ffi::CString::new(msg).unwrap_or_default(), 1)
     }
 }
 
@@ -376,7 +377,13 @@ fn no_source_error(py: Python<'_>, func: &Bound<'_, PyAny>, _code: &Bound<'_, Py
 /// is no usable source, for the message.
 fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Result<Arc<Built>, String> {
     let key = code.as_ptr() as usize;
-    let own_source = lookup_attr(func, intern!(py, "__source__")).ok().flatten().filter(|s| !s.is_none());
+    // `__source__` is a function attribute: look in `__dict__` (a missing attribute would cost
+    // an AttributeError per function).
+    let own_source = func
+        .getattr(intern!(py, "__dict__"))
+        .ok()
+        .and_then(|d| d.get_item(intern!(py, "__source__")).ok())
+        .filter(|s| !s.is_none());
     if own_source.is_none() {
         if let Some(hit) = cached_built(py, code, key) {
             return Ok(hit);
@@ -394,6 +401,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     let query = code_query(py, code).map_err(|e| e.to_string())?;
     let located = file.locate(&query).map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
     let factory = located.factory(&query).map_err(|e| format!("cannot rebuild it from its source: {e}"))?;
+    verify_factory(py, code, &factory.source, &filename)?;
     let text = file.text();
     let all_lines: Vec<&str> = text.split_inclusive('\n').collect();
     let first = factory.first_line.max(1);
@@ -428,8 +436,9 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
 fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>, key: usize) -> Option<Arc<Built>> {
     let c = caches(py).lock().ok()?;
     let (weak, built) = c.built.get(&key)?;
-    let alive = weak.bind(py).call0().ok()?;
-    alive.is(code).then(|| built.clone())
+    // SAFETY: a live weakref we own; the borrowed referent is only compared by address.
+    let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
+    (referent == code.as_ptr()).then(|| built.clone())
 }
 
 /// The text of `filename` as `linecache` has it (files, IPython cells, anything registered),
@@ -459,6 +468,34 @@ fn file_text(py: Python<'_>, filename: &str, func: &Bound<'_, PyAny>) -> Result<
     let file = c.files.get_or_parse(filename, &text).map_err(|e| format!("{filename} does not parse: {e}"))?;
     c.by_lines.insert(filename.to_owned(), (lines.unbind(), file.clone()));
     Ok(file)
+}
+
+/// Compile the factory here and check that it gives back the same code (bytecode, names,
+/// constants, nested code): a file edited after it was imported would otherwise send text that
+/// no longer is the function. Once per code object (the result is cached).
+fn verify_factory(py: Python<'_>, code: &Bound<'_, PyAny>, source: &str, filename: &str) -> Result<(), String> {
+    let b = builtins(py).map_err(|e| e.to_string())?;
+    let rebuilt = (|| -> PyResult<Bound<'_, PyAny>> {
+        let compiled = b.compile.bind(py).call1((source, filename, "exec"))?;
+        let ns = PyDict::new(py);
+        b.exec.bind(py).call1((compiled, &ns))?;
+        ns.get_item(RESULT_NAME)?
+            .ok_or_else(|| PyValueError::new_err("factory left no result"))?
+            .getattr(intern!(py, "__code__"))
+    })()
+    .map_err(|e| format!("its rebuilt source does not compile here: {e}"))?;
+    let same = py
+        .import("cloudpickle_rs._source_check")
+        .and_then(|m| m.getattr("same_code"))
+        .and_then(|f| f.call1((code, &rebuilt)))
+        .and_then(|r| r.is_truthy());
+    match same {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "its source in {filename} no longer matches its code (was the file edited after it was imported?)"
+        )),
+        Err(e) => Err(format!("cannot compare its rebuilt code: {e}")),
+    }
 }
 
 /// What the code object says about where it came from (see `function_source::CodeQuery`).

@@ -153,7 +153,9 @@ impl<'py> Dumper<'py> {
         let from_source = self.by_source() != crate::bysource::BySource::Off
             && self.save_code_by_source(&code, func).map_err(|e| self.err_path.attribute(py, e, func, "__code__"))?;
         if !from_source {
-            self.save(&code, false).map_err(|e| self.err_path.attribute(py, e, func, "__code__"))?;
+            // Bytecode (by_source off, or auto after its one warning for this function): not
+            // through `save`, whose code dispatch would try the source again.
+            self.save_code_memoized(&code).map_err(|e| self.err_path.attribute(py, e, func, "__code__"))?;
         }
         self.save(&base_globals, false)?;
         self.w.none();
@@ -419,6 +421,13 @@ impl<'py> Dumper<'py> {
 
     // ----- code, modules, TypeVars -------------------------------------------------------------
 
+    fn save_code_memoized(&mut self, code: &Bound<'py, PyAny>) -> SaveResult {
+        if let Some(idx) = self.memo.get(code) {
+            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(self.py, e.to_string()));
+        }
+        self.save_code(code)
+    }
+
     /// A code object as upstream writes it, `_builtin_type('CodeType')(*fields)`, with the
     /// constructor fields of this interpreter's version written straight to the stream.
     fn save_code(&mut self, code: &Bound<'py, PyAny>) -> SaveResult {
@@ -513,7 +522,7 @@ impl<'py> Dumper<'py> {
             if let Some(rv) = regenerated_namedtuple(py, cls_t, &clsdict, rec)? {
                 return Ok(Some(rv));
             }
-            strip_dataclass_generated(py, cls_t, &clsdict)?;
+            strip_dataclass_generated(py, cls_t, &clsdict, self.by_source())?;
         }
         let tracker = tracker_id(py, rec, cls)?;
         let newargs;
@@ -670,7 +679,7 @@ impl<'py> Dumper<'py> {
         }
         let own = cls.getattr(intern!(py, "__dict__"))?;
         let Ok(params) = own.get_item("__dataclass_params__") else { return Ok(None) };
-        if own.get_item("__dataclass_fields__").is_err() {
+        if own.get_item("__dataclass_fields__").is_err() || own.contains("__slots__")? {
             return Ok(None);
         }
         let kwargs = PyDict::new(py);
@@ -775,10 +784,30 @@ fn regenerated_namedtuple<'py>(
 /// by_source: take the methods `dataclasses` generated (no source) out of a dataclass's dict and
 /// put each field's `Field` back as the class attribute, so re-applying `dataclasses.dataclass`
 /// on the receiver regenerates them exactly (defaults and factories included).
-fn strip_dataclass_generated<'py>(py: Python<'py>, cls: &Bound<'py, PyType>, clsdict: &Bound<'py, PyDict>) -> PyResult<()> {
+fn strip_dataclass_generated<'py>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyType>,
+    clsdict: &Bound<'py, PyDict>,
+    mode: crate::bysource::BySource,
+) -> PyResult<()> {
     let own = cls.getattr(intern!(py, "__dict__"))?;
     let Ok(fields) = own.get_item("__dataclass_fields__") else { return Ok(()) };
     if own.get_item("__dataclass_params__").is_err() {
+        return Ok(());
+    }
+    if own.contains("__slots__")? {
+        // dataclass(slots=True) makes a new class, so it cannot be re-applied in place: under
+        // auto its generated methods stay and go as bytecode (with a warning each).
+        if mode == crate::bysource::BySource::On {
+            return Err(crate::statics::pickling_error(
+                py,
+                format!(
+                    "cannot pickle dataclass {} by source: it was made with slots=True, whose generated methods \
+                     have no source and cannot be regenerated in place; use by_source='auto' to send them as bytecode",
+                    cls.qualname()?
+                ),
+            ));
+        }
         return Ok(());
     }
     for name in ["__init__", "__repr__", "__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__setattr__", "__delattr__", "__getstate__", "__setstate__"] {
@@ -795,9 +824,13 @@ fn strip_dataclass_generated<'py>(py: Python<'py>, cls: &Bound<'py, PyType>, cls
         }
     }
     let field_kind = py.import("dataclasses")?.getattr("_FIELD")?;
+    // Only the fields this class declares: inherited ones come from the base dataclass, and a
+    // Field without an annotation in this class body would be refused.
+    let own_annotations = own.get_item("__annotations__").ok();
     for item in fields.call_method0(intern!(py, "items"))?.try_iter()? {
         let (name, field): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
-        if field.getattr(intern!(py, "_field_type"))?.is(&field_kind) {
+        let declared_here = own_annotations.as_ref().is_some_and(|a| a.contains(&name).unwrap_or(false));
+        if declared_here && field.getattr(intern!(py, "_field_type"))?.is(&field_kind) {
             clsdict.set_item(name, field)?;
         }
     }
@@ -983,8 +1016,9 @@ fn tracker_id<'py>(py: Python<'py>, rec: &crate::cloud::Reconstructors, obj: &Bo
     result
 }
 
-/// Names in the class dict and the bytecode of its functions: cheap, and enough to tell two
-/// different classes of the same name apart in one receiver.
+/// The class definition as data: attribute names, simple values (and enum members' values),
+/// and the bytecode and constants of its functions. Two different classes of the same name sent
+/// to one receiver by two programs must not share an id (the receiver would reuse the first).
 fn definition_fingerprint(py: Python<'_>, obj: &Bound<'_, PyAny>, h: &mut Fnv128) {
     let Ok(d) = obj.getattr(intern!(py, "__dict__")) else { return };
     let Ok(keys) = d.try_iter() else { return };
@@ -994,12 +1028,60 @@ fn definition_fingerprint(py: Python<'_>, obj: &Bound<'_, PyAny>, h: &mut Fnv128
         h.write(n.as_bytes());
         h.write(b"\0");
         if let Ok(v) = d.get_item(n.as_str()) {
-            if let Ok(code) = v.getattr(intern!(py, "__code__")) {
-                if let Ok(b) = code.getattr(intern!(py, "co_code")).and_then(|c| c.extract::<Vec<u8>>()) {
-                    h.write(&b);
+            fingerprint_value(py, &v, h, 0);
+        }
+    }
+    if let Ok(members) = obj.getattr(intern!(py, "__members__")) {
+        if let Ok(items) = members.call_method0(intern!(py, "items")).and_then(|i| i.try_iter()) {
+            for item in items.flatten() {
+                if let Ok((k, m)) = item.extract::<(String, Bound<'_, PyAny>)>() {
+                    h.write(k.as_bytes());
+                    if let Ok(value) = m.getattr(intern!(py, "_value_")) {
+                        fingerprint_value(py, &value, h, 0);
+                    }
                 }
             }
         }
+    }
+}
+
+fn fingerprint_value(py: Python<'_>, v: &Bound<'_, PyAny>, h: &mut Fnv128, depth: usize) {
+    use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt};
+    if depth > 4 {
+        return;
+    }
+    let simple = v.is_none()
+        || v.is_exact_instance_of::<PyBool>()
+        || v.is_exact_instance_of::<PyInt>()
+        || v.is_exact_instance_of::<PyFloat>()
+        || v.is_exact_instance_of::<PyString>()
+        || v.is_exact_instance_of::<PyBytes>();
+    if simple {
+        if let Ok(r) = v.repr() {
+            h.write(r.to_string_lossy().as_bytes());
+        }
+        return;
+    }
+    if let Ok(t) = v.downcast::<PyTuple>() {
+        for item in t.iter() {
+            fingerprint_value(py, &item, h, depth + 1);
+        }
+        return;
+    }
+    let func = lookup_attr(v, intern!(py, "__func__")).ok().flatten().unwrap_or_else(|| v.clone());
+    let code = match func.getattr(intern!(py, "__code__")) {
+        Ok(c) => c,
+        Err(_) if func.hasattr(intern!(py, "co_code")).unwrap_or(false) => func,
+        Err(_) => {
+            h.write(crate::errors::type_name(v).as_bytes());
+            return;
+        }
+    };
+    if let Ok(b) = code.getattr(intern!(py, "co_code")).and_then(|c| c.extract::<Vec<u8>>()) {
+        h.write(&b);
+    }
+    if let Ok(consts) = code.getattr(intern!(py, "co_consts")) {
+        fingerprint_value(py, &consts, h, depth + 1);
     }
 }
 

@@ -464,8 +464,10 @@ fn names_cache_get<'py>(py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bou
     let cache = NAMES_CACHE.get_or_init(py, || Mutex::new(NamesCache { entries: HashMap::new() }));
     let guard = cache.lock().ok()?;
     let (weak, names) = guard.entries.get(&(code.as_ptr() as usize))?;
-    let alive = weak.bind(py).call0().ok()?;
-    if alive.is(code) {
+    // SAFETY: `weak` is a live weakref object we own; PyWeakref_GetObject returns a borrowed
+    // reference (Py_None when the referent is gone) that we only compare by address.
+    let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
+    if referent == code.as_ptr() {
         Some(names.bind(py).clone())
     } else {
         None

@@ -3,7 +3,7 @@
 //! as EXT, STACK_GLOBAL, GLOBAL or `getattr(parent, name)`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError};
 use pyo3::sync::GILOnceCell;
@@ -132,32 +132,27 @@ struct FoundGlobal {
 }
 
 const GLOBAL_CACHE_LIMIT: usize = 4096;
-static GLOBAL_CACHE: GILOnceCell<Mutex<HashMap<usize, FoundGlobal>>> = GILOnceCell::new();
+static GLOBAL_CACHE: GILOnceCell<Mutex<HashMap<usize, Arc<FoundGlobal>>>> = GILOnceCell::new();
 
 pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<()> {
     let py = d.py;
     let cache = GLOBAL_CACHE.get_or_init(py, || Mutex::new(HashMap::new()));
     if name.is_none() {
-        let hit = cache.lock().ok().and_then(|m| {
-            m.get(&(obj.as_ptr() as usize)).map(|f| {
-                (
-                    f.obj.clone_ref(py),
-                    f.module_name.clone_ref(py),
-                    f.global_name.clone_ref(py),
-                    f.lastname.clone_ref(py),
-                    f.parent.clone_ref(py),
-                    f.parent_is_module,
-                )
-            })
-        });
-        if let Some((cached, module_name, global_name, lastname, parent, parent_is_module)) = hit {
-            let (parent, lastname) = (parent.into_bound(py), lastname.into_bound(py));
-            if cached.is(obj) && parent.getattr(&lastname).is_ok_and(|v| v.is(obj)) {
-                return d.write_global_ref(obj, module_name.bind(py), global_name.bind(py), parent_is_module, &parent, &lastname);
+        let hit = cache.lock().ok().and_then(|m| m.get(&(obj.as_ptr() as usize)).cloned());
+        if let Some(found) = hit {
+            let (parent, lastname) = (found.parent.bind(py), found.lastname.bind(py));
+            if found.obj.is(obj) && parent.getattr(lastname).is_ok_and(|v| v.is(obj)) {
+                return d.write_global_ref(
+                    obj,
+                    found.module_name.bind(py),
+                    found.global_name.bind(py),
+                    found.parent_is_module,
+                    parent,
+                    lastname,
+                );
             }
         }
     }
-
     let global_name: Bound<'py, PyString> = match name {
         Some(n) => n.clone(),
         None => match lookup_attr(obj, intern!(py, "__qualname__"))? {
@@ -202,14 +197,14 @@ pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, nam
             }
             m.insert(
                 obj.as_ptr() as usize,
-                FoundGlobal {
+                Arc::new(FoundGlobal {
                     obj: obj.clone().unbind(),
                     module_name: module_name.clone().unbind(),
                     global_name: global_name.clone().unbind(),
                     lastname: lastname.clone().unbind(),
                     parent: parent.clone().unbind(),
                     parent_is_module,
-                },
+                }),
             );
         }
     }
