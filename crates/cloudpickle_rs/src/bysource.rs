@@ -60,6 +60,8 @@ struct Built {
     source: Py<PyString>,
     /// How many newlines the factory source starts with.
     padding: usize,
+    /// The receiver's `linecache` key for the factory text (see `received_factory_texts`).
+    factory_key: Py<PyString>,
     filename: Py<PyString>,
     /// The function's original lines (first..=last), for the receiver's `linecache`.
     first_line: u32,
@@ -126,6 +128,30 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let st = self.st;
         let b = builtins(py)?;
+        // linecache.cache[KEY] = (0, None, source.splitlines(True), KEY): the receiver can send the
+        // function on by source in turn (a Dask scheduler, a worker returning what it got).
+        let source_token = PyList::empty(py);
+        self.save(b.setitem.bind(py), false)?;
+        self.w.op(MARK);
+        self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
+        self.save(built.factory_key.bind(py).as_any(), false)?;
+        self.w.op(MARK);
+        self.w.int(0);
+        self.w.none();
+        self.save(st.builtins_getattr.bind(py), false)?;
+        self.save_padded_source(built)?;
+        self.memo_put_pub(source_token.as_any())?;
+        self.save(intern!(py, "splitlines").as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.bool(true);
+        self.w.op(pickle_wire::opcodes::TUPLE1);
+        self.w.op(REDUCE);
+        self.save(built.factory_key.bind(py).as_any(), false)?;
+        self.w.op(TUPLE);
+        self.w.op(TUPLE);
+        self.w.op(REDUCE);
+        self.w.op(POP);
         // ns = {}
         let ns_token = PyDict::new(py);
         self.w.empty_dict();
@@ -135,7 +161,7 @@ impl<'py> Dumper<'py> {
         self.save(b.exec.bind(py), false)?;
         self.save(b.compile.bind(py), false)?;
         self.w.op(MARK);
-        self.save_padded_source(built)?;
+        self.save(source_token.as_any(), false)?; // the padded source, memoized above
         self.save(built.filename.bind(py).as_any(), false)?;
         self.save(intern!(py, "exec").as_any(), false)?;
         self.w.op(TUPLE);
@@ -390,18 +416,33 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
     }
     let filename: String = code.getattr(intern!(py, "co_filename")).and_then(|f| f.extract()).map_err(|e| e.to_string())?;
-    let file = match own_source {
+    let query = code_query(py, code).map_err(|e| e.to_string())?;
+    let attempt = |file: &Arc<SourceFile>| -> Result<function_source::Factory, String> {
+        let located = file.locate(&query).map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
+        let factory = located.factory(&query).map_err(|e| format!("cannot rebuild it from its source: {e}"))?;
+        verify_factory(py, code, &factory.source, &filename)?;
+        Ok(factory)
+    };
+    let primary = match own_source {
         Some(src) => {
             let text: String = src.extract().map_err(|_| "its __source__ is not a str".to_owned())?;
             let mut c = caches(py).lock().map_err(|_| "source cache poisoned".to_owned())?;
-            c.files.get_or_parse(&filename, &text).map_err(|e| format!("its __source__ does not parse: {e}"))?
+            c.files.get_or_parse(&filename, &text).map_err(|e| format!("its __source__ does not parse: {e}"))
         }
-        None => file_text(py, &filename, func)?,
+        None => file_text(py, &filename, func),
     };
-    let query = code_query(py, code).map_err(|e| e.to_string())?;
-    let located = file.locate(&query).map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
-    let factory = located.factory(&query).map_err(|e| format!("cannot rebuild it from its source: {e}"))?;
-    verify_factory(py, code, &factory.source, &filename)?;
+    let mut outcome = primary.and_then(|file| attempt(&file).map(|f| (f, file)));
+    if outcome.is_err() {
+        // A function this process received by source: its file is not here, but the factory
+        // texts the stream registered are (see `register_factory_text`).
+        for file in received_factory_texts(py, &filename) {
+            if let Ok(found) = attempt(&file) {
+                outcome = Ok((found, file));
+                break;
+            }
+        }
+    }
+    let (factory, file) = outcome?;
     let text = file.text();
     let all_lines: Vec<&str> = text.split_inclusive('\n').collect();
     let first = factory.first_line.max(1);
@@ -416,6 +457,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     }
     let body = factory.source.trim_start_matches('\n');
     let built = Arc::new(Built {
+        factory_key: PyString::new(py, &factory_key(&filename, &factory.source)).unbind(),
         padding: factory.source.len() - body.len(),
         source: PyString::new(py, body).unbind(),
         filename: PyString::new(py, &filename).unbind(),
@@ -439,6 +481,41 @@ fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>, key: usize) -> Option<A
     // SAFETY: a live weakref we own; the borrowed referent is only compared by address.
     let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
     (referent == code.as_ptr()).then(|| built.clone())
+}
+
+const FACTORY_KEY_PREFIX: &str = "<cloudpickle-rs source of ";
+
+/// Where a receiver keeps a factory text in `linecache`: by file name and text, so functions of
+/// one file do not overwrite each other.
+fn factory_key(filename: &str, source: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in source.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{FACTORY_KEY_PREFIX}{filename} {h:016x}>")
+}
+
+/// The factory texts a stream left in this process's `linecache` for `filename`, parsed.
+fn received_factory_texts(py: Python<'_>, filename: &str) -> Vec<Arc<SourceFile>> {
+    let prefix = format!("{FACTORY_KEY_PREFIX}{filename} ");
+    let Ok(cache) = py.import("linecache").and_then(|l| l.getattr("cache")) else { return Vec::new() };
+    let Ok(cache) = cache.downcast_into::<PyDict>() else { return Vec::new() };
+    let mut out = Vec::new();
+    for (k, entry) in cache.iter() {
+        let Ok(key) = k.extract::<String>() else { continue };
+        if !key.starts_with(&prefix) {
+            continue;
+        }
+        let Ok(lines) = entry.get_item(2).and_then(|l| l.extract::<Vec<String>>()) else { continue };
+        let text: String = lines.concat();
+        if let Ok(mut c) = caches(py).lock() {
+            if let Ok(file) = c.files.get_or_parse(filename, &text) {
+                out.push(file);
+            }
+        }
+    }
+    out
 }
 
 /// The text of `filename` as `linecache` has it (files, IPython cells, anything registered),
