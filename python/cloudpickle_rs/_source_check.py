@@ -5,22 +5,31 @@ against the running code before sending it, so that a file edited after it was i
 refused rather than sent. Byte equality is too strict: CPython 3.11 compiles
 `module.attr(...)` as LOAD_ATTR when `module` comes from an `import` in the same compilation
 unit and as LOAD_METHOD otherwise (the recompiled text lacks the module's imports), which also
-shifts jump offsets. So instructions are compared by name and meaning: jump targets as
-instruction indices, LOAD_METHOD as LOAD_ATTR, constants and names by value, nested code
-recursively.
+shifts jump offsets (and adds a PUSH_NULL on the LOAD_ATTR side). So instructions are compared
+by name and meaning: jump targets as instruction indices, LOAD_METHOD as LOAD_ATTR, PUSH_NULL
+ignored, constants and names by value, nested code recursively.
 """
 import dis
 import types
 
 _JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
 _SAME_OP = {"LOAD_METHOD": "LOAD_ATTR"}
+_DROPPED = frozenset({"PUSH_NULL"})
 
 
 def _normal(code):
-    instructions = list(dis.get_instructions(code))
-    index = {ins.offset: n for n, ins in enumerate(instructions)}
-    out = []
+    # PUSH_NULL only exists on the LOAD_ATTR side of the LOAD_METHOD/LOAD_ATTR choice: drop it
+    # (a jump to it lands on the instruction after it).
+    instructions = [ins for ins in dis.get_instructions(code)]
+    kept = [ins for ins in instructions if ins.opname not in _DROPPED]
+    index = {}
+    position = 0
     for ins in instructions:
+        index[ins.offset] = position
+        if ins.opname not in _DROPPED:
+            position += 1
+    out = []
+    for ins in kept:
         name = _SAME_OP.get(ins.opname, ins.opname)
         if ins.opcode in _JUMPS:
             arg = ("jump", index.get(ins.argval, ins.argval))
