@@ -7,16 +7,9 @@ cloudpickle_rs by the integration, and dumps made by stock cloudpickle (wrapped
 
 by_source: ``test_by_source_local_cluster`` runs the basic workload (tasks travel by source to
 the workers, results are plain data) and proves it on the workers (the stream registered the
-script's lines in their linecache).  Cases kept out of the collected tests until re-pickling by
-source on a receiver works (today a receiver that got a function/class by source and pickles it
-again by source fails: "<file> does not parse ... Unexpected indentation", because the
-linecache entry the stream registered holds only fragments of the file):
-
-- ("local", "--by-source", "true") with the full workload (workers return a __main__ instance
-  and a lambda: they re-pickle by source what they received by source);
-- ("deploy", "--by-source", "true", "--workload", "basic"): the separate scheduler re-pickles
-  every task it received by source.
-Add them to BY_SOURCE_CASES when that works.
+script's lines in their linecache); BY_SOURCE_CASES also cover workers returning a __main__
+instance and a lambda (they re-pickle by source what they received by source) and the separate
+scheduler, which re-pickles every task it received by source.
 """
 import os
 import sys
@@ -28,7 +21,10 @@ import integ_env  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)  # includes building .venvs/integ on first use (~3 min)
 
-BY_SOURCE_CASES = []  # see the module docstring: filled once re-pickling by source works
+BY_SOURCE_CASES = [
+    ("local", "--by-source", "true"),  # workers re-pickle by source what they received by source
+    ("deploy", "--by-source", "true", "--workload", "basic"),  # the scheduler re-pickles every task
+]
 
 EXPECTED = {"lambda": 42, "closure": 15, "method": 7, "instance_is_main_class": True,
             "instance": [7, -7], "returned_lambda": 42, "map": [100, 101, 102, 103],

@@ -5,13 +5,7 @@ from integ_env.package_dir()) under fork, spawn and forkserver.  InterpreterPool
 workers with other interpreters that have only stock cloudpickle (loader environments of
 tests/support/loaders.py): CPython 3.11 (bytecode loads: real functions work) and PyPy 3.9 (plain
 data with bytecode; lambdas, closures and classes with by_source=True).
-
-by_source case kept out of the collected tests until re-pickling by source on a receiver works
-(a worker returning an instance of a class it received by source pickles that class again by
-source, and today fails: "<file> does not parse ... Unexpected indentation"):
-
-- exec_app.py with ``by_source=True`` under spawn: same results as bytecode (the Point instance
-  and the returned lambda come back from the worker by source).
+The by_source cases include workers sending back by source what they received by source.
 """
 import operator
 import os
@@ -33,10 +27,10 @@ EXPECTED = {"lambda": 42, "closure": 15, "method": 7, "instance_is_main_class": 
             "initializer": "init-ran", "exception": ["Boom", "kaboom", True]}
 
 
-def run_exec_app(method):
+def run_exec_app(method, *extra):
     env = integ_env.script_env()
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, str(integ_env.SCRIPTS / "exec_app.py"), method],
+    proc = subprocess.run([sys.executable, str(integ_env.SCRIPTS / "exec_app.py"), method, *extra],
                           env=env, cwd=str(integ_env.SCRIPTS), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, timeout=150)
     res = integ_env.ScriptResult(proc.returncode, proc.stdout, proc.stderr, None,
@@ -62,6 +56,14 @@ def test_cloud_process_pool_start_methods(method):
     for w in workers:
         assert w["audit"] and w["stock_dumps"] == 0, w
         assert w["integrations"]["executor"]["counts"].get("results", 0) > 0, w
+
+
+def test_cloud_process_pool_spawn_by_source():
+    # Workers return a __main__ instance and a lambda they received by source: they send them
+    # back by source too (the stream left the factory texts in their linecache).
+    out = run_exec_app("spawn", "by_source")
+    assert out["results"] == EXPECTED
+    assert out["driver"]["stock_dumps"] == 0
 
 
 def test_cloud_process_pool_in_process_with_options():

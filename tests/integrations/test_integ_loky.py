@@ -6,12 +6,8 @@ negative control with loky's default pickler (stock cloudpickle) that the audit 
 The ``Sealed`` type refuses ordinary pickling: only the executor's ``job_reducers`` ship it.
 
 by_source: ``test_integration_by_source_basic`` (CLOUDPICKLE_RS_BY_SOURCE=1; workers prove they
-loaded by source: the stream registered the script's lines in their linecache).  Case kept out of
-the collected tests until re-pickling by source on a receiver works (workers returning a __main__
-instance or a lambda re-pickle by source what they received by source; today that fails with
-"<file> does not parse ... Unexpected indentation"):
-
-- "integration" with CLOUDPICKLE_RS_BY_SOURCE=1 and the full workload (LOKY_APP_WORKLOAD unset).
+loaded by source: the stream registered the script's lines in their linecache).
+The by_source cases include workers sending back by source what they received by source.
 """
 import os
 import sys
@@ -94,6 +90,15 @@ def test_integration_by_source_basic():
         for w in out[key]:
             assert w["report"]["integrations"]["loky"]["by_source"] is True
             assert w["source_registered"] is True
+
+
+def test_integration_by_source_full():
+    # Workers return a __main__ instance and a lambda: they re-pickle by source what they got.
+    out = run("integration", env={"CLOUDPICKLE_RS_BY_SOURCE": "1"})
+    assert out["results"] == EXPECTED
+    assert out["driver"]["integrations"]["loky"]["by_source"] is True
+    for w in out["workers"]:
+        assert w["report"]["integrations"]["loky"]["by_source"] is True
 
 
 def test_negative_control_default_pickler_is_caught():

@@ -8,12 +8,8 @@ audit (``CLOUDPICKLE_RS_AUDIT=1``) wraps stock ``cloudpickle.Pickler.dump`` and 
 
 by_source: ``test_by_source_basic`` ships every task function and the actor class by source
 (workers get CLOUDPICKLE_RS_BY_SOURCE=1 through runtime_env env_vars; a worker proves it loaded
-by source: the stream registered the script's lines in its linecache).  Case kept out of the
-collected tests until re-pickling by source on a receiver works (a worker returning a __main__
-instance or a lambda re-pickles by source what it received by source; today that fails with
-"<file> does not parse ... Unexpected indentation"):
-
-- ("positive", "--by-source", "true") with the full workload: add to BY_SOURCE_CASES.
+by source: the stream registered the script's lines in its linecache).
+The by_source cases include workers sending back by source what they received by source.
 """
 import os
 import sys
@@ -25,7 +21,7 @@ import integ_env  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)  # includes building .venvs/integ on first use (~3 min)
 
-BY_SOURCE_CASES = []
+BY_SOURCE_CASES = [("positive", "--by-source", "true")]  # workers re-pickle what they received by source
 
 EXPECTED = {"lambda": 42, "closure": 15, "method": 7, "instance_is_main_class": True,
             "instance": [7, -7], "returned_lambda": 42, "ref_in_closure": 42,

@@ -49,6 +49,7 @@ def explode(msg):
 if __name__ == "__main__":
     faulthandler.dump_traceback_later(120, exit=True)
     method = sys.argv[1]
+    by_source = sys.argv[2:] == ["by_source"]
     os.environ["CLOUDPICKLE_RS_AUDIT"] = "1"  # workers inherit it: each enables the audit
     from cloudpickle_rs.integrations import audit
     from cloudpickle_rs.integrations.executor import CloudProcessPoolExecutor
@@ -56,7 +57,7 @@ if __name__ == "__main__":
     audit.enable()
     ctx = multiprocessing.get_context(method)
     out = {"method": method}
-    with CloudProcessPoolExecutor(2, mp_context=ctx, by_source=False,
+    with CloudProcessPoolExecutor(2, mp_context=ctx, by_source=by_source,
                                   initializer=lambda tag: os.environ.__setitem__("CPRS_INIT_TAG", tag),
                                   initargs=("init-ran",)) as ex:
         r = out["results"] = {}
