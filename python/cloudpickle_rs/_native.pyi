@@ -2,6 +2,7 @@
 import pickle
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Union
 
+__all__: list[str]
 HIGHEST_PROTOCOL: int
 DEFAULT_PROTOCOL: int
 
@@ -32,7 +33,7 @@ class PicklerBase:
         pickle_by_reference: Optional[Callable[[Any], bool]] = None,
         reconstructor_module: str = "cloudpickle.cloudpickle",
     ) -> None: ...
-    def dump(self, obj: Any, /) -> None: ...
+    def dump(self, obj: Any) -> None: ...
     def clear_memo(self) -> None: ...
     @property
     def bin(self) -> bool: ...
@@ -44,7 +45,7 @@ class PicklerBase:
 class Pickler(PicklerBase):
     """cloudpickle's pickler: functions, classes and modules that cannot be imported go by value."""
 
-    def reducer_override(self, obj: Any, /) -> Any: ...
+    def reducer_override(self, obj: Any) -> Any: ...
 
 def dumps(
     obj: Any,

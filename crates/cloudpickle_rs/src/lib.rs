@@ -22,7 +22,7 @@ use pickler::{check_buffer_callback, parse_protocol, Pickler, PicklerBase};
 
 /// Return the pickled representation of `obj` as bytes.
 #[pyfunction]
-#[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
+#[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle"))]
 #[allow(clippy::too_many_arguments)]
 fn dumps<'py>(
     py: Python<'py>,
@@ -47,7 +47,7 @@ fn dumps<'py>(
 
 /// Write the pickled representation of `obj` to the open file object `file`.
 #[pyfunction]
-#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module=cloud::DEFAULT_RECONSTRUCTOR_MODULE))]
+#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle"))]
 #[allow(clippy::too_many_arguments)]
 fn dump<'py>(
     py: Python<'py>,
