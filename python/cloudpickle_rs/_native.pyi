@@ -1,8 +1,18 @@
 """Type stubs of the extension module `cloudpickle_rs._native` (the Rust pickler)."""
 import pickle
-from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Union
+from typing import Any, Callable, Literal, Optional, Protocol, Union
 
-__all__: list[str]
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "HIGHEST_PROTOCOL",
+    "Pickler",
+    "PicklerBase",
+    "PicklingRecursionError",
+    "SourceFallbackWarning",
+    "dump",
+    "dumps",
+]
+
 HIGHEST_PROTOCOL: int
 DEFAULT_PROTOCOL: int
 
