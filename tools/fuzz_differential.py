@@ -7,8 +7,8 @@ pickler), for `make fuzz`.
     python tools/fuzz_differential.py --replay 4242      # one example, in the foreground
 
 Each example is one random object graph (tests/reliability/fuzz_gen.py), one protocol (0-5) and
-one API (dumps, dump to a file, a Pickler subclass with Python hooks, PicklerBase bytes against
-pickle.dumps), all drawn from the seed. Batches run in child processes: a crash or hang is
+one API (dumps, dump to a file, a Pickler subclass with Python hooks, dumps(by_source=True),
+PicklerBase bytes against pickle.dumps), all drawn from the seed. Batches run in child processes: a crash or hang is
 reported with the seed that caused it, and `--replay SEED` reproduces it. Exit status 1 when any
 example fails.
 """

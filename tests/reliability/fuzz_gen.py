@@ -2,7 +2,8 @@
 
 ``example(seed)`` builds one graph from ``random.Random(seed)`` alone, so a seed replays an example
 exactly (in any process, any hash seed). ``check(seed)`` dumps it with cloudpickle_rs and with stock
-cloudpickle in the protocol and through the API the seed picks, loads both with ``pickle.loads`` and
+cloudpickle in the protocol and through the API the seed picks (dumps, dump to a file, a Pickler
+subclass with Python hooks, dumps with by_source=True, PicklerBase bytes against pickle.dumps), loads both with ``pickle.loads`` and
 compares the results with ``diff``: same types, equal values (floats bit for bit), the same pattern
 of sharing (an object met twice on one side is met twice on the other) and the same cycles. When
 stock raises, we must raise the same exception type (``PicklingRecursionError`` stands for stock's
@@ -29,7 +30,7 @@ import fuzz_objects as fo
 import cloudpickle_rs
 
 PROTOCOLS = tuple(range(pickle.HIGHEST_PROTOCOL + 1))
-APIS = ("dumps", "dump_file", "pickler_hooks", "picklerbase_bytes")
+APIS = ("dumps", "dump_file", "pickler_hooks", "picklerbase_bytes", "dumps_by_source")
 
 # ----- atoms -----------------------------------------------------------------------------------
 
@@ -336,6 +337,10 @@ class _StockHooks(cloudpickle.Pickler):
 def dump_ours(obj, protocol, api):
     if api == "dumps" or api == "picklerbase_bytes":
         return cloudpickle_rs.dumps(obj, protocol)
+    if api == "dumps_by_source":
+        # functions travel as source text and are compiled on load: the code objects must come
+        # out equal to stock's bytecode ones (DESIGN.md: exact on 3.11)
+        return cloudpickle_rs.dumps(obj, protocol, by_source=True)
     f = io.BytesIO()
     if api == "dump_file":
         cloudpickle_rs.dump(obj, f, protocol)

@@ -945,6 +945,16 @@ for _name, _make in _DEEP.items():
     _thread.__name__ = f"deep_{_name}_thread_1MiB_stack"
     case(expect=("ok", "RecursionError"), ref=False, timeout=120)(_thread)
 
+    def _small_thread(m, make=_make):
+        # 512 KiB: the smallest stack on which shallow objects still pickle today (see
+        # pending_bugs.py for 128-256 KiB); deep ones must stop with RecursionError, not SIGSEGV
+        sys.setrecursionlimit(10**6)
+        obj = make()
+        return _run_in_thread(lambda: _depth_result(m.dumps(obj)), 512 * 1024)
+
+    _small_thread.__name__ = f"deep_{_name}_thread_512KiB_stack"
+    case(expect=("RecursionError",), ref=False, timeout=120)(_small_thread)
+
 
 @case(timeout=120)
 def deep_closure_defaults(m):
@@ -1135,3 +1145,77 @@ def reduce_calls_dumps_nested(m):
     return m.dumps(obj)
 
 
+
+
+# ----- by_source, pickle_by_reference, reconstructor_module (ours only: stock has none of them) ---
+
+_EXEC_NS = {}
+exec("def from_exec(x):\n    return x + 1\n", _EXEC_NS)
+
+
+def _local_function():
+    def local(x):
+        return x * 2
+
+    return local
+
+
+@case(families=("cloud",), ref=False, expect="PicklingError")
+def by_source_without_source_text(m):
+    return m.dumps([_EXEC_NS["from_exec"]], by_source=True)
+
+
+@case(families=("cloud",), ref=False, expect=("ok",))
+def by_source_auto_without_source_text(m):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        data = m.dumps([_EXEC_NS["from_exec"], _local_function()], by_source="auto")
+    assert [type(x.message).__name__ for x in w] == ["SourceFallbackWarning"], [str(x.message) for x in w]
+    f, g = pickle.loads(data)
+    assert (f(1), g(2)) == (2, 4)
+    return data
+
+
+@case(families=("cloud",), ref=False, expect="ValueError")
+def by_source_invalid_value(m):
+    return m.dumps([1], by_source="yes")
+
+
+class RefusalError(Exception):
+    pass
+
+
+def _refuse(obj):
+    raise RefusalError("callback refuses")
+
+
+@case(families=("cloud",), ref=False, expect="RefusalError")
+def pickle_by_reference_raises(m):
+    return m.dumps({"f": _local_function()}, pickle_by_reference=_refuse)
+
+
+@case(families=("cloud",), ref=False, expect="PicklingProhibitedError")
+def pickle_by_reference_prohibits(m):
+    import cloudpickle_rs
+
+    def prohibit(obj):
+        raise cloudpickle_rs.PicklingProhibitedError(f"{obj!r} may not leave this process")
+
+    return m.dumps({"f": _local_function()}, pickle_by_reference=prohibit)
+
+
+@case(families=("cloud",), ref=False, expect="TypeError")
+def pickle_by_reference_returns_bad_bool(m):
+    return m.dumps({"f": _local_function()}, pickle_by_reference=lambda o: BoolRaises())
+
+
+@case(families=("cloud",), ref=False, expect="TypeError")
+def pickle_by_reference_not_callable(m):
+    return m.dumps({"f": _local_function()}, pickle_by_reference=5)
+
+
+@case(families=("cloud",), ref=False, expect="ImportError")
+def reconstructor_module_missing(m):
+    return m.dumps({"f": _local_function()}, reconstructor_module="no_such_module_for_reconstructors")
