@@ -974,46 +974,43 @@ static TRACKER_COUNTS: GILOnceCell<Mutex<HashMap<String, u64>>> = GILOnceCell::n
 /// function bytecode) plus a per-process counter that keeps two distinct class objects of the
 /// same definition apart.
 fn tracker_id<'py>(py: Python<'py>, rec: &crate::cloud::Reconstructors, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
-    let lock = rec.tracker_lock.bind(py);
-    lock.call_method0("acquire")?;
-    let result = (|| -> PyResult<Bound<'py, PyString>> {
-        let by_class = rec.tracker_by_class.bind(py);
-        if let Some(id) = by_class.call_method1("get", (obj,)).ok().filter(|v| !v.is_none()) {
-            return Ok(id.downcast_into::<PyString>()?);
+    // cloudpickle's tracker lock is not re-entrant and reading a class (its metaclass's
+    // `__getattribute__`, `__hash__`) runs user code that may pickle again: never hold it. Two
+    // threads registering one class at once compute the same id, or one id wins by setdefault.
+    let by_class = rec.tracker_by_class.bind(py);
+    if let Some(id) = by_class.call_method1("get", (obj,)).ok().filter(|v| !v.is_none()) {
+        return Ok(id.downcast_into::<PyString>()?);
+    }
+    let module = lookup_attr(obj, intern!(py, "__module__"))?.map(|m| m.to_string()).unwrap_or_default();
+    let qualname = lookup_attr(obj, intern!(py, "__qualname__"))?
+        .or(lookup_attr(obj, intern!(py, "__name__"))?)
+        .map(|q| q.to_string())
+        .unwrap_or_default();
+    let mut h = Fnv128::new();
+    h.write(module.as_bytes());
+    h.write(b"\0");
+    h.write(qualname.as_bytes());
+    h.write(b"\0");
+    definition_fingerprint(py, obj, &mut h);
+    let fp = h.finish();
+    let key = format!("{module}\0{qualname}\0{fp:032x}");
+    let counts = TRACKER_COUNTS.get_or_init(py, || Mutex::new(HashMap::new()));
+    let n = match counts.lock() {
+        Ok(mut m) => {
+            let c = m.entry(key).or_insert(0);
+            *c += 1;
+            *c - 1
         }
-        let module = lookup_attr(obj, intern!(py, "__module__"))?.map(|m| m.to_string()).unwrap_or_default();
-        let qualname = lookup_attr(obj, intern!(py, "__qualname__"))?
-            .or(lookup_attr(obj, intern!(py, "__name__"))?)
-            .map(|q| q.to_string())
-            .unwrap_or_default();
-        let mut h = Fnv128::new();
-        h.write(module.as_bytes());
-        h.write(b"\0");
-        h.write(qualname.as_bytes());
-        h.write(b"\0");
-        definition_fingerprint(py, obj, &mut h);
-        let fp = h.finish();
-        let key = format!("{module}\0{qualname}\0{fp:032x}");
-        let counts = TRACKER_COUNTS.get_or_init(py, || Mutex::new(HashMap::new()));
-        let n = match counts.lock() {
-            Ok(mut m) => {
-                let c = m.entry(key).or_insert(0);
-                *c += 1;
-                *c - 1
-            }
-            Err(_) => 0,
-        };
-        let mut h2 = Fnv128::new();
-        h2.write(&fp.to_le_bytes());
-        h2.write(&n.to_le_bytes());
-        let id = PyString::new(py, &format!("{:032x}", h2.finish()));
-        let by_id = rec.tracker_by_id.bind(py);
-        by_class.set_item(obj, &id)?;
-        by_id.set_item(&id, obj)?;
-        Ok(id)
-    })();
-    lock.call_method0("release")?;
-    result
+        Err(_) => 0,
+    };
+    let mut h2 = Fnv128::new();
+    h2.write(&fp.to_le_bytes());
+    h2.write(&n.to_le_bytes());
+    let id = PyString::new(py, &format!("{:032x}", h2.finish()));
+    let by_id = rec.tracker_by_id.bind(py);
+    by_id.call_method1("setdefault", (&id, obj))?;
+    by_class.set_item(obj, &id)?;
+    Ok(id)
 }
 
 /// The class definition as data: attribute names, simple values (and enum members' values),

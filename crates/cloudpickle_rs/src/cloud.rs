@@ -38,7 +38,6 @@ pub(crate) struct Reconstructors {
     pub by_value_modules: Py<PyAny>,
     pub tracker_by_class: Py<PyAny>,
     pub tracker_by_id: Py<PyAny>,
-    pub tracker_lock: Py<PyAny>,
 }
 
 static RECONSTRUCTORS: GILOnceCell<Mutex<HashMap<String, &'static Reconstructors>>> = GILOnceCell::new();
@@ -78,7 +77,6 @@ impl Reconstructors {
             by_value_modules: g("_PICKLE_BY_VALUE_MODULES")?,
             tracker_by_class: g("_DYNAMIC_CLASS_TRACKER_BY_CLASS")?,
             tracker_by_id: g("_DYNAMIC_CLASS_TRACKER_BY_ID")?,
-            tracker_lock: g("_DYNAMIC_CLASS_TRACKER_LOCK")?,
         };
         // Leaked once per reconstructor module per process: a handful at most.
         let leaked: &'static Reconstructors = Box::leak(Box::new(r));

@@ -39,8 +39,10 @@ pub struct PicklerBase {
     write: Option<Py<PyAny>>,
     proto: u8,
     fix_imports: bool,
-    #[pyo3(get, set)]
     fast: bool,
+    /// A dump is running on this pickler: a second one (re-entrant, or from another thread),
+    /// `__init__` or a new memo would corrupt its stream, so they are refused.
+    dumping: bool,
     buffer_callback: Option<Py<PyAny>>,
     /// None while a dump is running: a second dump on the same pickler (re-entrant from a
     /// reducer, or from another thread) is refused instead of corrupting the stream.
@@ -66,7 +68,22 @@ impl PicklerBase {
 
     #[pyo3(signature = (*args, **kwargs))]
     fn __init__(&mut self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
+        if self.dumping {
+            return Err(busy_error());
+        }
         self.init_from(args, kwargs)
+    }
+
+    /// `fast` mode (no memo; cycles refused), as `_pickle.Pickler.fast`: any truth value.
+    #[getter]
+    fn get_fast(&self) -> bool {
+        self.fast
+    }
+
+    #[setter]
+    fn set_fast(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.fast = value.is_truthy()?;
+        Ok(())
     }
 
     /// Write the pickled representation of `obj` to the file.
@@ -79,33 +96,37 @@ impl PicklerBase {
                 return Err(pickling_error(py, format!("Pickler.__init__() was not called by {name}.__init__()")));
             };
             let cloud = (me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone(), me.cloud_layer, me.by_source);
+            if me.dumping {
+                return Err(busy_error());
+            }
             let memo = me.memo.take().ok_or_else(busy_error)?;
+            me.dumping = true;
             (write, me.proto, me.fix_imports, me.fast, me.buffer_callback.as_ref().map(|b| b.clone_ref(py)), memo, cloud)
         };
         let cloud = match cloud.3.then(|| Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py)), cloud.4)).transpose() {
             Ok(c) => c,
             Err(e) => {
-                slf.borrow_mut().memo = Some(memo);
+                { let mut me = slf.borrow_mut(); me.memo = Some(memo); me.dumping = false; }
                 return Err(e);
             }
         };
         let hooks = match instance_hooks(slf, buffer_callback.map(|b| b.into_bound(py))) {
             Ok(h) => h,
             Err(e) => {
-                slf.borrow_mut().memo = Some(memo);
+                { let mut me = slf.borrow_mut(); me.memo = Some(memo); me.dumping = false; }
                 return Err(e);
             }
         };
         let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo, cloud) {
             Ok(d) => d,
             Err(e) => {
-                slf.borrow_mut().memo = Some(Memo::default());
+                { let mut me = slf.borrow_mut(); me.memo = Some(Memo::default()); me.dumping = false; }
                 return Err(e);
             }
         };
         dumper.fast = fast;
         let result = dumper.dump(obj);
-        slf.borrow_mut().memo = Some(dumper.into_memo());
+        { let mut me = slf.borrow_mut(); me.memo = Some(dumper.into_memo()); me.dumping = false; }
         result
     }
 
@@ -131,6 +152,9 @@ impl PicklerBase {
     #[setter]
     fn set_memo(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = value.py();
+        if self.dumping {
+            return Err(busy_error());
+        }
         let dict = match value.downcast::<PyDict>() {
             Ok(d) => d.clone(),
             Err(_) => match lookup_attr(value, intern!(py, "copy"))? {
@@ -146,7 +170,7 @@ impl PicklerBase {
         let mut memo = Memo::default();
         for (_, v) in dict.iter() {
             let t = v.downcast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-                PyValueError::new_err("memo values must be 2-tuples")
+                PyTypeError::new_err("'memo' values must be 2-item tuples")
             })?;
             let idx: usize = t.get_item(0)?.extract()?;
             memo.insert_at(&t.get_item(1)?, idx);
@@ -202,6 +226,7 @@ impl PicklerBase {
             fast: false,
             buffer_callback: None,
             memo: Some(Memo::default()),
+            dumping: false,
             globals_ref: PyDict::new(cls.py()).unbind(),
             pickle_by_reference: None,
             reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),

@@ -84,6 +84,14 @@ pub(crate) fn deep_recursion_error(py: Python<'_>, err: PyErr) -> PyErr {
                 s.pickling_recursion_error.bind(py).clone(),
                 "Could not pickle object as excessively deep recursion required.",
             );
+            // The path notes were added as the RecursionError unwound: the caller sees this one.
+            if let Ok(notes) = err.value(py).getattr("__notes__") {
+                if let Ok(iter) = notes.try_iter() {
+                    for note in iter.flatten() {
+                        let _ = e.value(py).call_method1("add_note", (note,));
+                    }
+                }
+            }
             e.set_cause(py, Some(err));
             e
         }
