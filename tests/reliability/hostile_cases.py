@@ -1091,6 +1091,21 @@ def memo_set_to_int(m):
 
 
 @case()
+def memo_values_not_pairs(m):
+    p = m.Pickler(io.BytesIO())
+    p.memo = {1: 5}
+
+
+@case()
+def fast_mode_int_value(m):
+    f = io.BytesIO()
+    p = m.Pickler(f)
+    p.fast = 1
+    p.dump([[1]])
+    return f.getvalue()
+
+
+@case()
 def memo_index_not_int(m):
     p = m.Pickler(io.BytesIO())
     p.memo = {1: ("zero", [])}
@@ -1219,3 +1234,86 @@ def pickle_by_reference_not_callable(m):
 @case(families=("cloud",), ref=False, expect="ImportError")
 def reconstructor_module_missing(m):
     return m.dumps({"f": _local_function()}, reconstructor_module="no_such_module_for_reconstructors")
+
+
+# ----- dynamic classes whose metaclass pickles while cloudpickle's class tracker is consulted ----------------------------------
+
+
+def _make_dynamic(name, meta=type):
+    return meta(name, (), {"__module__": __name__, "f": lambda self: 1})
+
+
+_IMPL = []
+
+
+class MetaDumpsOnQualname(type):
+    """A metaclass whose ``__qualname__`` lookup pickles another dynamic class."""
+
+    def __getattribute__(cls, name):
+        if name == "__qualname__" and not type.__getattribute__(cls, "__dict__").get("_busy"):
+            type.__setattr__(cls, "_busy", True)
+            try:
+                _IMPL[-1](_make_dynamic("Other2"))
+            finally:
+                type.__setattr__(cls, "_busy", False)
+        return type.__getattribute__(cls, name)
+
+
+class MetaDumpsOnHash(type):
+    """A metaclass whose ``__hash__`` pickles another dynamic class."""
+
+    def __hash__(cls):
+        if not type.__getattribute__(cls, "__dict__").get("_in_hash"):
+            type.__setattr__(cls, "_in_hash", True)
+            try:
+                _IMPL[-1](_make_dynamic("Other"))
+            finally:
+                type.__setattr__(cls, "_in_hash", False)
+        return id(cls) >> 4
+
+
+@case(families=("cloud",), timeout=20)
+def dynamic_class_metaclass_dumps_in_qualname(m):
+    """The tracker lock (non-reentrant) must not be held while the class's attributes are read."""
+    _IMPL.append(m.dumps)
+    try:
+        return m.dumps(_make_dynamic("WithQualname", MetaDumpsOnQualname))
+    finally:
+        _IMPL.pop()
+
+
+@case(families=("cloud",), timeout=20, expect=("ok",), ref=False)
+def dynamic_class_metaclass_dumps_in_hash(m):
+    """Stock deadlocks here (it holds the lock around WeakKeyDictionary.get, which hashes the
+    class); ours must not."""
+    _IMPL.append(m.dumps)
+    try:
+        return m.dumps(_make_dynamic("WithHash", MetaDumpsOnHash))
+    finally:
+        _IMPL.pop()
+
+
+# ----- the re-entrancy guard holds through memo and __init__ -------------------------------------------------
+
+
+def _reenter_after(setup):
+    def reducer_override(self, obj):
+        if type(obj) is Custom:
+            setup(self)
+            self.dump("inner")
+        return NotImplemented
+
+    return reducer_override
+
+
+@case(expect="RuntimeError", ref=False)
+def reentrant_dump_after_memo_setter(m):
+    """``self.memo = {}`` inside a reducer must not re-arm the guard for a nested dump."""
+    return _dump_with(m, [Custom()], reducer_override=_reenter_after(lambda self: setattr(self, "memo", {})))
+
+
+@case(expect="RuntimeError", ref=False)
+def reentrant_dump_after_reinit(m):
+    """Nor ``self.__init__(file)`` during the dump."""
+    f = io.BytesIO()
+    return _dump_with(m, [Custom()], reducer_override=_reenter_after(lambda self: self.__init__(f)))

@@ -10,10 +10,7 @@ collected tests. Hostile cases defined here run in a child process like test_hos
 import io
 import os
 import pickle
-import subprocess
 import sys
-import textwrap
-import threading
 
 import pytest
 
@@ -34,23 +31,6 @@ def picklebuffer_non_contiguous(m):
     return m.dumps(pickle.PickleBuffer(memoryview(b"abcdef")[::2]), protocol=5)
 
 
-@case(registry=PENDING)
-def memo_values_not_pairs(m):
-    """_pickle.c: TypeError "'memo' values must be 2-item tuples"; ours: ValueError."""
-    p = m.Pickler(io.BytesIO())
-    p.memo = {1: 5}
-
-
-@case(registry=PENDING)
-def fast_mode_int_value(m):
-    """``pickler.fast = 1`` is accepted by _pickle.c (any int); ours: TypeError (bool only)."""
-    f = io.BytesIO()
-    p = m.Pickler(f)
-    p.fast = 1
-    p.dump([[1]])
-    return f.getvalue()
-
-
 # ----- bug: a small thread stack refuses even shallow objects ----------------------------------
 
 
@@ -67,95 +47,6 @@ def shallow_in_thread_128KiB_stack(m):
     return hc._run_in_thread(lambda: m.dumps([[1, [2, {"a": (3,)}]]]), 128 * 1024)
 
 
-# ----- bug: tracker lock held while user code runs (deadlock) ----------------------------------
-
-
-def _make_dynamic(name, meta=type):
-    return meta(name, (), {"__module__": hc.__name__, "f": lambda self: 1})
-
-
-_IMPL = []
-
-
-class MetaDumpsOnQualname(type):
-    """A metaclass whose ``__qualname__`` lookup pickles another dynamic class."""
-
-    def __getattribute__(cls, name):
-        if name == "__qualname__" and not type.__getattribute__(cls, "__dict__").get("_busy"):
-            type.__setattr__(cls, "_busy", True)
-            try:
-                _IMPL[-1](_make_dynamic("Other2"))
-            finally:
-                type.__setattr__(cls, "_busy", False)
-        return type.__getattribute__(cls, name)
-
-
-class MetaDumpsOnHash(type):
-    """A metaclass whose ``__hash__`` pickles another dynamic class."""
-
-    def __hash__(cls):
-        if not type.__getattribute__(cls, "__dict__").get("_in_hash"):
-            type.__setattr__(cls, "_in_hash", True)
-            try:
-                _IMPL[-1](_make_dynamic("Other"))
-            finally:
-                type.__setattr__(cls, "_in_hash", False)
-        return id(cls) >> 4
-
-
-@case(registry=PENDING, families=("cloud",), timeout=20)
-def dynamic_class_metaclass_dumps_in_qualname(m):
-    """Ours deadlocks (tracker_id holds cloudpickle's non-reentrant _DYNAMIC_CLASS_TRACKER_LOCK
-    while it reads __module__/__qualname__/__dict__ of the class); stock succeeds."""
-    _IMPL.append(m.dumps)
-    try:
-        return m.dumps(_make_dynamic("WithQualname", MetaDumpsOnQualname))
-    finally:
-        _IMPL.pop()
-
-
-@case(registry=PENDING, families=("cloud",), timeout=20, expect=("ok",), ref=False)
-def dynamic_class_metaclass_dumps_in_hash(m):
-    """Stock deadlocks here too (it holds the lock around WeakKeyDictionary.get, which hashes
-    the class); ours must not: look the class up before taking the lock, or use an RLock."""
-    _IMPL.append(m.dumps)
-    try:
-        return m.dumps(_make_dynamic("WithHash", MetaDumpsOnHash))
-    finally:
-        _IMPL.pop()
-
-
-# ----- bug: the re-entrancy guard can be bypassed -------------------------------------------------
-
-
-class Custom:
-    pass
-
-
-def _reenter_after(setup):
-    def reducer_override(self, obj):
-        if type(obj) is Custom:
-            setup(self)
-            self.dump("inner")
-        return NotImplemented
-
-    return reducer_override
-
-
-@case(registry=PENDING, expect="RuntimeError", ref=False)
-def reentrant_dump_after_memo_setter(m):
-    """``self.memo = {}`` inside a reducer re-arms the guard (it is "memo is present"): the
-    nested dump runs and two streams interleave in the file instead of RuntimeError."""
-    return hc._dump_with(m, [Custom()], reducer_override=_reenter_after(lambda self: setattr(self, "memo", {})))
-
-
-@case(registry=PENDING, expect="RuntimeError", ref=False)
-def reentrant_dump_after_reinit(m):
-    """Same through ``self.__init__(file)`` during the dump."""
-    f = io.BytesIO()
-    return hc._dump_with(m, [Custom()], reducer_override=_reenter_after(lambda self: self.__init__(f)))
-
-
 PENDING_CASES = [(name, fam) for name, c in PENDING.items() for fam in c.families]
 
 
@@ -166,25 +57,6 @@ def test_pending_hostile(name, family):
     c = PENDING[name]
     ours, refs, _ = test_hostile.run_case(name, c.timeout)
     test_hostile.check_outcome(name, c, family, ours[family], refs.get(family) if c.ref else None)
-
-
-# ----- bug: PicklingRecursionError carries no path notes ---------------------------------------
-
-
-def test_recursion_error_has_path_notes():
-    """Every error says where it failed, but the PicklingRecursionError raised for too-deep
-    structures has no ``__notes__``: the notes and the path were added to the RecursionError
-    before it was wrapped, and stay on ``__cause__``."""
-    import cloudpickle_rs
-
-    x = []
-    for _ in range(5000):
-        x = [x]
-    with pytest.raises(cloudpickle_rs.PicklingRecursionError) as info:
-        cloudpickle_rs.dumps({"deep": x})
-    notes = getattr(info.value, "__notes__", [])
-    assert any(n.startswith("path to the object that failed") for n in notes), (
-        f"notes on the raised error: {notes}; on its cause: {getattr(info.value.__cause__, '__notes__', None)}")
 
 
 # ----- bugs: Pickler instances leak (pyo3 0.25.1 #[pyclass(dict)] / heap-type dealloc) -----------
@@ -273,8 +145,8 @@ def test_cycle_through_instance_dict_is_collected():
 
     def dispatch_table():
         p = cloudpickle_rs.Pickler(io.BytesIO())
-        p.dispatch_table = {Custom: lambda o, p=p: (Custom, ())}
-        p.dump(Custom())
+        p.dispatch_table = {hc.Custom: lambda o, p=p: (hc.Custom, ())}
+        p.dump(hc.Custom())
         return weakref.ref(p)
 
     def bound_method():

@@ -245,3 +245,18 @@ def test_original_exception_type_and_message_kept():
     err = _error([[Boom()]])
     assert type(err) is KeyError and err.args == ("the original",)
     assert _path(err) == "list being pickled: obj[0][0]"
+
+
+# ----- bug: PicklingRecursionError carries no path notes ---------------------------------------
+
+
+def test_recursion_error_has_path_notes():
+    """The PicklingRecursionError raised for too-deep structures carries the path notes too."""
+    x = []
+    for _ in range(5000):
+        x = [x]
+    with pytest.raises(cloudpickle_rs.PicklingRecursionError) as info:
+        cloudpickle_rs.dumps({"deep": x})
+    notes = getattr(info.value, "__notes__", [])
+    assert any(n.startswith("path to the object that failed") for n in notes), (
+        f"notes on the raised error: {notes}; on its cause: {getattr(info.value.__cause__, '__notes__', None)}")
