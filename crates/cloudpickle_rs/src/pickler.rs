@@ -316,11 +316,15 @@ fn instance_hooks<'py>(slf: &Bound<'py, PicklerBase>, buffer_callback: Option<Bo
         Some(ro) => {
             let ours = py.get_type::<Pickler>().getattr(intern!(py, "reducer_override"))?;
             let from_class = slf.get_type().getattr(intern!(py, "reducer_override"))?;
-            let in_instance = match lookup_attr(obj, intern!(py, "__dict__"))? {
-                Some(d) => d.contains(intern!(py, "reducer_override"))?,
-                None => false,
+            // Our own method bound to this very pickler (not a function an instance attribute
+            // holds): checked on the object itself, without touching (and so creating) the
+            // instance `__dict__`.
+            // SAFETY: PyCFunction_Check only reads the type; PyCFunction_GetSelf returns a
+            // borrowed pointer we only compare.
+            let bound_native = unsafe {
+                pyo3::ffi::PyCFunction_Check(ro.as_ptr()) != 0 && pyo3::ffi::PyCFunction_GetSelf(ro.as_ptr()) == obj.as_ptr()
             };
-            if from_class.is(&ours) && !in_instance {
+            if from_class.is(&ours) && bound_native {
                 None
             } else {
                 Some(ro)
