@@ -42,8 +42,25 @@ pub(crate) struct Reconstructors {
 
 static RECONSTRUCTORS: GILOnceCell<Mutex<HashMap<String, &'static Reconstructors>>> = GILOnceCell::new();
 
+/// The default module's entry of RECONSTRUCTORS, read on every `dumps` call without the lock.
+static DEFAULT_RECONSTRUCTORS: GILOnceCell<&'static Reconstructors> = GILOnceCell::new();
+
 impl Reconstructors {
     pub(crate) fn get<'py>(py: Python<'py>, module_name: &str) -> PyResult<&'static Reconstructors> {
+        let is_default = module_name == DEFAULT_RECONSTRUCTOR_MODULE;
+        if is_default {
+            if let Some(r) = DEFAULT_RECONSTRUCTORS.get(py) {
+                return Ok(r);
+            }
+        }
+        let r = Self::get_cached(py, module_name)?;
+        if is_default {
+            let _ = DEFAULT_RECONSTRUCTORS.set(py, r);
+        }
+        Ok(r)
+    }
+
+    fn get_cached<'py>(py: Python<'py>, module_name: &str) -> PyResult<&'static Reconstructors> {
         let cache = RECONSTRUCTORS.get_or_init(py, || Mutex::new(HashMap::new()));
         if let Some(r) = cache.lock().ok().and_then(|m| m.get(module_name).copied()) {
             return Ok(r);

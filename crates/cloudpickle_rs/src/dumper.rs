@@ -9,6 +9,8 @@ use std::os::raw::c_int;
 use std::ptr;
 
 use pickle_wire::{Payload, Writer, BATCHSIZE};
+
+use crate::outbuf::OutBuf;
 use pyo3::exceptions::{PyBufferError, PyRecursionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
@@ -22,6 +24,12 @@ use crate::statics::{pickling_error, statics, Statics};
 
 /// Below this much native stack we refuse to go deeper and raise RecursionError.
 const STACK_RED_ZONE: usize = 256 * 1024;
+/// Initial size of the `bytes` object `dumps` writes into (grown by doubling, trimmed at the
+/// end): small enough for Python's small-object allocator (objects up to 512 bytes), which makes
+/// and trims it faster than malloc for the small dumps where that matters.
+const DUMPS_BUFFER: usize = 512 - 48;
+/// Buffer of a file-backed dump: one committed frame (64 KiB) and a little more.
+const FILE_BUFFER: usize = 64 * 1024 + 64;
 /// `_pickle.c`'s FAST_NESTING_LIMIT: fast mode starts tracking cycles past this depth.
 const FAST_NESTING_LIMIT: usize = 50;
 
@@ -36,7 +44,7 @@ pub(crate) struct Hooks<'py> {
 
 pub(crate) struct Dumper<'py> {
     pub py: Python<'py>,
-    pub w: Writer,
+    pub w: Writer<OutBuf<'py>>,
     pub memo: Memo,
     pub proto: u8,
     pub fix_imports: bool,
@@ -50,6 +58,9 @@ pub(crate) struct Dumper<'py> {
     pub err_path: ErrorPath,
     /// cloudpickle's by-value layer; None for plain `_pickle` semantics.
     pub cloud: Option<crate::cloud::Cloud<'py>>,
+    /// Lowest stack address the walk may reach (0: unknown, unchecked), found once per dump so
+    /// the depth check per container is one comparison.
+    stack_floor: usize,
 }
 
 type SaveResult = PyResult<()>;
@@ -65,9 +76,10 @@ impl<'py> Dumper<'py> {
         cloud: Option<crate::cloud::Cloud<'py>>,
     ) -> PyResult<Self> {
         let st = statics(py)?;
+        let buffer = OutBuf::with_capacity(py, if write.is_some() { FILE_BUFFER } else { DUMPS_BUFFER })?;
         Ok(Dumper {
             py,
-            w: Writer::with_capacity(proto, if write.is_some() { 64 * 1024 + 64 } else { 1024 }),
+            w: Writer::with_buffer(proto, buffer),
             memo,
             proto,
             fix_imports,
@@ -79,6 +91,7 @@ impl<'py> Dumper<'py> {
             st,
             err_path: ErrorPath::default(),
             cloud,
+            stack_floor: stack_floor(),
         })
     }
 
@@ -91,6 +104,9 @@ impl<'py> Dumper<'py> {
             return Err(if self.cloud.is_some() { crate::statics::deep_recursion_error(self.py, err) } else { err });
         }
         self.w.finish();
+        if let Some(err) = self.w.buffer_mut().take_error() {
+            return Err(err);
+        }
         self.flush()
     }
 
@@ -98,17 +114,19 @@ impl<'py> Dumper<'py> {
         self.memo
     }
 
-    pub(crate) fn output(&self) -> &[u8] {
-        self.w.as_bytes()
+    /// The stream written by [`Dumper::dump`], as the `bytes` object it was built in.
+    pub(crate) fn into_bytes(self) -> PyResult<Bound<'py, PyBytes>> {
+        self.w.into_buffer().into_bytes(self.py)
     }
 
-    /// Write the buffered bytes to the file (file-backed dumps only).
+    /// Write the buffered bytes to the file (file-backed dumps only): the buffer's `bytes`
+    /// object itself is handed to `write`, and a new one started.
     fn flush(&mut self) -> SaveResult {
         if let Some(write) = &self.write {
             if !self.w.is_empty() {
-                let chunk = PyBytes::new(self.py, self.w.as_bytes());
-                write.call1((chunk,))?;
+                let chunk = self.w.buffer_mut().take_bytes(self.py, FILE_BUFFER)?;
                 self.w.clear();
+                write.call1((chunk,))?;
             }
         }
         Ok(())
@@ -158,10 +176,11 @@ impl<'py> Dumper<'py> {
         self.w.memo_get(idx).map_err(|e| pickling_error(self.py, e.to_string()))
     }
 
-    /// The heart of the walk, in `_pickle.c`'s order.
+    /// The heart of the walk, in `_pickle.c`'s order. (The exact types are disjoint, so the
+    /// commonest are tested first: int, float, str.)
     pub(crate) fn save(&mut self, obj: &Bound<'py, PyAny>, pers_save: bool) -> SaveResult {
         self.opcode_boundary()?;
-        if !pers_save && self.hooks.persistent_id.is_some() && self.save_pers(obj)? {
+        if self.hooks.persistent_id.is_some() && !pers_save && self.save_pers(obj)? {
             return Ok(());
         }
         let p = obj.as_ptr();
@@ -169,6 +188,18 @@ impl<'py> Dumper<'py> {
         let tp = unsafe { ffi::Py_TYPE(p) };
 
         // Atoms: never memoized, so no memo lookup.
+        if tp == ptr::addr_of_mut!(ffi::PyLong_Type) {
+            return self.save_long(obj);
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            return self.save_float(obj);
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            if let Some(idx) = self.memo.get(obj) {
+                return self.memo_get(idx);
+            }
+            return self.save_str(obj);
+        }
         if p == unsafe { ffi::Py_None() } {
             self.w.none();
             return Ok(());
@@ -181,12 +212,6 @@ impl<'py> Dumper<'py> {
             self.w.bool(false);
             return Ok(());
         }
-        if tp == ptr::addr_of_mut!(ffi::PyLong_Type) {
-            return self.save_long(obj);
-        }
-        if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) {
-            return self.save_float(obj);
-        }
 
         if let Some(idx) = self.memo.get(obj) {
             return self.memo_get(idx);
@@ -195,12 +220,9 @@ impl<'py> Dumper<'py> {
         if tp == ptr::addr_of_mut!(ffi::PyBytes_Type) {
             return self.save_bytes(obj);
         }
-        if tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) {
-            return self.save_str(obj);
-        }
 
         // Only containers and reductions can nest: check depth from here, atoms stay fast.
-        let _guard = RecursionGuard::enter(self.py)?;
+        let _guard = RecursionGuard::enter(self.py, self.stack_floor)?;
 
         let result = if tp == ptr::addr_of_mut!(ffi::PyDict_Type) {
             self.save_dict(obj)
@@ -1162,17 +1184,35 @@ pub(crate) fn safe_repr(obj: &Bound<'_, PyAny>) -> String {
 struct RecursionGuard;
 
 impl RecursionGuard {
+    /// `stack_floor`: see [`stack_floor`].
     #[inline]
-    fn enter(py: Python<'_>) -> PyResult<Self> {
+    fn enter(py: Python<'_>, stack_floor: usize) -> PyResult<Self> {
         // SAFETY: we hold the GIL; the matching Py_LeaveRecursiveCall is in Drop.
         if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
             return Err(PyErr::fetch(py));
         }
         let guard = RecursionGuard;
-        if stacker::remaining_stack().is_some_and(|left| left < STACK_RED_ZONE) {
+        if stack_address() < stack_floor {
             return Err(PyRecursionError::new_err("maximum recursion depth exceeded while pickling an object (native stack)"));
         }
         Ok(guard)
+    }
+}
+
+/// An address in the current stack frame.
+#[inline(always)]
+fn stack_address() -> usize {
+    let probe = 0u8;
+    std::hint::black_box(&probe) as *const u8 as usize
+}
+
+/// The stack address below which fewer than [`STACK_RED_ZONE`] bytes of this thread's stack are
+/// left (stacks grow down on every platform we build for); 0 when the stack size is unknown. A
+/// dump runs on the thread that created its Dumper, so this is computed once per dump.
+fn stack_floor() -> usize {
+    match stacker::remaining_stack() {
+        Some(left) => stack_address().saturating_sub(left).saturating_add(STACK_RED_ZONE),
+        None => 0,
     }
 }
 

@@ -10,6 +10,7 @@ mod dumper;
 mod errors;
 mod globals;
 mod memo;
+mod outbuf;
 mod pickler;
 mod statics;
 
@@ -40,9 +41,9 @@ fn dumps<'py>(
     check_buffer_callback(proto, &buffer_callback)?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
     let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference, by_source)?;
-    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::with_capacity(32), Some(cloud))?;
+    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::default(), Some(cloud))?;
     dumper.dump(obj)?;
-    Ok(PyBytes::new(py, dumper.output()))
+    dumper.into_bytes()
 }
 
 /// Write the pickled representation of `obj` to the open file object `file`.
@@ -68,7 +69,7 @@ fn dump<'py>(
         .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?;
     let hooks = Hooks { buffer_callback, ..Hooks::default() };
     let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference, by_source)?;
-    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::with_capacity(32), Some(cloud))?;
+    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::default(), Some(cloud))?;
     dumper.dump(obj)
 }
 

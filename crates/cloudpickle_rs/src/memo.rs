@@ -1,68 +1,155 @@
 //! The memo: object identity -> memo index, holding a strong reference to every key so that an
 //! id cannot be reused by another object while the memo lives (as `_pickle.c`'s PyMemoTable).
+//!
+//! Like PyMemoTable it is an open-addressing table keyed by address (linear probing, at most
+//! 2/3 full), so a lookup is a multiply and usually one cache line; the references are plain
+//! owned pointers released in one pass under the GIL, not `Py<T>`s that each go through pyo3's
+//! deferred-decref check when dropped.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
+use pyo3::ffi;
 use pyo3::prelude::*;
 
-/// Hashes an object address: addresses are 16-byte aligned, so shift the zero bits away and
-/// spread the rest with one multiplication (Fibonacci hashing).
-#[derive(Default)]
-pub(crate) struct AddressHasher(u64);
+/// Size of the table the first insertion allocates (a power of two).
+const MIN_SLOTS: usize = 16;
 
-impl Hasher for AddressHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    #[inline]
-    fn write_usize(&mut self, addr: usize) {
-        self.0 = ((addr as u64) >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-    }
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Address of the key object; 0 marks an empty slot (no object lives at address 0).
+    key: usize,
+    value: usize,
 }
 
-pub(crate) type AddressMap<V> = HashMap<usize, V, BuildHasherDefault<AddressHasher>>;
+const EMPTY: Slot = Slot { key: 0, value: 0 };
 
 #[derive(Default)]
 pub(crate) struct Memo {
-    index: AddressMap<usize>,
-    /// Strong references to every memoized object, in insertion order.
+    /// Empty, or a power-of-two number of slots.
+    slots: Vec<Slot>,
+    /// Distinct keys in `slots`.
+    len: usize,
+    /// One strong reference per insertion, in insertion order (`insert_at` may repeat a key);
+    /// released by `clear` / `Drop` in one pass under the GIL.
     objects: Vec<Py<PyAny>>,
+}
+
+/// The probe sequence of a key. The first slot keeps the address order: objects made one after
+/// another, and so usually pickled one after another, sit in neighbouring slots, and a walk over
+/// a large structure touches the table in order rather than at random (2-3x faster on 100k-item
+/// payloads than a scrambling hash). A collision is resolved in the next few slots (the same
+/// cache line, usually), then, as CPython's dict and `_pickle.c`'s PyMemoTable probe, with the
+/// high bits of the address: regularly spaced addresses cannot pile up into long runs, which
+/// plain linear probing on such keys does (15x slower on a list of datetimes).
+struct Probe {
+    i: usize,
+    perturb: usize,
+    mask: usize,
+    linear: u8,
+}
+
+/// Probes after the first that go to the next slot before the sequence scatters.
+const LINEAR_PROBES: u8 = 3;
+
+impl Probe {
+    #[inline]
+    fn new(key: usize, mask: usize) -> Self {
+        // Addresses are 16-byte aligned: drop the bits that are always zero.
+        let h = key >> 4;
+        Probe { i: h & mask, perturb: h, mask, linear: LINEAR_PROBES }
+    }
+
+    /// The next slot. Once `perturb` is spent, `i -> 5i + 1 (mod 2^k)` visits every slot, so a
+    /// probe always reaches an empty slot (the table is never full).
+    #[inline]
+    fn next(&mut self) {
+        if self.linear > 0 {
+            self.linear -= 1;
+            self.i = (self.i + 1) & self.mask;
+        } else {
+            self.perturb >>= 5;
+            self.i = self.i.wrapping_mul(5).wrapping_add(self.perturb).wrapping_add(1) & self.mask;
+        }
+    }
 }
 
 impl Memo {
     #[inline]
     pub(crate) fn get(&self, obj: &Bound<'_, PyAny>) -> Option<usize> {
-        self.index.get(&(obj.as_ptr() as usize)).copied()
-    }
-
-    pub(crate) fn with_capacity(n: usize) -> Self {
-        Memo { index: AddressMap::with_capacity_and_hasher(n, Default::default()), objects: Vec::with_capacity(n) }
+        if self.len == 0 {
+            return None;
+        }
+        let key = obj.as_ptr() as usize;
+        let mut probe = Probe::new(key, self.slots.len() - 1);
+        loop {
+            let slot = self.slots[probe.i];
+            if slot.key == key {
+                return Some(slot.value);
+            }
+            if slot.key == 0 {
+                return None;
+            }
+            probe.next();
+        }
     }
 
     /// Memoize `obj` under the next index and return that index.
     #[inline]
     pub(crate) fn put(&mut self, obj: &Bound<'_, PyAny>) -> usize {
-        let idx = self.index.len();
+        let idx = self.len;
         self.insert_at(obj, idx);
         idx
     }
 
     pub(crate) fn insert_at(&mut self, obj: &Bound<'_, PyAny>, idx: usize) {
-        self.index.insert(obj.as_ptr() as usize, idx);
+        // Keep the table at most 2/3 full (after this insertion), so probes end quickly.
+        if (self.len + 1) * 3 > self.slots.len() * 2 {
+            self.grow();
+        }
+        let key = obj.as_ptr() as usize;
+        let mut probe = Probe::new(key, self.slots.len() - 1);
+        loop {
+            let slot = &mut self.slots[probe.i];
+            if slot.key == key {
+                slot.value = idx;
+                break;
+            }
+            if slot.key == 0 {
+                *slot = Slot { key, value: idx };
+                self.len += 1;
+                break;
+            }
+            probe.next();
+        }
         self.objects.push(obj.clone().unbind());
     }
 
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        // Quadruple while small, then double, as PyMemoTable does.
+        let new_size = if self.slots.is_empty() {
+            self.objects.reserve(MIN_SLOTS);
+            MIN_SLOTS
+        } else if self.len < 50_000 {
+            self.slots.len() * 4
+        } else {
+            self.slots.len() * 2
+        };
+        let old = std::mem::replace(&mut self.slots, vec![EMPTY; new_size]);
+        let mask = new_size - 1;
+        for slot in old.into_iter().filter(|s| s.key != 0) {
+            let mut probe = Probe::new(slot.key, mask);
+            while self.slots[probe.i].key != 0 {
+                probe.next();
+            }
+            self.slots[probe.i] = slot;
+        }
+    }
+
     pub(crate) fn clear(&mut self) {
-        self.index.clear();
-        self.objects.clear();
+        self.slots = Vec::new();
+        self.len = 0;
+        let objects = std::mem::take(&mut self.objects);
+        release(objects);
     }
 
     /// Every entry as (address, index, object), for `Pickler.memo`.
@@ -71,8 +158,8 @@ impl Memo {
         'py: 'a,
     {
         self.objects.iter().filter_map(move |o| {
-            let addr = o.as_ptr() as usize;
-            self.index.get(&addr).map(|&i| (addr, i, o.bind(py).clone()))
+            let obj = o.bind(py).clone();
+            self.get(&obj).map(|i| (obj.as_ptr() as usize, i, obj))
         })
     }
 
@@ -81,5 +168,25 @@ impl Memo {
             visit.call(o)?;
         }
         Ok(())
+    }
+}
+
+/// Drop the strong references of a memo: one GIL check for all of them, where dropping each
+/// `Py` would check per object.
+fn release(objects: Vec<Py<PyAny>>) {
+    if objects.is_empty() {
+        return;
+    }
+    Python::with_gil(|_py| {
+        for o in objects {
+            // SAFETY: `into_ptr` hands us the one strong reference `o` owned; the GIL is held.
+            unsafe { ffi::Py_DECREF(o.into_ptr()) };
+        }
+    });
+}
+
+impl Drop for Memo {
+    fn drop(&mut self) {
+        release(std::mem::take(&mut self.objects));
     }
 }

@@ -42,17 +42,76 @@ pub enum Payload {
     Bypass,
 }
 
+/// The growable byte store a [`Writer`] writes into. `Vec<u8>` is one; a binding can supply its
+/// own (the Python extension builds the final `bytes` object in place, so the stream is never
+/// copied once more at the end).
+///
+/// A buffer that fails to grow may drop the bytes it cannot hold instead of aborting, and report
+/// the failure to its owner by its own means: the writer never assumes that [`Buffer::len`] grew
+/// by what it wrote, and only reads or rewrites bytes below it.
+pub trait Buffer {
+    /// Bytes held.
+    fn len(&self) -> usize;
+    /// Whether no bytes are held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Append `data`.
+    fn extend_from_slice(&mut self, data: &[u8]);
+    /// Make room for `additional` more bytes (a hint: a buffer may ignore it).
+    fn reserve(&mut self, additional: usize);
+    /// The bytes held.
+    fn as_slice(&self) -> &[u8];
+    /// The bytes held, for rewriting in place.
+    fn as_mut_slice(&mut self) -> &mut [u8];
+    /// Remove `start..end` (within [`Buffer::len`]), moving the tail down.
+    fn remove_range(&mut self, start: usize, end: usize);
+    /// Drop every byte, keeping the allocation where possible.
+    fn clear(&mut self);
+}
+
+impl Buffer for Vec<u8> {
+    #[inline]
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    #[inline]
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        Vec::extend_from_slice(self, data);
+    }
+    #[inline]
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional);
+    }
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+    #[inline]
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        self
+    }
+    fn remove_range(&mut self, start: usize, end: usize) {
+        self.drain(start..end);
+    }
+    fn clear(&mut self) {
+        Vec::clear(self);
+    }
+}
+
 /// The output buffer of one pickle stream, with the protocol's encodings.
 #[derive(Debug)]
-pub struct Writer {
-    buf: Vec<u8>,
+pub struct Writer<B = Vec<u8>> {
+    buf: B,
     proto: u8,
     framing: bool,
     /// Offset of the reserved FRAME header of the open frame, if one is open.
     frame_start: Option<usize>,
+    /// `framing && frame_start.is_none()`: the next write opens a frame (one test per write).
+    open_on_write: bool,
 }
 
-impl Writer {
+impl Writer<Vec<u8>> {
     /// A writer for `proto` (clamped to 0..=[`HIGHEST_PROTOCOL`] by the caller's validation).
     pub fn new(proto: u8) -> Self {
         Self::with_capacity(proto, 256)
@@ -60,7 +119,36 @@ impl Writer {
 
     /// A writer whose buffer starts with room for `capacity` bytes.
     pub fn with_capacity(proto: u8, capacity: usize) -> Self {
-        Writer { buf: Vec::with_capacity(capacity), proto: proto.min(HIGHEST_PROTOCOL), framing: false, frame_start: None }
+        Self::with_buffer(proto, Vec::with_capacity(capacity))
+    }
+
+    /// Take the finished stream.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+impl<B: Buffer> Writer<B> {
+    /// A writer for `proto` writing into `buf` (which should be empty).
+    pub fn with_buffer(proto: u8, buf: B) -> Self {
+        Writer { buf, proto: proto.min(HIGHEST_PROTOCOL), framing: false, frame_start: None, open_on_write: false }
+    }
+
+    /// The buffer, e.g. to take a finished stream out of it.
+    #[inline]
+    pub fn buffer(&self) -> &B {
+        &self.buf
+    }
+
+    /// The buffer, mutably. Only meaningful when no frame is open (see [`Writer::as_bytes`]).
+    #[inline]
+    pub fn buffer_mut(&mut self) -> &mut B {
+        &mut self.buf
+    }
+
+    /// Take the buffer (after [`Writer::finish`]).
+    pub fn into_buffer(self) -> B {
+        self.buf
     }
 
     /// The protocol this stream is written in.
@@ -91,18 +179,14 @@ impl Writer {
     /// or when [`Writer::opcode_boundary`] reported a commit).
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
+        self.buf.as_slice()
     }
 
     /// Empty the buffer after its content was flushed to a file; keeps the allocation.
     pub fn clear(&mut self) {
         self.buf.clear();
         self.frame_start = None;
-    }
-
-    /// Take the finished stream.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
+        self.open_on_write = self.framing;
     }
 
     /// PROTO header (protocol 2+) and, from protocol 4, framing on.
@@ -112,6 +196,7 @@ impl Writer {
         }
         if self.proto >= 4 {
             self.framing = true;
+            self.open_on_write = self.frame_start.is_none();
         }
     }
 
@@ -120,16 +205,24 @@ impl Writer {
         self.write(&[op::STOP]);
         self.commit_frame();
         self.framing = false;
+        self.open_on_write = false;
     }
 
     /// Write raw bytes, opening a frame first when framing is on and none is open.
     #[inline]
     pub fn write(&mut self, data: &[u8]) {
-        if self.framing && self.frame_start.is_none() {
-            self.frame_start = Some(self.buf.len());
-            self.buf.extend_from_slice(&[op::FRAME; FRAME_HEADER_SIZE]);
+        if self.open_on_write {
+            self.open_frame();
         }
         self.buf.extend_from_slice(data);
+    }
+
+    /// Reserve the header of a new frame at the current position.
+    #[inline(never)]
+    fn open_frame(&mut self) {
+        self.frame_start = Some(self.buf.len());
+        self.open_on_write = false;
+        self.buf.extend_from_slice(&[op::FRAME; FRAME_HEADER_SIZE]);
     }
 
     /// Write one opcode.
@@ -144,7 +237,8 @@ impl Writer {
     #[inline]
     pub fn opcode_boundary(&mut self) -> bool {
         match self.frame_start {
-            Some(start) if self.framing && self.buf.len() - start - FRAME_HEADER_SIZE >= FRAME_SIZE_TARGET => {
+            // (A buffer that failed to grow may be shorter than the frame's start.)
+            Some(start) if self.buf.len().saturating_sub(start + FRAME_HEADER_SIZE) >= FRAME_SIZE_TARGET => {
                 self.commit_frame();
                 true
             }
@@ -155,25 +249,38 @@ impl Writer {
     /// Fill in the header of the open frame, or drop it when the frame is tiny.
     pub fn commit_frame(&mut self) {
         let Some(start) = self.frame_start.take() else { return };
-        let frame_len = self.buf.len() - start - FRAME_HEADER_SIZE;
+        self.open_on_write = self.framing;
+        let Some(frame_len) = self.buf.len().checked_sub(start + FRAME_HEADER_SIZE) else {
+            return; // the buffer failed to grow and dropped the header: nothing to fill in
+        };
         if frame_len >= FRAME_SIZE_MIN {
-            self.buf[start] = op::FRAME;
-            self.buf[start + 1..start + FRAME_HEADER_SIZE].copy_from_slice(&(frame_len as u64).to_le_bytes());
+            let header = &mut self.buf.as_mut_slice()[start..start + FRAME_HEADER_SIZE];
+            header[0] = op::FRAME;
+            header[1..].copy_from_slice(&(frame_len as u64).to_le_bytes());
         } else {
-            self.buf.drain(start..start + FRAME_HEADER_SIZE);
+            self.buf.remove_range(start, start + FRAME_HEADER_SIZE);
         }
     }
 
     /// Write the header of a length-prefixed payload (str, bytes, bytearray data). See [`Payload`].
+    #[inline]
     pub fn payload_header(&mut self, header: &[u8], payload_len: usize) -> Payload {
         if self.framing && payload_len >= FRAME_SIZE_TARGET {
-            self.commit_frame();
-            self.buf.extend_from_slice(header);
+            self.bypass_header(header, payload_len);
             Payload::Bypass
         } else {
             self.write(header);
             Payload::Inline
         }
+    }
+
+    /// An unframed header for a large payload, with room reserved for the payload that follows
+    /// (and a little more for the opcodes after it) so the buffer grows once, not by doubling.
+    #[inline(never)]
+    fn bypass_header(&mut self, header: &[u8], payload_len: usize) {
+        self.commit_frame();
+        self.buf.reserve(header.len().saturating_add(payload_len).saturating_add(256));
+        self.buf.extend_from_slice(header);
     }
 
     /// Append payload bytes right after [`Writer::payload_header`], never opening a frame: an
@@ -204,6 +311,28 @@ impl Writer {
     /// An int that fits in 64 bits.
     #[inline]
     pub fn int(&mut self, value: i64) {
+        if self.is_binary() {
+            if (0..=0xff).contains(&value) {
+                self.write(&[op::BININT1, value as u8]);
+                return;
+            }
+            if (0..=0xffff).contains(&value) {
+                let b = (value as u16).to_le_bytes();
+                self.write(&[op::BININT2, b[0], b[1]]);
+                return;
+            }
+            if let Ok(small) = i32::try_from(value) {
+                let b = small.to_le_bytes();
+                self.write(&[op::BININT, b[0], b[1], b[2], b[3]]);
+                return;
+            }
+        }
+        self.int_slow(value);
+    }
+
+    /// [`Writer::int`] outside the BININT forms: protocol 0 text, LONG1 or `L...L` text.
+    #[inline(never)]
+    fn int_slow(&mut self, value: i64) {
         if let Ok(small) = i32::try_from(value) {
             if !self.is_binary() {
                 let mut text = [0u8; N_DEC];
@@ -269,6 +398,7 @@ impl Writer {
     // ----- strings and bytes -------------------------------------------------------------------
 
     /// Header of a str whose UTF-8 (surrogatepass) encoding is `len` bytes long, binary protocols.
+    #[inline]
     pub fn unicode_header(&mut self, len: usize) -> Result<Payload, WireError> {
         if len <= 0xff && self.proto >= 4 {
             Ok(self.payload_header(&[op::SHORT_BINUNICODE, len as u8], len))
@@ -308,6 +438,7 @@ impl Writer {
     }
 
     /// Header of a bytes object's data, protocol 3+.
+    #[inline]
     pub fn bytes_header(&mut self, len: usize) -> Result<Payload, WireError> {
         if len <= 0xff {
             Ok(self.payload_header(&[op::SHORT_BINBYTES, len as u8], len))
@@ -357,6 +488,7 @@ impl Writer {
     // ----- containers --------------------------------------------------------------------------
 
     /// An empty tuple: EMPTY_TUPLE, or MARK TUPLE in protocol 0.
+    #[inline]
     pub fn empty_tuple(&mut self) {
         if self.is_binary() {
             self.op(op::EMPTY_TUPLE);
@@ -366,6 +498,7 @@ impl Writer {
     }
 
     /// An empty list: EMPTY_LIST, or MARK LIST in protocol 0.
+    #[inline]
     pub fn empty_list(&mut self) {
         if self.is_binary() {
             self.op(op::EMPTY_LIST);
@@ -375,6 +508,7 @@ impl Writer {
     }
 
     /// An empty dict: EMPTY_DICT, or MARK DICT in protocol 0.
+    #[inline]
     pub fn empty_dict(&mut self) {
         if self.is_binary() {
             self.op(op::EMPTY_DICT);
@@ -385,6 +519,7 @@ impl Writer {
 
     /// Close a tuple of `len` items pushed after a MARK (or, for 1-3 items in protocol 2+, without
     /// one: see [`Writer::tuple_uses_mark`]).
+    #[inline]
     pub fn tuple_end(&mut self, len: usize) {
         match len {
             1..=3 if self.proto >= 2 => self.op([op::TUPLE1, op::TUPLE2, op::TUPLE3][len - 1]),
@@ -417,10 +552,19 @@ impl Writer {
     // ----- memo --------------------------------------------------------------------------------
 
     /// Store the top of the stack as memo entry `index` (which must equal the memo's size).
+    #[inline]
     pub fn memo_put(&mut self, index: usize) -> Result<(), WireError> {
         if self.proto >= 4 {
             self.op(op::MEMOIZE);
-        } else if !self.is_binary() {
+            Ok(())
+        } else {
+            self.memo_put_indexed(index)
+        }
+    }
+
+    #[inline(never)]
+    fn memo_put_indexed(&mut self, index: usize) -> Result<(), WireError> {
+        if !self.is_binary() {
             let mut text = [0u8; N_DEC];
             let n = format_decimal(index as i64, &mut text);
             self.write(b"p");
@@ -437,7 +581,18 @@ impl Writer {
     }
 
     /// Push memo entry `index`.
+    #[inline]
     pub fn memo_get(&mut self, index: usize) -> Result<(), WireError> {
+        if index < 256 && self.is_binary() {
+            self.write(&[op::BINGET, index as u8]);
+            Ok(())
+        } else {
+            self.memo_get_slow(index)
+        }
+    }
+
+    #[inline(never)]
+    fn memo_get_slow(&mut self, index: usize) -> Result<(), WireError> {
         if !self.is_binary() {
             let mut text = [0u8; N_DEC];
             let n = format_decimal(index as i64, &mut text);
