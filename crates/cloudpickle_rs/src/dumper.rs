@@ -61,6 +61,8 @@ pub(crate) struct Dumper<'py> {
     /// Lowest stack address the walk may reach (0: unknown, unchecked), found once per dump so
     /// the depth check per container is one comparison.
     stack_floor: usize,
+    /// [`crate::layout::ints_readable`], looked up once per dump.
+    ints_readable: bool,
 }
 
 type SaveResult = PyResult<()>;
@@ -92,6 +94,7 @@ impl<'py> Dumper<'py> {
             err_path: ErrorPath::default(),
             cloud,
             stack_floor: stack_floor(),
+            ints_readable: crate::layout::ints_readable(py),
         })
     }
 
@@ -176,6 +179,29 @@ impl<'py> Dumper<'py> {
         self.w.memo_get(idx).map_err(|e| pickling_error(self.py, e.to_string()))
     }
 
+    /// An item of a container: [`Dumper::save`], with ints and floats written inline (no call)
+    /// when there is no `persistent_id` to ask first.
+    #[inline(always)]
+    fn save_item(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        if self.hooks.persistent_id.is_none() {
+            // SAFETY: `obj` is a live object; reading its type pointer is always valid.
+            let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) };
+            if tp == ptr::addr_of_mut!(ffi::PyLong_Type) {
+                self.opcode_boundary()?;
+                return self.save_long(obj);
+            }
+            if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) && self.w.is_binary() {
+                self.opcode_boundary()?;
+                // SAFETY: exact float.
+                self.w.binfloat(unsafe { ffi::PyFloat_AS_DOUBLE(obj.as_ptr()) });
+                return Ok(());
+            }
+            self.opcode_boundary()?;
+            return self.save_nonatom(obj, tp);
+        }
+        self.save(obj, false)
+    }
+
     /// The heart of the walk, in `_pickle.c`'s order. (The exact types are disjoint, so the
     /// commonest are tested first: int, float, str.)
     pub(crate) fn save(&mut self, obj: &Bound<'py, PyAny>, pers_save: bool) -> SaveResult {
@@ -183,14 +209,25 @@ impl<'py> Dumper<'py> {
         if self.hooks.persistent_id.is_some() && !pers_save && self.save_pers(obj)? {
             return Ok(());
         }
-        let p = obj.as_ptr();
-        // SAFETY: `p` is a live object (we hold `obj`); reading its type pointer is always valid.
-        let tp = unsafe { ffi::Py_TYPE(p) };
+        // SAFETY: `obj` is a live object; reading its type pointer is always valid.
+        let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) };
 
         // Atoms: never memoized, so no memo lookup.
         if tp == ptr::addr_of_mut!(ffi::PyLong_Type) {
             return self.save_long(obj);
         }
+        if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) && self.w.is_binary() {
+            // SAFETY: exact float.
+            self.w.binfloat(unsafe { ffi::PyFloat_AS_DOUBLE(obj.as_ptr()) });
+            return Ok(());
+        }
+        self.save_nonatom(obj, tp)
+    }
+
+    /// [`Dumper::save`] past the int and binary float fast paths.
+    #[inline(never)]
+    fn save_nonatom(&mut self, obj: &Bound<'py, PyAny>, tp: *mut ffi::PyTypeObject) -> SaveResult {
+        let p = obj.as_ptr();
         if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) {
             return self.save_float(obj);
         }
@@ -315,7 +352,19 @@ impl<'py> Dumper<'py> {
 
     // ----- atoms -------------------------------------------------------------------------------
 
+    #[inline(always)]
     fn save_long(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        // SAFETY: `obj` is an exact int; `ints_readable` comes from `layout::ints_readable`.
+        if let Some(v) = unsafe { crate::layout::small_int(obj.as_ptr(), self.ints_readable) } {
+            self.w.int(v);
+            return Ok(());
+        }
+        self.save_long_api(obj)
+    }
+
+    /// Ints of two digits or more (or where the layout is not read): through the C API.
+    #[inline(never)]
+    fn save_long_api(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         let mut overflow: c_int = 0;
         // SAFETY: `obj` is an exact int.
         let v = unsafe { ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow) };
@@ -355,6 +404,7 @@ impl<'py> Dumper<'py> {
         Ok(())
     }
 
+    #[inline(never)]
     fn save_float(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         // SAFETY: exact float.
         let v = unsafe { ffi::PyFloat_AS_DOUBLE(obj.as_ptr()) };
@@ -372,6 +422,10 @@ impl<'py> Dumper<'py> {
             self.save_str_text(obj)?;
             return self.memo_put(obj);
         }
+        if let Some(ascii) = crate::layout::ascii_str(obj) {
+            self.str_payload(ascii)?;
+            return self.memo_put(obj);
+        }
         let mut size: ffi::Py_ssize_t = 0;
         // SAFETY: exact str; the UTF-8 buffer is cached in the object and lives as long as it.
         let data = unsafe { ffi::PyUnicode_AsUTF8AndSize(obj.as_ptr(), &mut size) };
@@ -386,14 +440,21 @@ impl<'py> Dumper<'py> {
         } else {
             // SAFETY: `data` points to `size` bytes owned by `obj`, which outlives this slice.
             let slice = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size as usize) };
-            let mode = self.w.unicode_header(slice.len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
-            if mode == Payload::Inline {
-                self.w.payload(slice);
-            } else {
-                self.payload(mode, slice, None)?;
-            }
+            self.str_payload(slice)?;
         }
         self.memo_put(obj)
+    }
+
+    /// A str's UTF-8 bytes with their header (binary protocols).
+    #[inline]
+    fn str_payload(&mut self, utf8: &[u8]) -> SaveResult {
+        let mode = self.w.unicode_header(utf8.len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+        if mode == Payload::Inline {
+            self.w.payload(utf8);
+            Ok(())
+        } else {
+            self.payload(mode, utf8, None)
+        }
     }
 
     #[inline(never)]
@@ -587,7 +648,7 @@ impl<'py> Dumper<'py> {
         let item_at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
         if size() == 1 {
             let item = item_at(0);
-            self.save(&item, false).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
+            self.save_item(&item).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
             self.w.op(APPEND);
             return Ok(());
         }
@@ -597,7 +658,7 @@ impl<'py> Dumper<'py> {
             self.w.op(MARK);
             while total < size() {
                 let item = item_at(total);
-                self.save(&item, false).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
+                self.save_item(&item).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
                 total += 1;
                 batch += 1;
                 if batch == BATCHSIZE {
@@ -704,8 +765,8 @@ impl<'py> Dumper<'py> {
         };
         if dict_size == 1 {
             if let Some((k, v)) = next() {
-                self.save(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save(&v, false).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_item(&k).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save_item(&v).map_err(|e| self.err_path.dict_value(py, e, &k))?;
                 self.w.op(SETITEM);
             }
             return Ok(());
@@ -714,8 +775,8 @@ impl<'py> Dumper<'py> {
             let mut i = 0;
             self.w.op(MARK);
             while let Some((k, v)) = next() {
-                self.save(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save(&v, false).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_item(&k).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save_item(&v).map_err(|e| self.err_path.dict_value(py, e, &k))?;
                 i += 1;
                 if i == BATCHSIZE {
                     break;
@@ -876,7 +937,7 @@ impl<'py> Dumper<'py> {
             self.w.op(MARK);
         }
         for (i, item) in tuple.iter().enumerate() {
-            self.save(&item, false).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
+            self.save_item(&item).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
         }
         if let Some(idx) = self.memo.get(obj) {
             // The tuple is recursive: throw away its items and fetch it from the memo.

@@ -9,6 +9,7 @@ mod cloud;
 mod dumper;
 mod errors;
 mod globals;
+mod layout;
 mod memo;
 mod outbuf;
 mod pickler;

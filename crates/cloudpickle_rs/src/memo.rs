@@ -12,14 +12,10 @@ use pyo3::prelude::*;
 /// Size of the table the first insertion allocates (a power of two).
 const MIN_SLOTS: usize = 16;
 
-#[derive(Clone, Copy)]
-struct Slot {
-    /// Address of the key object; 0 marks an empty slot (no object lives at address 0).
-    key: usize,
-    value: usize,
-}
-
-const EMPTY: Slot = Slot { key: 0, value: 0 };
+/// `[key, value]`: the address of the key object (0 marks an empty slot: no object lives at
+/// address 0) and its memo index. An array, so a table of empty slots is all zeros and comes
+/// from the allocator already zeroed (for large tables: fresh pages, no memset).
+type Slot = [usize; 2];
 
 #[derive(Default)]
 pub(crate) struct Memo {
@@ -27,6 +23,8 @@ pub(crate) struct Memo {
     slots: Vec<Slot>,
     /// Distinct keys in `slots`.
     len: usize,
+    /// `len` at which the table grows: 2/3 of the slots (0 before the first insertion).
+    grow_at: usize,
     /// One strong reference per insertion, in insertion order (`insert_at` may repeat a key);
     /// released by `clear` / `Drop` in one pass under the GIL.
     objects: Vec<Py<PyAny>>,
@@ -81,10 +79,10 @@ impl Memo {
         let mut probe = Probe::new(key, self.slots.len() - 1);
         loop {
             let slot = self.slots[probe.i];
-            if slot.key == key {
-                return Some(slot.value);
+            if slot[0] == key {
+                return Some(slot[1]);
             }
-            if slot.key == 0 {
+            if slot[0] == 0 {
                 return None;
             }
             probe.next();
@@ -101,19 +99,19 @@ impl Memo {
 
     pub(crate) fn insert_at(&mut self, obj: &Bound<'_, PyAny>, idx: usize) {
         // Keep the table at most 2/3 full (after this insertion), so probes end quickly.
-        if (self.len + 1) * 3 > self.slots.len() * 2 {
+        if self.len >= self.grow_at {
             self.grow();
         }
         let key = obj.as_ptr() as usize;
         let mut probe = Probe::new(key, self.slots.len() - 1);
         loop {
             let slot = &mut self.slots[probe.i];
-            if slot.key == key {
-                slot.value = idx;
+            if slot[0] == key {
+                slot[1] = idx;
                 break;
             }
-            if slot.key == 0 {
-                *slot = Slot { key, value: idx };
+            if slot[0] == 0 {
+                *slot = [key, idx];
                 self.len += 1;
                 break;
             }
@@ -134,11 +132,12 @@ impl Memo {
         } else {
             self.slots.len() * 2
         };
-        let old = std::mem::replace(&mut self.slots, vec![EMPTY; new_size]);
+        let old = std::mem::replace(&mut self.slots, vec![[0; 2]; new_size]);
+        self.grow_at = new_size / 3 * 2;
         let mask = new_size - 1;
-        for slot in old.into_iter().filter(|s| s.key != 0) {
-            let mut probe = Probe::new(slot.key, mask);
-            while self.slots[probe.i].key != 0 {
+        for slot in old.into_iter().filter(|s| s[0] != 0) {
+            let mut probe = Probe::new(slot[0], mask);
+            while self.slots[probe.i][0] != 0 {
                 probe.next();
             }
             self.slots[probe.i] = slot;
@@ -148,6 +147,7 @@ impl Memo {
     pub(crate) fn clear(&mut self) {
         self.slots = Vec::new();
         self.len = 0;
+        self.grow_at = 0;
         let objects = std::mem::take(&mut self.objects);
         release(objects);
     }

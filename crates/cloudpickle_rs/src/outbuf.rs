@@ -145,7 +145,7 @@ impl pickle_wire::Buffer for OutBuf<'_> {
         self.len
     }
 
-    #[inline]
+    #[inline(always)]
     fn extend_from_slice(&mut self, data: &[u8]) {
         if self.cap - self.len < data.len() {
             self.grow(data.len());

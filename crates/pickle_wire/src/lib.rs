@@ -75,7 +75,7 @@ impl Buffer for Vec<u8> {
     fn len(&self) -> usize {
         Vec::len(self)
     }
-    #[inline]
+    #[inline(always)]
     fn extend_from_slice(&mut self, data: &[u8]) {
         Vec::extend_from_slice(self, data);
     }
@@ -109,6 +109,9 @@ pub struct Writer<B = Vec<u8>> {
     frame_start: Option<usize>,
     /// `framing && frame_start.is_none()`: the next write opens a frame (one test per write).
     open_on_write: bool,
+    /// The length at which the open frame is due to be committed; `usize::MAX` when none is
+    /// open (one comparison per object in [`Writer::opcode_boundary`]).
+    commit_at: usize,
 }
 
 impl Writer<Vec<u8>> {
@@ -131,7 +134,14 @@ impl Writer<Vec<u8>> {
 impl<B: Buffer> Writer<B> {
     /// A writer for `proto` writing into `buf` (which should be empty).
     pub fn with_buffer(proto: u8, buf: B) -> Self {
-        Writer { buf, proto: proto.min(HIGHEST_PROTOCOL), framing: false, frame_start: None, open_on_write: false }
+        Writer {
+            buf,
+            proto: proto.min(HIGHEST_PROTOCOL),
+            framing: false,
+            frame_start: None,
+            open_on_write: false,
+            commit_at: usize::MAX,
+        }
     }
 
     /// The buffer, e.g. to take a finished stream out of it.
@@ -187,6 +197,7 @@ impl<B: Buffer> Writer<B> {
         self.buf.clear();
         self.frame_start = None;
         self.open_on_write = self.framing;
+        self.commit_at = usize::MAX;
     }
 
     /// PROTO header (protocol 2+) and, from protocol 4, framing on.
@@ -209,7 +220,7 @@ impl<B: Buffer> Writer<B> {
     }
 
     /// Write raw bytes, opening a frame first when framing is on and none is open.
-    #[inline]
+    #[inline(always)]
     pub fn write(&mut self, data: &[u8]) {
         if self.open_on_write {
             self.open_frame();
@@ -222,6 +233,7 @@ impl<B: Buffer> Writer<B> {
     fn open_frame(&mut self) {
         self.frame_start = Some(self.buf.len());
         self.open_on_write = false;
+        self.commit_at = self.buf.len().saturating_add(FRAME_HEADER_SIZE + FRAME_SIZE_TARGET);
         self.buf.extend_from_slice(&[op::FRAME; FRAME_HEADER_SIZE]);
     }
 
@@ -236,13 +248,11 @@ impl<B: Buffer> Writer<B> {
     /// file-backed pickler can flush [`Writer::as_bytes`] and [`Writer::clear`].
     #[inline]
     pub fn opcode_boundary(&mut self) -> bool {
-        match self.frame_start {
-            // (A buffer that failed to grow may be shorter than the frame's start.)
-            Some(start) if self.buf.len().saturating_sub(start + FRAME_HEADER_SIZE) >= FRAME_SIZE_TARGET => {
-                self.commit_frame();
-                true
-            }
-            _ => false,
+        if self.buf.len() >= self.commit_at {
+            self.commit_frame();
+            true
+        } else {
+            false
         }
     }
 
@@ -250,6 +260,7 @@ impl<B: Buffer> Writer<B> {
     pub fn commit_frame(&mut self) {
         let Some(start) = self.frame_start.take() else { return };
         self.open_on_write = self.framing;
+        self.commit_at = usize::MAX;
         let Some(frame_len) = self.buf.len().checked_sub(start + FRAME_HEADER_SIZE) else {
             return; // the buffer failed to grow and dropped the header: nothing to fill in
         };
@@ -309,7 +320,7 @@ impl<B: Buffer> Writer<B> {
     }
 
     /// An int that fits in 64 bits.
-    #[inline]
+    #[inline(always)]
     pub fn int(&mut self, value: i64) {
         if self.is_binary() {
             if (0..=0xff).contains(&value) {
@@ -400,6 +411,17 @@ impl<B: Buffer> Writer<B> {
     /// Header of a str whose UTF-8 (surrogatepass) encoding is `len` bytes long, binary protocols.
     #[inline]
     pub fn unicode_header(&mut self, len: usize) -> Result<Payload, WireError> {
+        if len <= 0xff && self.proto >= 4 {
+            // Far below FRAME_SIZE_TARGET: always inline.
+            self.write(&[op::SHORT_BINUNICODE, len as u8]);
+            Ok(Payload::Inline)
+        } else {
+            self.unicode_header_long(len)
+        }
+    }
+
+    #[inline(never)]
+    fn unicode_header_long(&mut self, len: usize) -> Result<Payload, WireError> {
         if len <= 0xff && self.proto >= 4 {
             Ok(self.payload_header(&[op::SHORT_BINUNICODE, len as u8], len))
         } else if len > 0xffff_ffff {
