@@ -31,7 +31,9 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
         let it = cloud.it;
-        if tp.is_subclass_of::<PyType>()? {
+        // SAFETY: `tp` is a live type object. (The flag test is `PyType_Check` on its instances,
+        // a subclass test against `type` without walking the MRO.)
+        if unsafe { pyo3::ffi::PyType_FastSubclass(tp.as_type_ptr(), pyo3::ffi::Py_TPFLAGS_TYPE_SUBCLASS) } != 0 {
             // A metaclass with a reducer of its own in a dispatch table decides how its classes
             // pickle (upstream's reducer_override shadows it: CPython's test_dynamic_class).
             if !tp.is(&py.get_type::<PyType>()) && self.metaclass_has_reducer(tp)? {

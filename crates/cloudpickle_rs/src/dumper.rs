@@ -9,8 +9,6 @@ use std::os::raw::c_int;
 use std::ptr;
 
 use pickle_wire::{Payload, Writer, BATCHSIZE};
-
-use crate::outbuf::OutBuf;
 use pyo3::exceptions::{PyBufferError, PyRecursionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
@@ -20,6 +18,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use crate::byvalue::Handled;
 use crate::errors::{type_name, ErrorPath};
 use crate::memo::Memo;
+use crate::outbuf::OutBuf;
 use crate::statics::{pickling_error, statics, Statics};
 
 /// Below this much native stack we refuse to go deeper and raise RecursionError.
@@ -325,9 +324,11 @@ impl<'py> Dumper<'py> {
             let table = self.st.copyreg_dispatch_table.bind(py).downcast::<PyDict>()?;
             reduce_func = table.get_item(&type_obj)?;
         }
+        // SAFETY: `tp` is a live type object; the flag is `PyType_Check`'s subclass test.
+        let is_class = unsafe { ffi::PyType_FastSubclass(tp, ffi::Py_TPFLAGS_TYPE_SUBCLASS) } != 0;
         let rv = if let Some(f) = reduce_func {
             f.call1((obj,))?
-        } else if unsafe { ffi::PyType_IsSubtype(tp, ptr::addr_of_mut!(ffi::PyType_Type)) } != 0 {
+        } else if is_class {
             return self.save_global(obj, None);
         } else if let Some(rex) = lookup_attr(obj, intern!(py, "__reduce_ex__"))? {
             rex.call1((self.proto,))?

@@ -1,10 +1,9 @@
 //! The memo: object identity -> memo index, holding a strong reference to every key so that an
 //! id cannot be reused by another object while the memo lives (as `_pickle.c`'s PyMemoTable).
 //!
-//! Like PyMemoTable it is an open-addressing table keyed by address (linear probing, at most
-//! 2/3 full), so a lookup is a multiply and usually one cache line; the references are plain
-//! owned pointers released in one pass under the GIL, not `Py<T>`s that each go through pyo3's
-//! deferred-decref check when dropped.
+//! Like PyMemoTable it is an open-addressing table keyed by address, at most 2/3 full, whose
+//! slots own the references to their keys. The references are released in one pass under the GIL
+//! (dropping each `Py` would go through pyo3's deferred-decref check per object).
 
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -12,22 +11,30 @@ use pyo3::prelude::*;
 /// Size of the table the first insertion allocates (a power of two).
 const MIN_SLOTS: usize = 16;
 
-/// `[key, value]`: the address of the key object (0 marks an empty slot: no object lives at
-/// address 0) and its memo index. An array, so a table of empty slots is all zeros and comes
-/// from the allocator already zeroed (for large tables: fresh pages, no memset).
-type Slot = [usize; 2];
+struct Slot {
+    /// The memoized object (a strong reference), None for an empty slot.
+    key: Option<Py<PyAny>>,
+    value: usize,
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot { key: None, value: 0 };
+
+    /// The key's address, 0 for an empty slot (no object lives at address 0).
+    #[inline(always)]
+    fn addr(&self) -> usize {
+        self.key.as_ref().map_or(0, |k| k.as_ptr() as usize)
+    }
+}
 
 #[derive(Default)]
 pub(crate) struct Memo {
     /// Empty, or a power-of-two number of slots.
     slots: Vec<Slot>,
-    /// Distinct keys in `slots`.
+    /// Occupied slots.
     len: usize,
     /// `len` at which the table grows: 2/3 of the slots (0 before the first insertion).
     grow_at: usize,
-    /// One strong reference per insertion, in insertion order (`insert_at` may repeat a key);
-    /// released by `clear` / `Drop` in one pass under the GIL.
-    objects: Vec<Py<PyAny>>,
 }
 
 /// The probe sequence of a key. The first slot keeps the address order: objects made one after
@@ -78,11 +85,12 @@ impl Memo {
         let key = obj.as_ptr() as usize;
         let mut probe = Probe::new(key, self.slots.len() - 1);
         loop {
-            let slot = self.slots[probe.i];
-            if slot[0] == key {
-                return Some(slot[1]);
+            let slot = &self.slots[probe.i];
+            let addr = slot.addr();
+            if addr == key {
+                return Some(slot.value);
             }
-            if slot[0] == 0 {
+            if addr == 0 {
                 return None;
             }
             probe.next();
@@ -97,8 +105,8 @@ impl Memo {
         idx
     }
 
+    /// Memoize `obj` under `idx` (replacing the index of an object already there).
     pub(crate) fn insert_at(&mut self, obj: &Bound<'_, PyAny>, idx: usize) {
-        // Keep the table at most 2/3 full (after this insertion), so probes end quickly.
         if self.len >= self.grow_at {
             self.grow();
         }
@@ -106,18 +114,18 @@ impl Memo {
         let mut probe = Probe::new(key, self.slots.len() - 1);
         loop {
             let slot = &mut self.slots[probe.i];
-            if slot[0] == key {
-                slot[1] = idx;
-                break;
+            let addr = slot.addr();
+            if addr == key {
+                slot.value = idx;
+                return;
             }
-            if slot[0] == 0 {
-                *slot = [key, idx];
+            if addr == 0 {
+                *slot = Slot { key: Some(obj.clone().unbind()), value: idx };
                 self.len += 1;
-                break;
+                return;
             }
             probe.next();
         }
-        self.objects.push(obj.clone().unbind());
     }
 
     #[cold]
@@ -125,19 +133,20 @@ impl Memo {
     fn grow(&mut self) {
         // Quadruple while small, then double, as PyMemoTable does.
         let new_size = if self.slots.is_empty() {
-            self.objects.reserve(MIN_SLOTS);
             MIN_SLOTS
         } else if self.len < 50_000 {
             self.slots.len() * 4
         } else {
             self.slots.len() * 2
         };
-        let old = std::mem::replace(&mut self.slots, vec![[0; 2]; new_size]);
+        let mut table = Vec::with_capacity(new_size);
+        table.resize_with(new_size, || Slot::EMPTY);
+        let old = std::mem::replace(&mut self.slots, table);
         self.grow_at = new_size / 3 * 2;
         let mask = new_size - 1;
-        for slot in old.into_iter().filter(|s| s[0] != 0) {
-            let mut probe = Probe::new(slot[0], mask);
-            while self.slots[probe.i][0] != 0 {
+        for slot in old.into_iter().filter(|s| s.key.is_some()) {
+            let mut probe = Probe::new(slot.addr(), mask);
+            while self.slots[probe.i].key.is_some() {
                 probe.next();
             }
             self.slots[probe.i] = slot;
@@ -145,48 +154,46 @@ impl Memo {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.slots = Vec::new();
+        release(std::mem::take(&mut self.slots));
         self.len = 0;
         self.grow_at = 0;
-        let objects = std::mem::take(&mut self.objects);
-        release(objects);
     }
 
-    /// Every entry as (address, index, object), for `Pickler.memo`.
-    pub(crate) fn entries<'a, 'py>(&'a self, py: Python<'py>) -> impl Iterator<Item = (usize, usize, Bound<'py, PyAny>)> + 'a
-    where
-        'py: 'a,
-    {
-        self.objects.iter().filter_map(move |o| {
-            let obj = o.bind(py).clone();
-            self.get(&obj).map(|i| (obj.as_ptr() as usize, i, obj))
-        })
+    /// Every entry as (address, index, object), in index order, for `Pickler.memo`.
+    pub(crate) fn entries<'py>(&self, py: Python<'py>) -> impl Iterator<Item = (usize, usize, Bound<'py, PyAny>)> {
+        let mut all: Vec<(usize, usize, Bound<'py, PyAny>)> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.key.as_ref().map(|k| (k.as_ptr() as usize, s.value, k.bind(py).clone())))
+            .collect();
+        all.sort_by_key(|e| e.1);
+        all.into_iter()
     }
 
     pub(crate) fn traverse(&self, visit: &pyo3::gc::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        for o in &self.objects {
-            visit.call(o)?;
+        for key in self.slots.iter().filter_map(|s| s.key.as_ref()) {
+            visit.call(key)?;
         }
         Ok(())
     }
 }
 
-/// Drop the strong references of a memo: one GIL check for all of them, where dropping each
-/// `Py` would check per object.
-fn release(objects: Vec<Py<PyAny>>) {
-    if objects.is_empty() {
+/// Drop the strong references of a table: one GIL check for all of them.
+fn release(slots: Vec<Slot>) {
+    if slots.is_empty() {
         return;
     }
     Python::with_gil(|_py| {
-        for o in objects {
-            // SAFETY: `into_ptr` hands us the one strong reference `o` owned; the GIL is held.
-            unsafe { ffi::Py_DECREF(o.into_ptr()) };
+        for key in slots.into_iter().filter_map(|s| s.key) {
+            // SAFETY: `into_ptr` hands us the one strong reference the slot owned; the GIL is
+            // held.
+            unsafe { ffi::Py_DECREF(key.into_ptr()) };
         }
     });
 }
 
 impl Drop for Memo {
     fn drop(&mut self) {
-        release(std::mem::take(&mut self.objects));
+        release(std::mem::take(&mut self.slots));
     }
 }

@@ -26,6 +26,9 @@ pub const DEFAULT_PROTOCOL: u8 = 5;
 pub const BATCHSIZE: usize = 1000;
 /// A frame is committed once it holds this many bytes; larger payloads bypass framing.
 pub const FRAME_SIZE_TARGET: usize = 64 * 1024;
+// A str or bytes with a one-byte length is always far below the frame target: the short headers
+// never ask whether to bypass framing.
+const _: () = assert!(0xff < FRAME_SIZE_TARGET);
 /// A committed frame shorter than this loses its header (the header would cost more than it says).
 const FRAME_SIZE_MIN: usize = 4;
 const FRAME_HEADER_SIZE: usize = 9;
@@ -150,7 +153,8 @@ impl<B: Buffer> Writer<B> {
         &self.buf
     }
 
-    /// The buffer, mutably. Only meaningful when no frame is open (see [`Writer::as_bytes`]).
+    /// The buffer, mutably: to take the bytes out once no frame is open (see
+    /// [`Writer::as_bytes`]), or to ask it whether it failed to grow.
     #[inline]
     pub fn buffer_mut(&mut self) -> &mut B {
         &mut self.buf

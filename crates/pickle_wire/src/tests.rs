@@ -350,3 +350,88 @@ fn payload_bypass_reports_and_reopens_frames() {
         "just under the target stays framed"
     );
 }
+
+/// A buffer with a fixed room: a write that does not fit drops everything held, as the Python
+/// binding's buffer does when it fails to grow (its bytes object is gone).
+struct Capped {
+    bytes: Vec<u8>,
+    room: usize,
+    failed: bool,
+}
+
+impl Buffer for Capped {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    fn extend_from_slice(&mut self, data: &[u8]) {
+        if self.failed || self.bytes.len() + data.len() > self.room {
+            self.failed = true;
+            self.bytes.clear();
+        } else {
+            self.bytes.extend_from_slice(data);
+        }
+    }
+    fn reserve(&mut self, _additional: usize) {}
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes
+    }
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+    fn remove_range(&mut self, start: usize, end: usize) {
+        self.bytes.drain(start..end);
+    }
+    fn clear(&mut self) {
+        self.bytes.clear();
+    }
+}
+
+fn capped_stream(proto: u8, room: usize) -> Capped {
+    let mut w = Writer::with_buffer(proto, Capped { bytes: Vec::new(), room, failed: false });
+    w.start();
+    for i in 0..30_000 {
+        w.opcode_boundary();
+        w.int(i * 7);
+        if i % 5_000 == 0 {
+            let big = vec![7u8; FRAME_SIZE_TARGET + i as usize];
+            let _ = w.bytes_header(big.len());
+            w.payload(&big);
+        }
+    }
+    w.finish();
+    w.into_buffer()
+}
+
+#[test]
+fn a_custom_buffer_gets_the_same_bytes() {
+    for proto in 3..=HIGHEST_PROTOCOL {
+        let mut w = Writer::new(proto);
+        w.start();
+        for i in 0..30_000 {
+            w.opcode_boundary();
+            w.int(i * 7);
+            if i % 5_000 == 0 {
+                let big = vec![7u8; FRAME_SIZE_TARGET + i as usize];
+                let _ = w.bytes_header(big.len());
+                w.payload(&big);
+            }
+        }
+        w.finish();
+        let capped = capped_stream(proto, usize::MAX);
+        assert!(!capped.failed);
+        assert_eq!(capped.bytes, w.into_bytes());
+    }
+}
+
+#[test]
+fn a_buffer_that_fails_to_grow_never_trips_the_writer() {
+    // Failing at every point of the stream: before, inside and right after frame headers, and
+    // inside bypassing payloads. The writer must neither panic nor index past the buffer.
+    for proto in 0..=HIGHEST_PROTOCOL {
+        for room in (0..40).chain([65_000, 65_545, 65_546, 70_000, 200_000]) {
+            let out = capped_stream(proto, room);
+            assert!(out.failed);
+            assert!(out.bytes.len() <= room);
+        }
+    }
+}
