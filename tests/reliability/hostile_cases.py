@@ -1317,3 +1317,27 @@ def reentrant_dump_after_reinit(m):
     """Nor ``self.__init__(file)`` during the dump."""
     f = io.BytesIO()
     return _dump_with(m, [Custom()], reducer_override=_reenter_after(lambda self: self.__init__(f)))
+
+
+# ----- fixed: exception type as _pickle.c (moved from pending_bugs.py) ----------------------------------------------------------------
+
+
+@case()
+def picklebuffer_non_contiguous(m):
+    """PicklingError, as _pickle.c raises."""
+    return m.dumps(pickle.PickleBuffer(memoryview(b"abcdef")[::2]), protocol=5)
+
+
+# ----- fixed: small thread stacks still pickle shallow objects (the red zone scales) ----------------------------------
+
+
+@case()
+def shallow_in_thread_256KiB_stack(m):
+    """A thread whose whole stack is 256 KiB (threading.stack_size(262144); musl's default is
+    128 KiB) still pickles shallow objects: the native red zone scales with the stack."""
+    return _run_in_thread(lambda: m.dumps([[1, [2, {"a": (3,)}]]]), 256 * 1024)
+
+
+@case()
+def shallow_in_thread_128KiB_stack(m):
+    return _run_in_thread(lambda: m.dumps([[1, [2, {"a": (3,)}]]]), 128 * 1024)

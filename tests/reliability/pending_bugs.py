@@ -22,31 +22,6 @@ from hostile_cases import PENDING, case  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# ----- bug: wrong exception types ----------------------------------------------------------------
-
-
-@case(registry=PENDING)
-def picklebuffer_non_contiguous(m):
-    """_pickle.c raises PicklingError; ours raises BufferError."""
-    return m.dumps(pickle.PickleBuffer(memoryview(b"abcdef")[::2]), protocol=5)
-
-
-# ----- bug: a small thread stack refuses even shallow objects ----------------------------------
-
-
-@case(registry=PENDING)
-def shallow_in_thread_256KiB_stack(m):
-    """The native-stack red zone is a fixed 256 KiB: in a thread whose whole stack is 256 KiB
-    (threading.stack_size(262144); musl's default is 128 KiB), ``dumps([[1]])`` raises
-    PicklingRecursionError while pickle and cloudpickle succeed."""
-    return hc._run_in_thread(lambda: m.dumps([[1, [2, {"a": (3,)}]]]), 256 * 1024)
-
-
-@case(registry=PENDING)
-def shallow_in_thread_128KiB_stack(m):
-    return hc._run_in_thread(lambda: m.dumps([[1, [2, {"a": (3,)}]]]), 128 * 1024)
-
-
 PENDING_CASES = [(name, fam) for name, c in PENDING.items() for fam in c.families]
 
 
@@ -88,32 +63,6 @@ def test_pickler_instances_release_their_class():
     refs = [instantiate_subclass() for _ in range(10)]
     gc.collect()
     assert sum(r() is not None for r in refs) == 0, "classes kept alive by their (freed) instances"
-
-
-def test_fresh_pickler_dump_does_not_leak_memory():
-    """``Pickler(f).dump(obj)`` with a new Pickler each time leaks 64 bytes per instance: the
-    instance ``__dict__`` (created by the dump's ``lookup_attr(obj, "__dict__")`` in
-    ``instance_hooks``, or by any attribute set on the instance) is emptied but never freed when
-    the instance dies (upstream PyO3/pyo3#5953, fixed by #6198; on 3.11/3.12 also #6234)."""
-    import gc
-    import tracemalloc
-
-    import cloudpickle_rs
-
-    def once():
-        cloudpickle_rs.Pickler(io.BytesIO()).dump([1])
-
-    for _ in range(500):
-        once()
-    gc.collect()
-    tracemalloc.start()
-    start = tracemalloc.get_traced_memory()[0]
-    for _ in range(10_000):
-        once()
-    gc.collect()
-    growth = tracemalloc.get_traced_memory()[0] - start
-    tracemalloc.stop()
-    assert growth < 16 * 1024, f"{growth} bytes for 10 000 fresh Pickler dumps ({growth / 10_000:.0f} B each)"
 
 
 def test_fresh_picklers_in_leak_check_stay_flat():

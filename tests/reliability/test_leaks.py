@@ -245,3 +245,28 @@ def test_subset_under_pythonmalloc_debug():
                              capture_output=True, text=True, env=env, cwd=HERE, timeout=300)
         assert "OURS-DONE" in out.stdout, f"{name} under PYTHONMALLOC=debug:\n{out.stdout[-1500:]}\n{out.stderr[-3000:]}"
         assert "Debug memory block" not in out.stderr and "Fatal Python error" not in out.stderr, out.stderr[-3000:]
+
+
+def test_fresh_pickler_dump_does_not_leak_memory():
+    """``Pickler(f).dump(obj)`` with a new Pickler each time must not leak. It leaked 64 bytes per
+    instance while the dump created the instance ``__dict__``, which pyo3 0.25 empties but never
+    frees (PyO3/pyo3#5953); the dump no longer creates it."""
+    import gc
+    import tracemalloc
+
+    import cloudpickle_rs
+
+    def once():
+        cloudpickle_rs.Pickler(io.BytesIO()).dump([1])
+
+    for _ in range(500):
+        once()
+    gc.collect()
+    tracemalloc.start()
+    start = tracemalloc.get_traced_memory()[0]
+    for _ in range(10_000):
+        once()
+    gc.collect()
+    growth = tracemalloc.get_traced_memory()[0] - start
+    tracemalloc.stop()
+    assert growth < 16 * 1024, f"{growth} bytes for 10 000 fresh Pickler dumps ({growth / 10_000:.0f} B each)"

@@ -9,7 +9,7 @@ use std::os::raw::c_int;
 use std::ptr;
 
 use pickle_wire::{Payload, Writer, BATCHSIZE};
-use pyo3::exceptions::{PyBufferError, PyRecursionError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRecursionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -535,7 +535,7 @@ impl<'py> Dumper<'py> {
         }
         let view = BufferView::get(obj)?;
         if !view.is_contiguous() {
-            return Err(PyBufferError::new_err("PickleBuffer can not be pickled when pointing to a non-contiguous buffer"));
+            return Err(pickling_error(py, "PickleBuffer can not be pickled when pointing to a non-contiguous buffer"));
         }
         let readonly = view.readonly();
         let mut in_band = true;
@@ -1268,15 +1268,23 @@ fn stack_address() -> usize {
     std::hint::black_box(&probe) as *const u8 as usize
 }
 
-/// The stack address below which fewer than [`STACK_RED_ZONE`] bytes of this thread's stack are
-/// left (stacks grow down on every platform we build for); 0 when the stack size is unknown. A
-/// dump runs on the thread that created its Dumper, so this is computed once per dump.
+/// The stack address below which the red zone starts (stacks grow down on every platform we
+/// build for); 0 when the stack size is unknown. The red zone is [`STACK_RED_ZONE`], or a quarter
+/// of what is left when the dump starts on a small thread stack (256 KiB threads, musl's
+/// 128 KiB), so shallow objects still pickle there; never under [`MIN_RED_ZONE`]. A dump runs on
+/// the thread that created its Dumper, so this is computed once per dump.
 fn stack_floor() -> usize {
     match stacker::remaining_stack() {
-        Some(left) => stack_address().saturating_sub(left).saturating_add(STACK_RED_ZONE),
+        Some(left) => {
+            let red = STACK_RED_ZONE.min(left / 4).max(MIN_RED_ZONE.min(left));
+            stack_address().saturating_sub(left).saturating_add(red)
+        }
         None => 0,
     }
 }
+
+/// What a Python callback made from inside the walk (a `__reduce__`, a hook) needs at least.
+const MIN_RED_ZONE: usize = 32 * 1024;
 
 impl Drop for RecursionGuard {
     #[inline]
