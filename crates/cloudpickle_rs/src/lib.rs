@@ -22,6 +22,37 @@ use dumper::{Dumper, Hooks};
 use memo::Memo;
 use pickler::{check_buffer_callback, parse_protocol, Pickler, PicklerBase};
 
+/// The arguments of the module-level `dumps`/`dump`: one dump, a fresh memo and globals map.
+struct OneShot<'a, 'py> {
+    protocol: Option<&'a Bound<'py, PyAny>>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+    by_source: Option<&'a Bound<'py, PyAny>>,
+    pickle_by_reference: Option<Bound<'py, PyAny>>,
+    fix_imports: bool,
+    reconstructor_module: &'a str,
+}
+
+impl<'py> OneShot<'_, 'py> {
+    /// Validate the arguments (in `_pickle.c`'s order) and make the Dumper.
+    fn dumper(self, py: Python<'py>, file: Option<&Bound<'py, PyAny>>) -> PyResult<Dumper<'py>> {
+        let by_source = bysource::BySource::parse(self.by_source)?;
+        let proto = parse_protocol(self.protocol)?;
+        let buffer_callback = self.buffer_callback.filter(|b| !b.is_none());
+        check_buffer_callback(proto, &buffer_callback)?;
+        let write = match file {
+            Some(f) => Some(
+                dumper::lookup_attr(f, pyo3::intern!(py, "write"))?
+                    .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?,
+            ),
+            None => None,
+        };
+        let hooks = Hooks { buffer_callback, ..Hooks::default() };
+        let globals_ref = pyo3::types::PyDict::new(py);
+        let cloud = cloud::Cloud::new(py, self.reconstructor_module, globals_ref, self.pickle_by_reference, by_source)?;
+        Dumper::new(py, proto, self.fix_imports, write, hooks, Memo::default(), Some(cloud))
+    }
+}
+
 /// Return the pickled representation of `obj` as bytes.
 #[pyfunction]
 #[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle"))]
@@ -36,13 +67,8 @@ fn dumps<'py>(
     fix_imports: bool,
     reconstructor_module: &str,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let by_source = bysource::BySource::parse(by_source)?;
-    let proto = parse_protocol(protocol)?;
-    let buffer_callback = buffer_callback.filter(|b| !b.is_none());
-    check_buffer_callback(proto, &buffer_callback)?;
-    let hooks = Hooks { buffer_callback, ..Hooks::default() };
-    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference, by_source)?;
-    let mut dumper = Dumper::new(py, proto, fix_imports, None, hooks, Memo::default(), Some(cloud))?;
+    let options = OneShot { protocol, buffer_callback, by_source, pickle_by_reference, fix_imports, reconstructor_module };
+    let mut dumper = options.dumper(py, None)?;
     dumper.dump(obj)?;
     dumper.into_bytes()
 }
@@ -62,15 +88,8 @@ fn dump<'py>(
     fix_imports: bool,
     reconstructor_module: &str,
 ) -> PyResult<()> {
-    let by_source = bysource::BySource::parse(by_source)?;
-    let proto = parse_protocol(protocol)?;
-    let buffer_callback = buffer_callback.filter(|b| !b.is_none());
-    check_buffer_callback(proto, &buffer_callback)?;
-    let write = dumper::lookup_attr(file, pyo3::intern!(py, "write"))?
-        .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?;
-    let hooks = Hooks { buffer_callback, ..Hooks::default() };
-    let cloud = cloud::Cloud::new(py, reconstructor_module, pyo3::types::PyDict::new(py), pickle_by_reference, by_source)?;
-    let mut dumper = Dumper::new(py, proto, fix_imports, Some(write), hooks, Memo::default(), Some(cloud))?;
+    let options = OneShot { protocol, buffer_callback, by_source, pickle_by_reference, fix_imports, reconstructor_module };
+    let mut dumper = options.dumper(py, Some(file))?;
     dumper.dump(obj)
 }
 
