@@ -116,6 +116,16 @@ def main():
         print(f"  validator error raised on the receiver: {got['error']!r}")
         print(f"  config: {got['config']}")
 
+        print("\n$ python -m cloudpickle_rs inspect payload.pkl   (reads the opcodes, never loads the pickle)")
+        inspect = subprocess.run([sys.executable, "-m", "cloudpickle_rs", "inspect", path],
+                                 capture_output=True, text=True, timeout=60)
+        print("\n".join(inspect.stdout.splitlines()[:40]) or inspect.stderr)
+        print("\n$ python -m cloudpickle_rs deps payload.pkl")
+        deps = subprocess.run([sys.executable, "-m", "cloudpickle_rs", "deps", path],
+                              capture_output=True, text=True, timeout=60)
+        print(deps.stdout.strip() or "(only the standard library and cloudpickle)", deps.stderr.strip())
+        print()
+
         Path(path).write_bytes(bytecode)
         res = subprocess.run([str(pypy), "-I", "-c", LOADER, path, json.dumps(rows)],
                              capture_output=True, text=True, timeout=120, cwd=tmp)
