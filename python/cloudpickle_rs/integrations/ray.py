@@ -158,9 +158,20 @@ def installed():
     return _state["installed"]
 
 
+def _reachable_reducers():
+    """Types our Pickler has a Ray reducer for: registered on it, or reached through the fallback
+    to Ray's original dispatch (where Ray registers when its serialization context is made,
+    which may happen after ``install()``)."""
+    found = set(Pickler.dispatch)
+    original = _state["ray_dispatch"]
+    if _state["carry"] and original is not None:
+        found.update(cls for cls, f in list(original.items()) if not _vendored_cloudpickle_own(f))
+    return found
+
+
 def stats():
     out = _counter.snapshot()
     out.update(installed=_state["installed"], by_source=_state["by_source"],
                carry_reducers=_state["carry"],
-               ray_reducers=sorted(f"{c.__module__}.{c.__qualname__}" for c in Pickler.dispatch))
+               ray_reducers=sorted(f"{c.__module__}.{c.__qualname__}" for c in _reachable_reducers()))
     return out
