@@ -155,10 +155,10 @@ impl PicklerBase {
         if self.dumping {
             return Err(busy_error());
         }
-        let dict = match value.downcast::<PyDict>() {
+        let dict = match value.cast::<PyDict>() {
             Ok(d) => d.clone(),
             Err(_) => match lookup_attr(value, intern!(py, "copy"))? {
-                Some(copy) => copy.call0()?.downcast_into::<PyDict>().map_err(PyErr::from)?,
+                Some(copy) => copy.call0()?.cast_into::<PyDict>().map_err(PyErr::from)?,
                 None => {
                     return Err(PyTypeError::new_err(format!(
                         "'memo' attribute must be a PicklerMemoProxy object or dict, not {}",
@@ -169,7 +169,7 @@ impl PicklerBase {
         };
         let mut memo = Memo::default();
         for (_, v) in dict.iter() {
-            let t = v.downcast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+            let t = v.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
                 PyTypeError::new_err("'memo' values must be 2-item tuples")
             })?;
             let idx: usize = t.get_item(0)?.extract()?;
@@ -344,8 +344,8 @@ impl Pickler {
     #[new]
     #[classmethod]
     #[pyo3(signature = (*args, **kwargs))]
-    fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<(Self, PicklerBase)> {
-        Ok((Pickler, PicklerBase::make(cls, args, kwargs, true)?))
+    fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyClassInitializer<Self>> {
+        Ok(PyClassInitializer::from(PicklerBase::make(cls, args, kwargs, true)?).add_subclass(Pickler))
     }
 
     /// cloudpickle's hook for classes and functions, for subclasses that override
