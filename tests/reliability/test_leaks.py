@@ -222,6 +222,30 @@ def test_pickler_traverses_what_it_holds():
     assert print in refs, "buffer_callback is traversed"
 
 
+_GC_DURING_CONSTRUCTION = """
+import gc, io
+import cloudpickle_rs
+classes = [cloudpickle_rs.PicklerBase, cloudpickle_rs.Pickler]
+classes += [type("Sub", (c,), {}) for c in classes]
+gc.set_threshold(1)
+keep = []
+for cls in classes:
+    for _ in range(50):
+        keep.append([dict() for _ in range(100)])  # dict freelist empty: each new dict may collect
+        keep.append(cls(io.BytesIO()))
+print("done")
+"""
+
+
+def test_gc_while_a_pickler_is_being_made():
+    """A collection that runs while a Pickler instance is being allocated (on 3.11/3.12,
+    object.__new__ allocates its __dict__ before pyo3 writes the Rust fields) traverses it
+    without crashing."""
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _GC_DURING_CONSTRUCTION],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "done" in proc.stdout, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
+
+
 # ----- PYTHONMALLOC=debug -----------------------------------------------------------------------
 
 

@@ -54,6 +54,11 @@ pub struct PicklerBase {
     /// cloudpickle's by-value layer (functions, classes, modules by value) is on.
     cloud_layer: bool,
     by_source: BySource,
+    /// Always true once the instance holds a `PicklerBase`. pyo3 (0.28 and later) makes the
+    /// instance with `object.__new__`, which on CPython 3.11/3.12 allocates the instance
+    /// `__dict__` before pyo3 writes these fields: a GC pass in that allocation calls
+    /// `__traverse__` on the zeroed, still unwritten fields, where this reads false.
+    constructed: bool,
 }
 
 #[pymethods]
@@ -191,6 +196,11 @@ impl PicklerBase {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        if !self.constructed {
+            // Zeroed memory of an instance still being made (see `constructed`): nothing to
+            // visit yet, and `globals_ref` is null.
+            return Ok(());
+        }
         if let Some(w) = &self.write {
             visit.call(w)?;
         }
@@ -232,6 +242,7 @@ impl PicklerBase {
             reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),
             cloud_layer,
             by_source: BySource::Off,
+            constructed: true,
         };
         // A subclass may have an `__init__` of another signature: it calls ours through
         // super().__init__(); only the class itself is initialised from the constructor call.
