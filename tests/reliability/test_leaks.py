@@ -196,10 +196,16 @@ def _cycles():
         h.pickler = p
         return p, [h]
 
-    # Cycles through the instance __dict__ (self_attribute, through_dispatch_table,
-    # subclass_hooks) are not collected today: pending_bugs.py::test_cycle_through_instance_dict.
-    return [(f.__name__, f) for f in (through_file, through_memo, through_buffer_callback,
-                                      through_pickle_by_reference, base_through_memo)]
+    def base_self_attribute():
+        p = cloudpickle_rs.PicklerBase(io.BytesIO())
+        p.me = p
+        return p, []
+
+    # The cycles through the instance __dict__ (self_attribute, through_dispatch_table,
+    # subclass_hooks, base_self_attribute) were never collected with pyo3 0.25 (PyO3/pyo3#6206).
+    return [(f.__name__, f) for f in (self_attribute, through_file, through_memo, through_buffer_callback,
+                                      through_pickle_by_reference, through_dispatch_table, subclass_hooks,
+                                      base_through_memo, base_self_attribute)]
 
 
 @pytest.mark.parametrize("name,build", _cycles())
@@ -211,6 +217,36 @@ def test_picklers_in_reference_cycles_are_collected(name, build):
     assert [r() is None for r in refs] == [True] * len(refs), f"{name}: still alive after gc"
 
 
+def test_pickler_instances_release_their_class():
+    """A freed Pickler/PicklerBase instance (or instance of a Python subclass) leaves no reference
+    to its class behind, so a class made at run time is freed (leaked with pyo3 0.25:
+    PyO3/pyo3#6223, fixed by #6224)."""
+    for cls in (cloudpickle_rs.Pickler, cloudpickle_rs.PicklerBase):
+        cls(io.BytesIO())  # warm-up
+        gc.collect()
+        before = sys.getrefcount(cls)
+        for _ in range(100):
+            cls(io.BytesIO())
+        gc.collect()
+        assert sys.getrefcount(cls) == before, f"{cls.__name__}: +{sys.getrefcount(cls) - before} references"
+
+    def instantiate_subclass():
+        Sub = type("Sub", (cloudpickle_rs.Pickler,), {})
+        Sub(io.BytesIO())
+        return weakref.ref(Sub)
+
+    refs = [instantiate_subclass() for _ in range(10)]
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0, "classes kept alive by their (freed) instances"
+
+
+def test_fresh_picklers_stay_flat():
+    """leak_check.py with a new Pickler per dump (test_many_dumps_stay_flat runs without them)."""
+    r, _ = _leak_check(DUMPS, fresh="only")
+    assert r["traced_growth"] <= TRACED_LIMIT, r["traced_top"]
+    assert r["pickler_class_refcount_changes"] == []
+
+
 def test_pickler_traverses_what_it_holds():
     """gc.get_referents sees the objects a Pickler holds (GC support, not only refcounts)."""
     f = io.BytesIO()
@@ -220,6 +256,30 @@ def test_pickler_traverses_what_it_holds():
     refs = gc.get_referents(p)
     assert any(r is h for r in refs), "memo entries are traversed"
     assert print in refs, "buffer_callback is traversed"
+
+
+_GC_DURING_CONSTRUCTION = """
+import gc, io
+import cloudpickle_rs
+classes = [cloudpickle_rs.PicklerBase, cloudpickle_rs.Pickler]
+classes += [type("Sub", (c,), {}) for c in classes]
+gc.set_threshold(1)
+keep = []
+for cls in classes:
+    for _ in range(50):
+        keep.append([dict() for _ in range(100)])  # dict freelist empty: each new dict may collect
+        keep.append(cls(io.BytesIO()))
+print("done")
+"""
+
+
+def test_gc_while_a_pickler_is_being_made():
+    """A collection that runs while a Pickler instance is being allocated (on 3.11/3.12,
+    object.__new__ allocates its __dict__ before pyo3 writes the Rust fields) traverses it
+    without crashing."""
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _GC_DURING_CONSTRUCTION],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "done" in proc.stdout, f"exit {proc.returncode}\n{proc.stderr[-3000:]}"
 
 
 # ----- PYTHONMALLOC=debug -----------------------------------------------------------------------

@@ -24,7 +24,7 @@ use pickle_wire::opcodes::{MARK, POP, REDUCE, TUPLE, TUPLE2, TUPLE3};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::dumper::{lookup_attr, Dumper};
@@ -44,7 +44,7 @@ pub(crate) enum BySource {
 impl BySource {
     pub(crate) fn parse(value: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let Some(v) = value.filter(|v| !v.is_none()) else { return Ok(BySource::Off) };
-        if let Ok(s) = v.downcast::<PyString>() {
+        if let Ok(s) = v.cast::<PyString>() {
             return match &*s.to_cow()? {
                 "auto" => Ok(BySource::Auto),
                 other => Err(PyValueError::new_err(format!("by_source must be True, False or 'auto', not {other:?}"))),
@@ -78,7 +78,7 @@ struct SourceCaches {
     built: HashMap<usize, (Py<PyAny>, Arc<Built>)>,
 }
 
-static CACHES: GILOnceCell<Mutex<SourceCaches>> = GILOnceCell::new();
+static CACHES: PyOnceLock<Mutex<SourceCaches>> = PyOnceLock::new();
 const BUILT_LIMIT: usize = 4096;
 
 fn caches(py: Python<'_>) -> &'static Mutex<SourceCaches> {
@@ -277,7 +277,7 @@ impl<'py> Dumper<'py> {
     pub(crate) fn save_closure_by_name(&mut self, code: &Bound<'py, PyAny>, cells: &[Bound<'py, PyAny>]) -> PyResult<()> {
         let py = self.py;
         let b = builtins(py)?;
-        let freevars = code.getattr(intern!(py, "co_freevars"))?.downcast_into::<PyTuple>()?;
+        let freevars = code.getattr(intern!(py, "co_freevars"))?.cast_into::<PyTuple>()?;
         self.save(b.tuple.bind(py), false)?;
         self.save(b.map.bind(py), false)?;
         self.save(self.st.builtins_getattr.bind(py), false)?;
@@ -351,7 +351,7 @@ struct Builtins {
     linecache_cache: Py<PyAny>,
 }
 
-static BUILTINS: GILOnceCell<Builtins> = GILOnceCell::new();
+static BUILTINS: PyOnceLock<Builtins> = PyOnceLock::new();
 
 fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
     BUILTINS.get_or_try_init(py, || {
@@ -500,7 +500,7 @@ fn factory_key(filename: &str, source: &str) -> String {
 fn received_factory_texts(py: Python<'_>, filename: &str) -> Vec<Arc<SourceFile>> {
     let prefix = format!("{FACTORY_KEY_PREFIX}{filename} ");
     let Ok(cache) = py.import("linecache").and_then(|l| l.getattr("cache")) else { return Vec::new() };
-    let Ok(cache) = cache.downcast_into::<PyDict>() else { return Vec::new() };
+    let Ok(cache) = cache.cast_into::<PyDict>() else { return Vec::new() };
     let mut out = Vec::new();
     for (k, entry) in cache.iter() {
         let Ok(key) = k.extract::<String>() else { continue };
@@ -539,7 +539,7 @@ fn file_text(py: Python<'_>, filename: &str, func: &Bound<'_, PyAny>) -> Result<
     let mut text = String::new();
     for line in lines.try_iter().map_err(|e| e.to_string())? {
         let line = line.map_err(|e| e.to_string())?;
-        let s: String = line.extract().map_err(|e| e.to_string())?;
+        let s: String = line.extract::<String>().map_err(|e| e.to_string())?;
         text.push_str(&s);
     }
     let file = c.files.get_or_parse(filename, &text).map_err(|e| format!("{filename} does not parse: {e}"))?;

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use pickle_wire::opcodes::{POP, REDUCE, TUPLE2, TUPLE3};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 use crate::cloud::{code_global_names, fresh_keys, fresh_str};
@@ -166,7 +166,7 @@ impl<'py> Dumper<'py> {
             self.w.none();
             Vec::new()
         } else {
-            let cells: Vec<Bound<'py, PyAny>> = closure.downcast::<PyTuple>()?.iter().collect();
+            let cells: Vec<Bound<'py, PyAny>> = closure.cast::<PyTuple>()?.iter().collect();
             if from_source {
                 self.save_closure_by_name(&code, &cells)?;
             } else {
@@ -196,7 +196,7 @@ impl<'py> Dumper<'py> {
         // Fill the cells that nobody filled yet (a cell's value may reach this function or a
         // sibling again: the memo and `cells_filled` close those loops).
         if !cells.is_empty() {
-            let freevars = code.getattr(intern!(py, "co_freevars"))?.downcast_into::<PyTuple>()?;
+            let freevars = code.getattr(intern!(py, "co_freevars"))?.cast_into::<PyTuple>()?;
             for (i, cell) in cells.iter().enumerate() {
                 let addr = cell.as_ptr() as usize;
                 let Ok(value) = cell.getattr(intern!(py, "cell_contents")) else { continue };
@@ -248,7 +248,7 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let it = self.cloud()?.it;
         // state: func.__dict__ with fresh keys
-        let fdict = func.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>()?;
+        let fdict = func.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
         let mut pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::with_capacity(fdict.len());
         for (k, v) in fdict.iter() {
             pairs.push((fresh_str(&k)?, v));
@@ -374,7 +374,7 @@ impl<'py> Dumper<'py> {
         slot.set_item(intern!(py, "_cloudpickle_submodules"), submodules)?;
         slot.set_item(intern!(py, "__globals__"), globals)?;
 
-        let fdict = func.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>()?;
+        let fdict = func.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
         let state = fresh_keys(&fdict)?;
         Ok(PyTuple::new(py, [state.into_any(), slot.into_any()])?.into_any())
     }
@@ -463,7 +463,7 @@ impl<'py> Dumper<'py> {
         if self.cloud()?.should_pickle_module_by_reference(module)? {
             return Ok((rec.subimport.bind(py).clone(), (name,)).into_pyobject(py)?.into_any());
         }
-        let state = module.getattr(intern!(py, "__dict__"))?.downcast_into::<PyDict>()?.copy()?;
+        let state = module.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?.copy()?;
         let _ = state.del_item("__builtins__");
         Ok((rec.dynamic_subimport.bind(py).clone(), (name, state)).into_pyobject(py)?.into_any())
     }
@@ -471,7 +471,7 @@ impl<'py> Dumper<'py> {
     fn typevar_reduce(&mut self, tv: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = self.py;
         let rec = self.cloud()?.rec;
-        let name = tv.getattr(intern!(py, "__name__"))?.downcast_into::<PyString>()?;
+        let name = tv.getattr(intern!(py, "__name__"))?.cast_into::<PyString>()?;
         let by_value = match self.cloud()?.lookup_module_and_qualname(tv, Some(&name))? {
             None => true,
             Some(m) => self.cloud()?.is_registered_by_value(py, &m)?,
@@ -517,7 +517,7 @@ impl<'py> Dumper<'py> {
         if self.cloud()?.should_pickle_by_reference(cls, None)? {
             return Ok(None);
         }
-        let cls_t = cls.downcast::<PyType>()?;
+        let cls_t = cls.cast::<PyType>()?;
         let is_enum = cls_t.is_subclass(it.enum_type.bind(py))?;
         let (mut clsdict, slotstate) = class_getstate(py, it, cls_t)?;
         if self.by_source() != crate::bysource::BySource::Off {
@@ -625,9 +625,9 @@ impl<'py> Dumper<'py> {
             return Ok(None);
         }
         let code = obj.getattr(intern!(py, "__code__"))?;
-        let f_globals = obj.getattr(intern!(py, "__globals__"))?.downcast_into::<PyDict>()?;
+        let f_globals = obj.getattr(intern!(py, "__globals__"))?.cast_into::<PyDict>()?;
         let closure = obj.getattr(intern!(py, "__closure__"))?;
-        let cells: Vec<Bound<'py, PyAny>> = if closure.is_none() { Vec::new() } else { closure.downcast::<PyTuple>()?.iter().collect() };
+        let cells: Vec<Bound<'py, PyAny>> = if closure.is_none() { Vec::new() } else { closure.cast::<PyTuple>()?.iter().collect() };
         let base_globals = self.base_globals(&f_globals)?;
         let new_cells = if closure.is_none() {
             py.None().into_bound(py)
@@ -875,7 +875,7 @@ fn portable_field_reduce<'py>(py: Python<'py>, field: &Bound<'py, PyAny>) -> PyR
 /// `(__code__, __globals__, __closure__)` of an exact function, read from the object directly.
 fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let code = function_slot(func, pyo3::ffi::PyFunction_GetCode);
-    let globals = function_slot(func, pyo3::ffi::PyFunction_GetGlobals).downcast_into::<PyDict>()?;
+    let globals = function_slot(func, pyo3::ffi::PyFunction_GetGlobals).cast_into::<PyDict>()?;
     let closure = function_slot(func, pyo3::ffi::PyFunction_GetClosure);
     Ok((code, globals, closure))
 }
@@ -902,13 +902,13 @@ fn class_getstate<'py>(py: Python<'py>, it: &crate::cloud::Interp, cls: &Bound<'
         keys.push(k?.extract()?);
     }
     keys.sort();
-    let bases = cls.getattr(intern!(py, "__bases__"))?.downcast_into::<PyTuple>()?;
+    let bases = cls.getattr(intern!(py, "__bases__"))?.cast_into::<PyTuple>()?;
     let inherited = PyDict::new(py);
     if bases.len() == 1 {
-        inherited.update(bases.get_item(0)?.getattr(intern!(py, "__dict__"))?.downcast::<pyo3::types::PyMapping>()?)?;
+        inherited.update(bases.get_item(0)?.getattr(intern!(py, "__dict__"))?.cast::<pyo3::types::PyMapping>()?)?;
     } else {
         for base in bases.iter().rev() {
-            inherited.update(base.getattr(intern!(py, "__dict__"))?.downcast::<pyo3::types::PyMapping>()?)?;
+            inherited.update(base.getattr(intern!(py, "__dict__"))?.cast::<pyo3::types::PyMapping>()?)?;
         }
     }
     let clsdict = PyDict::new(py);
@@ -954,7 +954,7 @@ fn class_getstate<'py>(py: Python<'py>, it: &crate::cloud::Interp, cls: &Bound<'
     }
     if clsdict.contains("__slots__")? {
         let slots = cls.getattr(intern!(py, "__slots__"))?;
-        if let Ok(s) = slots.downcast::<PyString>() {
+        if let Ok(s) = slots.cast::<PyString>() {
             let _ = clsdict.del_item(s);
         } else {
             for k in slots.try_iter()? {
@@ -967,7 +967,7 @@ fn class_getstate<'py>(py: Python<'py>, it: &crate::cloud::Interp, cls: &Bound<'
 }
 
 /// Per-process: how many distinct dynamic classes of each (module, qualname) got an id.
-static TRACKER_COUNTS: GILOnceCell<Mutex<HashMap<String, u64>>> = GILOnceCell::new();
+static TRACKER_COUNTS: PyOnceLock<Mutex<HashMap<String, u64>>> = PyOnceLock::new();
 
 /// The class tracker id of a dynamic class (or TypeVar), registered in the reconstructor
 /// module's tracker so that loading in this process gives back the same class, as upstream.
@@ -981,7 +981,7 @@ fn tracker_id<'py>(py: Python<'py>, rec: &crate::cloud::Reconstructors, obj: &Bo
     // threads registering one class at once compute the same id, or one id wins by setdefault.
     let by_class = rec.tracker_by_class.bind(py);
     if let Some(id) = by_class.call_method1("get", (obj,)).ok().filter(|v| !v.is_none()) {
-        return Ok(id.downcast_into::<PyString>()?);
+        return Ok(id.cast_into::<PyString>()?);
     }
     let module = lookup_attr(obj, intern!(py, "__module__"))?.map(|m| m.to_string()).unwrap_or_default();
     let qualname = lookup_attr(obj, intern!(py, "__qualname__"))?
@@ -1061,7 +1061,7 @@ fn fingerprint_value(py: Python<'_>, v: &Bound<'_, PyAny>, h: &mut Fnv128, depth
         }
         return;
     }
-    if let Ok(t) = v.downcast::<PyTuple>() {
+    if let Ok(t) = v.cast::<PyTuple>() {
         for item in t.iter() {
             fingerprint_value(py, &item, h, depth + 1);
         }

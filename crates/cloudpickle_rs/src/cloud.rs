@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
 
 use crate::dumper::lookup_attr;
@@ -40,10 +40,10 @@ pub(crate) struct Reconstructors {
     pub tracker_by_id: Py<PyAny>,
 }
 
-static RECONSTRUCTORS: GILOnceCell<Mutex<HashMap<String, &'static Reconstructors>>> = GILOnceCell::new();
+static RECONSTRUCTORS: PyOnceLock<Mutex<HashMap<String, &'static Reconstructors>>> = PyOnceLock::new();
 
 /// The default module's entry of RECONSTRUCTORS, read on every `dumps` call without the lock.
-static DEFAULT_RECONSTRUCTORS: GILOnceCell<&'static Reconstructors> = GILOnceCell::new();
+static DEFAULT_RECONSTRUCTORS: PyOnceLock<&'static Reconstructors> = PyOnceLock::new();
 
 impl Reconstructors {
     pub(crate) fn get<'py>(py: Python<'py>, module_name: &str) -> PyResult<&'static Reconstructors> {
@@ -84,7 +84,7 @@ impl Reconstructors {
             own_functions: {
                 let ftype = py.import("types")?.getattr("FunctionType")?;
                 let mut set = std::collections::HashSet::new();
-                for (_, v) in m.getattr("__dict__")?.downcast::<PyDict>()?.iter() {
+                for (_, v) in m.getattr("__dict__")?.cast::<PyDict>()?.iter() {
                     if v.get_type().is(&ftype) {
                         set.insert(v.as_ptr() as usize);
                     }
@@ -173,7 +173,7 @@ pub(crate) struct Interp {
     pub code_name_field: usize,
 }
 
-static INTERP: GILOnceCell<Interp> = GILOnceCell::new();
+static INTERP: PyOnceLock<Interp> = PyOnceLock::new();
 
 pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
     INTERP.get_or_try_init(py, || {
@@ -183,10 +183,10 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
         let op = |n: &str| -> PyResult<u8> { opmap.get_item(n)?.extract() };
         let mut names = HashMap::new();
         let type_type = py.get_type::<PyType>();
-        for (k, v) in types.getattr("__dict__")?.downcast::<PyDict>()?.iter() {
+        for (k, v) in types.getattr("__dict__")?.cast::<PyDict>()?.iter() {
             if v.get_type().is(&type_type) {
                 // `types` holds these type objects for the life of the process.
-                names.insert(v.as_ptr() as usize, k.downcast_into::<PyString>()?.unbind());
+                names.insert(v.as_ptr() as usize, k.cast_into::<PyString>()?.unbind());
             }
         }
         let version: (u8, u8) = py.import("sys")?.getattr("version_info")?.extract::<(u8, u8, u8, String, u8)>().map(|v| (v.0, v.1))?;
@@ -294,8 +294,8 @@ impl<'py> Cloud<'py> {
         let qualname = match name {
             Some(n) => Some(n.clone()),
             None => match lookup_attr(obj, intern!(py, "__qualname__"))? {
-                Some(q) => q.downcast_into::<PyString>().ok(),
-                None => lookup_attr(obj, intern!(py, "__name__"))?.and_then(|n| n.downcast_into::<PyString>().ok()),
+                Some(q) => q.cast_into::<PyString>().ok(),
+                None => lookup_attr(obj, intern!(py, "__name__"))?.and_then(|n| n.cast_into::<PyString>().ok()),
             },
         };
         let Some(qualname) = qualname else { return Ok(None) };
@@ -306,13 +306,13 @@ impl<'py> Cloud<'py> {
                 None => return Ok(None),
             },
         };
-        let Ok(module_name) = module_name.downcast_into::<PyString>() else { return Ok(None) };
+        let Ok(module_name) = module_name.cast_into::<PyString>() else { return Ok(None) };
         let mname = module_name.to_cow()?.into_owned();
         if mname == "__main__" {
             return Ok(None);
         }
         let modules = crate::globals::sys_modules(py)?;
-        let Ok(Some(module)) = modules.downcast::<PyDict>().map(|d| d.get_item(&module_name).ok().flatten()) else {
+        let Ok(Some(module)) = modules.cast::<PyDict>().map(|d| d.get_item(&module_name).ok().flatten()) else {
             return Ok(None);
         };
         if module.is_none() {
@@ -336,7 +336,7 @@ impl<'py> Cloud<'py> {
     /// ignored, `__main__` and `__mp_main__` skipped.
     fn search_sys_modules(&self, obj: &Bound<'py, PyAny>, qualname: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = obj.py();
-        let modules = crate::globals::sys_modules(py)?.downcast_into::<PyDict>()?.copy()?;
+        let modules = crate::globals::sys_modules(py)?.cast_into::<PyDict>()?.copy()?;
         let module_type = self.it.module_type.bind(py);
         let parts: Vec<String> = qualname.to_cow()?.split('.').map(str::to_owned).collect();
         for (name, module) in modules.iter() {
@@ -367,7 +367,7 @@ impl<'py> Cloud<'py> {
     pub(crate) fn should_pickle_by_reference(&self, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<bool> {
         if let Some(cb) = &self.pickle_by_reference {
             // Static (C) types can only be referenced: their definition is not Python data.
-            if let Ok(t) = obj.downcast::<PyType>() {
+            if let Ok(t) = obj.cast::<PyType>() {
                 // SAFETY: reading the flags of a live type object.
                 let flags = unsafe { pyo3::ffi::PyType_GetFlags(t.as_ptr().cast()) };
                 if flags & pyo3::ffi::Py_TPFLAGS_HEAPTYPE == 0 {
@@ -398,7 +398,7 @@ impl<'py> Cloud<'py> {
 
     /// Loaded submodules of `package` (names with its prefix), from a per-dump index.
     pub(crate) fn loaded_submodules(&mut self, py: Python<'py>, package: &str) -> PyResult<Vec<String>> {
-        let modules = crate::globals::sys_modules(py)?.downcast_into::<PyDict>()?;
+        let modules = crate::globals::sys_modules(py)?.cast_into::<PyDict>()?;
         let size = modules.len();
         let stale = !matches!(&self.module_index, Some((n, _)) if *n == size);
         if stale {
@@ -429,9 +429,9 @@ pub(crate) fn code_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> P
 
 fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
     let py = code.py();
-    let names = code.getattr(intern!(py, "co_names"))?.downcast_into::<PyTuple>()?;
+    let names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
     let raw = code.getattr(intern!(py, "co_code"))?;
-    let bytes: &[u8] = raw.downcast::<pyo3::types::PyBytes>()?.as_bytes();
+    let bytes: &[u8] = raw.cast::<pyo3::types::PyBytes>()?.as_bytes();
     let mut ext: u32 = 0;
     let mut i = 0;
     while i + 1 < bytes.len() {
@@ -459,7 +459,7 @@ fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Ve
         }
     }
     let code_type = code.get_type();
-    for c in code.getattr(intern!(py, "co_consts"))?.downcast_into::<PyTuple>()?.iter() {
+    for c in code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
         if c.get_type().is(&code_type) {
             collect_global_names(it, &c, out)?;
         }
@@ -473,7 +473,7 @@ struct NamesCache {
     entries: HashMap<usize, (Py<PyAny>, Py<PyTuple>)>,
 }
 
-static NAMES_CACHE: GILOnceCell<Mutex<NamesCache>> = GILOnceCell::new();
+static NAMES_CACHE: PyOnceLock<Mutex<NamesCache>> = PyOnceLock::new();
 
 fn names_cache_get<'py>(py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
     let cache = NAMES_CACHE.get_or_init(py, || Mutex::new(NamesCache { entries: HashMap::new() }));
@@ -503,7 +503,7 @@ fn names_cache_put<'py>(py: Python<'py>, code: &Bound<'py, PyAny>, names: &Bound
 /// therefore the bytes, the same whether the name was interned here or rebuilt by a loader.
 pub(crate) fn fresh_str<'py>(s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = s.py();
-    match s.downcast::<PyString>() {
+    match s.cast::<PyString>() {
         Ok(text) => {
             let cow = text.to_cow()?;
             Ok(PyString::new(py, &cow).into_any())

@@ -293,7 +293,7 @@ impl<'py> Dumper<'py> {
                 return self.save_reduce_value(obj, &rv);
             }
         } else if self.cloud.is_some() {
-            match self.cloud_override(obj, type_obj.downcast::<PyType>()?)? {
+            match self.cloud_override(obj, type_obj.cast::<PyType>()?)? {
                 Handled::Done => return Ok(()),
                 Handled::Reduce(rv) => return self.save_reduce_value(obj, &rv),
                 Handled::Pass => {}
@@ -314,14 +314,14 @@ impl<'py> Dumper<'py> {
             }
         }
         if reduce_func.is_none() && self.cloud.is_some() {
-            match self.cloud_dispatch(obj, type_obj.downcast::<PyType>()?)? {
+            match self.cloud_dispatch(obj, type_obj.cast::<PyType>()?)? {
                 Handled::Done => return Ok(()),
                 Handled::Reduce(rv) => return self.save_reduce_value(obj, &rv),
                 Handled::Pass => {}
             }
         }
         if reduce_func.is_none() && self.hooks.dispatch_table.is_none() {
-            let table = self.st.copyreg_dispatch_table.bind(py).downcast::<PyDict>()?;
+            let table = self.st.copyreg_dispatch_table.bind(py).cast::<PyDict>()?;
             reduce_func = table.get_item(&type_obj)?;
         }
         // SAFETY: `tp` is a live type object; the flag is `PyType_Check`'s subclass test.
@@ -343,9 +343,9 @@ impl<'py> Dumper<'py> {
     /// What a reducer returned: a string names a global, a tuple is a reduction.
     pub(crate) fn save_reduce_value(&mut self, obj: &Bound<'py, PyAny>, rv: &Bound<'py, PyAny>) -> SaveResult {
         if rv.is_instance_of::<PyString>() {
-            return self.save_global(obj, Some(rv.downcast::<PyString>()?));
+            return self.save_global(obj, Some(rv.cast::<PyString>()?));
         }
-        let Ok(tuple) = rv.downcast::<PyTuple>() else {
+        let Ok(tuple) = rv.cast::<PyTuple>() else {
             return Err(pickling_error(self.py, "__reduce__ must return a string or tuple"));
         };
         self.save_reduce(tuple, Some(obj))
@@ -382,11 +382,8 @@ impl<'py> Dumper<'py> {
     #[inline(never)]
     fn save_big_long(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         if self.proto >= 2 {
-            // SAFETY: exact int; _PyLong_NumBits only fails for non-ints.
-            let nbits = unsafe { ffi::_PyLong_NumBits(obj.as_ptr()) };
-            if nbits == usize::MAX {
-                return Err(PyErr::fetch(self.py));
-            }
+            // `int.bit_length()`: what the private `_PyLong_NumBits` (gone from pyo3's FFI) returned.
+            let nbits: usize = obj.call_method0(intern!(self.py, "bit_length"))?.extract()?;
             let nbytes = (nbits >> 3) + 1;
             let mut buf = vec![0u8; nbytes];
             // SAFETY: `buf` holds `nbytes` bytes, enough for a signed little-endian copy.
@@ -435,7 +432,7 @@ impl<'py> Dumper<'py> {
             // SAFETY: clearing the UnicodeEncodeError we are handling.
             unsafe { ffi::PyErr_Clear() };
             let encoded = obj.call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?;
-            let bytes = encoded.downcast::<PyBytes>()?;
+            let bytes = encoded.cast::<PyBytes>()?;
             let mode = self.w.unicode_header(bytes.as_bytes().len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
             self.payload(mode, bytes.as_bytes(), Some(bytes.as_any()))?;
         } else {
@@ -474,7 +471,7 @@ impl<'py> Dumper<'py> {
     }
 
     fn save_bytes(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
-        let bytes = obj.downcast::<PyBytes>()?;
+        let bytes = obj.cast::<PyBytes>()?;
         if self.proto < 3 {
             // No bytes opcode before protocol 3: `_codecs.encode(latin1_str, 'latin1')`.
             let py = self.py;
@@ -499,7 +496,7 @@ impl<'py> Dumper<'py> {
         if self.proto < 5 {
             let ba_type = py.get_type::<pyo3::types::PyByteArray>().into_any();
             // SAFETY: exact bytearray; its buffer is valid while we hold it and call no Python.
-            let data: Vec<u8> = unsafe { obj.downcast_unchecked::<pyo3::types::PyByteArray>().as_bytes().to_vec() };
+            let data: Vec<u8> = unsafe { obj.cast_unchecked::<pyo3::types::PyByteArray>().as_bytes().to_vec() };
             let args = if data.is_empty() {
                 PyTuple::empty(py)
             } else {
@@ -516,7 +513,7 @@ impl<'py> Dumper<'py> {
         }
         // SAFETY: as above; no Python code runs while the slice is alive (payload may call
         // file.write, so copy first when bypassing).
-        let data = unsafe { obj.downcast_unchecked::<pyo3::types::PyByteArray>().as_bytes() };
+        let data = unsafe { obj.cast_unchecked::<pyo3::types::PyByteArray>().as_bytes() };
         let mode = self.w.bytearray_header(data.len());
         if mode == Payload::Inline {
             self.w.payload(data);
@@ -624,7 +621,7 @@ impl<'py> Dumper<'py> {
         }
         self.w.empty_list();
         self.memo_put(obj)?;
-        let list = obj.downcast::<PyList>()?;
+        let list = obj.cast::<PyList>()?;
         if list.len() > 0 {
             if self.proto > 0 {
                 self.batch_list_exact(list)?;
@@ -734,7 +731,7 @@ impl<'py> Dumper<'py> {
         self.w.empty_dict();
         self.memo_put(obj)?;
         if self.proto > 0 {
-            self.batch_dict_exact(obj.downcast::<PyDict>()?)?;
+            self.batch_dict_exact(obj.cast::<PyDict>()?)?;
         } else {
             let items = obj.call_method0(intern!(self.py, "items"))?;
             self.batch_dict(items.try_iter()?.into_any())?;
@@ -808,7 +805,7 @@ impl<'py> Dumper<'py> {
                 };
             }
             let item = unsafe { Bound::from_owned_ptr(py, p) };
-            match item.downcast::<PyTuple>() {
+            match item.cast::<PyTuple>() {
                 Ok(t) if t.len() == 2 => Ok(Some((t.get_item(0)?, t.get_item(1)?))),
                 _ => Err(PyTypeError::new_err("dict items iterator must return 2-tuples")),
             }
@@ -863,7 +860,7 @@ impl<'py> Dumper<'py> {
         if all_str && items.len() > 1 {
             let mut keyed: Vec<(Vec<u8>, Bound<'py, PyAny>)> = Vec::with_capacity(items.len());
             for item in items {
-                let key = match item.downcast::<PyString>()?.to_str() {
+                let key = match item.cast::<PyString>()?.to_str() {
                     Ok(s) => s.as_bytes().to_vec(),
                     Err(_) => item.call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?.extract::<Vec<u8>>()?,
                 };
@@ -927,7 +924,7 @@ impl<'py> Dumper<'py> {
     fn save_tuple(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         use pickle_wire::opcodes::MARK;
         let py = self.py;
-        let tuple = obj.downcast::<PyTuple>()?;
+        let tuple = obj.cast::<PyTuple>()?;
         let len = tuple.len();
         if len == 0 {
             self.w.empty_tuple();
@@ -977,7 +974,7 @@ impl<'py> Dumper<'py> {
         if !callable.is_callable() {
             return Err(pickling_error(py, "first item of the tuple returned by __reduce__ must be callable"));
         }
-        let Ok(argtup) = argtup.downcast_into::<PyTuple>() else {
+        let Ok(argtup) = argtup.cast_into::<PyTuple>() else {
             return Err(pickling_error(py, "second item of the tuple returned by __reduce__ must be a tuple"));
         };
         if let Some(li) = &listitems {
@@ -1008,7 +1005,7 @@ impl<'py> Dumper<'py> {
         let (mut use_newobj, mut use_newobj_ex) = (false, false);
         if self.proto >= 2 {
             if let Some(name) = lookup_attr(&callable, intern!(py, "__name__"))? {
-                if let Ok(name) = name.downcast::<PyString>() {
+                if let Ok(name) = name.cast::<PyString>() {
                     let n = name.to_cow()?;
                     use_newobj_ex = n == "__newobj_ex__";
                     use_newobj = !use_newobj_ex && n == "__newobj__";
@@ -1035,14 +1032,14 @@ impl<'py> Dumper<'py> {
                 ));
             }
             let args = argtup.get_item(1)?;
-            let Ok(args) = args.downcast_into::<PyTuple>() else {
+            let Ok(args) = args.cast_into::<PyTuple>() else {
                 return Err(pickling_error(
                     py,
                     format!("second item from NEWOBJ_EX argument tuple must be a tuple, not {}", type_name(&argtup.get_item(1)?)),
                 ));
             };
             let kwargs = argtup.get_item(2)?;
-            let Ok(kwargs) = kwargs.downcast_into::<PyDict>() else {
+            let Ok(kwargs) = kwargs.cast_into::<PyDict>() else {
                 return Err(pickling_error(
                     py,
                     format!("third item from NEWOBJ_EX argument tuple must be a dict, not {}", type_name(&argtup.get_item(2)?)),
@@ -1165,7 +1162,7 @@ impl<'py> Dumper<'py> {
     ) -> SaveResult {
         use pickle_wire::opcodes::STACK_GLOBAL;
         let py = self.py;
-        let registry = self.st.extension_registry.bind(py).downcast::<PyDict>()?;
+        let registry = self.st.extension_registry.bind(py).cast::<PyDict>()?;
         if self.proto >= 2 && !registry.is_empty() {
             let key = PyTuple::new(py, [module_name.as_any(), global_name.as_any()])?;
             if let Some(code) = registry.get_item(&key)? {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError};
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
@@ -18,10 +18,10 @@ use crate::statics::pickling_error;
 pub(crate) fn dotted_path<'py>(name: &Bound<'py, PyString>) -> PyResult<Vec<Bound<'py, PyString>>> {
     let py = name.py();
     let parts = name.call_method1(intern!(py, "split"), (".",))?;
-    let parts = parts.downcast::<PyList>()?;
+    let parts = parts.cast::<PyList>()?;
     let mut out = Vec::with_capacity(parts.len());
     for p in parts.iter() {
-        let s = p.downcast_into::<PyString>()?;
+        let s = p.cast_into::<PyString>()?;
         if s.to_cow()? == "<locals>" {
             return Err(PyAttributeError::new_err(format!("Can't pickle local object {}", safe_repr(name.as_any()))));
         }
@@ -56,12 +56,12 @@ pub(crate) fn whichmodule<'py>(obj: &Bound<'py, PyAny>, path: &[Bound<'py, PyStr
     let sys = py.import("sys")?;
     let modules = sys.getattr("modules").map_err(|_| PyRuntimeError::new_err("unable to get sys.modules"))?;
     // Iterate over a snapshot: importing during the search may change sys.modules.
-    let items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = match modules.downcast::<PyDict>() {
+    let items: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = match modules.cast::<PyDict>() {
         Ok(d) => d.copy()?.iter().collect(),
         Err(_) => {
             let mut v = Vec::new();
             for item in modules.call_method0("items")?.try_iter()? {
-                let t = item?.downcast_into::<PyTuple>()?;
+                let t = item?.cast_into::<PyTuple>()?;
                 v.push((t.get_item(0)?, t.get_item(1)?));
             }
             v
@@ -71,7 +71,7 @@ pub(crate) fn whichmodule<'py>(obj: &Bound<'py, PyAny>, path: &[Bound<'py, PyStr
         if module.is_none() {
             continue;
         }
-        if let Ok(s) = name.downcast::<PyString>() {
+        if let Ok(s) = name.cast::<PyString>() {
             if s.to_cow()? == "__main__" {
                 continue;
             }
@@ -132,7 +132,7 @@ struct FoundGlobal {
 }
 
 const GLOBAL_CACHE_LIMIT: usize = 4096;
-static GLOBAL_CACHE: GILOnceCell<Mutex<HashMap<usize, Arc<FoundGlobal>>>> = GILOnceCell::new();
+static GLOBAL_CACHE: PyOnceLock<Mutex<HashMap<usize, Arc<FoundGlobal>>>> = PyOnceLock::new();
 
 pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<()> {
     let py = d.py;
@@ -156,8 +156,8 @@ pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, nam
     let global_name: Bound<'py, PyString> = match name {
         Some(n) => n.clone(),
         None => match lookup_attr(obj, intern!(py, "__qualname__"))? {
-            Some(q) => q.downcast_into::<PyString>().map_err(PyErr::from)?,
-            None => obj.getattr(intern!(py, "__name__"))?.downcast_into::<PyString>().map_err(PyErr::from)?,
+            Some(q) => q.cast_into::<PyString>().map_err(PyErr::from)?,
+            None => obj.getattr(intern!(py, "__name__"))?.cast_into::<PyString>().map_err(PyErr::from)?,
         },
     };
     let path = dotted_path(&global_name)?;
@@ -184,7 +184,7 @@ pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, nam
             format!("Can't pickle {}: it's not the same object as {}.{}", safe_repr(obj), module_name, global_name),
         ));
     }
-    let module_name = module_name.downcast_into::<PyString>().map_err(PyErr::from)?;
+    let module_name = module_name.cast_into::<PyString>().map_err(PyErr::from)?;
     let lastname = match path.last() {
         Some(l) => l.clone(),
         None => global_name.clone(),
@@ -219,16 +219,16 @@ pub(crate) fn fix_imports<'py>(
 ) -> PyResult<(Bound<'py, PyString>, Bound<'py, PyString>)> {
     let py = d.py;
     let key = PyTuple::new(py, [module.as_any(), name.as_any()])?;
-    let names = d.st.name_mapping_3to2.bind(py).downcast::<PyDict>()?;
+    let names = d.st.name_mapping_3to2.bind(py).cast::<PyDict>()?;
     if let Some(item) = names.get_item(&key)? {
-        let pair = item.downcast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+        let pair = item.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
             PyRuntimeError::new_err(format!(
                 "_compat_pickle.REVERSE_NAME_MAPPING values should be 2-tuples, not {}",
                 crate::errors::type_name(&item)
             ))
         })?;
         let (m, n) = (pair.get_item(0)?, pair.get_item(1)?);
-        match (m.downcast_into::<PyString>(), n.downcast_into::<PyString>()) {
+        match (m.cast_into::<PyString>(), n.cast_into::<PyString>()) {
             (Ok(m), Ok(n)) => return Ok((m, n)),
             _ => {
                 return Err(PyRuntimeError::new_err(
@@ -237,9 +237,9 @@ pub(crate) fn fix_imports<'py>(
             }
         }
     }
-    let imports = d.st.import_mapping_3to2.bind(py).downcast::<PyDict>()?;
+    let imports = d.st.import_mapping_3to2.bind(py).cast::<PyDict>()?;
     if let Some(item) = imports.get_item(&module)? {
-        let m = item.downcast_into::<PyString>().map_err(|e| {
+        let m = item.cast_into::<PyString>().map_err(|e| {
             PyRuntimeError::new_err(format!(
                 "_compat_pickle.REVERSE_IMPORT_MAPPING values should be strings, not {}",
                 crate::errors::type_name(&e.into_inner())

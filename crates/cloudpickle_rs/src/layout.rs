@@ -8,7 +8,7 @@
 use pyo3::ffi;
 use pyo3::prelude::*;
 #[cfg(not(any(PyPy, GraalPy, Py_LIMITED_API)))]
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 
 /// Whether [`small_int`] may read int objects on this interpreter: its layout is known at
 /// compile time, but the digit size is a build option of CPython (30-bit digits in 32-bit
@@ -16,7 +16,7 @@ use pyo3::sync::GILOnceCell;
 pub(crate) fn ints_readable(py: Python<'_>) -> bool {
     #[cfg(not(any(PyPy, GraalPy, Py_LIMITED_API)))]
     {
-        static READABLE: GILOnceCell<bool> = GILOnceCell::new();
+        static READABLE: PyOnceLock<bool> = PyOnceLock::new();
         *READABLE.get_or_init(py, || {
             let check = || -> PyResult<bool> {
                 let info = py.import("sys")?.getattr("int_info")?;

@@ -183,7 +183,7 @@ fn release(slots: Vec<Slot>) {
     if slots.is_empty() {
         return;
     }
-    Python::with_gil(|_py| {
+    Python::attach(|_py| {
         for key in slots.into_iter().filter_map(|s| s.key) {
             // SAFETY: `into_ptr` hands us the one strong reference the slot owned; the GIL is
             // held.

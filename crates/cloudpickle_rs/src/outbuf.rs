@@ -10,6 +10,13 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+// pyo3-ffi stopped exporting this private CPython function in 0.29 (PyO3/pyo3#6042); every
+// CPython we build for still has it (Include/cpython/bytesobject.h). Declared as pyo3-ffi 0.25 did.
+extern "C" {
+    #[cfg_attr(PyPy, link_name = "_PyPyBytes_Resize")]
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
+}
+
 /// A `bytes` object under construction, as a [`pickle_wire::Buffer`].
 ///
 /// Invariant: `obj` is null (after a failed resize) or an exact `bytes` object of size `cap`
@@ -84,7 +91,7 @@ impl<'py> OutBuf<'py> {
         (self.data, self.len, self.cap) = (ptr::null_mut(), 0, 0);
         // SAFETY: `obj` is our exact bytes object of size `len`, fully written (bytes 0..len);
         // ownership of our one reference moves to the Bound.
-        Ok(unsafe { Bound::from_owned_ptr(py, obj).downcast_into_unchecked::<PyBytes>() })
+        Ok(unsafe { Bound::from_owned_ptr(py, obj).cast_into_unchecked::<PyBytes>() })
     }
 
     /// Resize the bytes object to `new_cap` (> 0 unless trimming an empty stream). On failure the
@@ -101,7 +108,7 @@ impl<'py> OutBuf<'py> {
         // SAFETY: `obj` is an exact bytes object with refcount 1 (the invariant), as
         // `_PyBytes_Resize` requires, and the 'py marker means the GIL is held. It replaces
         // `obj`: the resized object, or NULL (the old one freed, MemoryError set).
-        if unsafe { ffi::_PyBytes_Resize(&mut self.obj, size) } == 0 && !self.obj.is_null() {
+        if unsafe { _PyBytes_Resize(&mut self.obj, size) } == 0 && !self.obj.is_null() {
             // SAFETY: a live bytes object of `new_cap` bytes.
             self.data = unsafe { ffi::PyBytes_AS_STRING(self.obj) }.cast::<u8>().cast_mut();
             self.cap = new_cap;
@@ -110,7 +117,7 @@ impl<'py> OutBuf<'py> {
             self.obj = ptr::null_mut();
             (self.data, self.len, self.cap) = (ptr::null_mut(), 0, 0);
             // SAFETY: the GIL is held (the 'py marker).
-            let py = unsafe { Python::assume_gil_acquired() };
+            let py = unsafe { Python::assume_attached() };
             let err = PyErr::take(py).unwrap_or_else(|| PyMemoryError::new_err(()));
             self.failed.get_or_insert(err);
         }

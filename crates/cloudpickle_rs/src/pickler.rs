@@ -54,6 +54,11 @@ pub struct PicklerBase {
     /// cloudpickle's by-value layer (functions, classes, modules by value) is on.
     cloud_layer: bool,
     by_source: BySource,
+    /// Always true once the instance holds a `PicklerBase`. pyo3 (0.28 and later) makes the
+    /// instance with `object.__new__`, which on CPython 3.11/3.12 allocates the instance
+    /// `__dict__` before pyo3 writes these fields: a GC pass in that allocation calls
+    /// `__traverse__` on the zeroed, still unwritten fields, where this reads false.
+    constructed: bool,
 }
 
 #[pymethods]
@@ -155,10 +160,10 @@ impl PicklerBase {
         if self.dumping {
             return Err(busy_error());
         }
-        let dict = match value.downcast::<PyDict>() {
+        let dict = match value.cast::<PyDict>() {
             Ok(d) => d.clone(),
             Err(_) => match lookup_attr(value, intern!(py, "copy"))? {
-                Some(copy) => copy.call0()?.downcast_into::<PyDict>().map_err(PyErr::from)?,
+                Some(copy) => copy.call0()?.cast_into::<PyDict>().map_err(PyErr::from)?,
                 None => {
                     return Err(PyTypeError::new_err(format!(
                         "'memo' attribute must be a PicklerMemoProxy object or dict, not {}",
@@ -169,7 +174,7 @@ impl PicklerBase {
         };
         let mut memo = Memo::default();
         for (_, v) in dict.iter() {
-            let t = v.downcast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
+            let t = v.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
                 PyTypeError::new_err("'memo' values must be 2-item tuples")
             })?;
             let idx: usize = t.get_item(0)?.extract()?;
@@ -191,6 +196,11 @@ impl PicklerBase {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        if !self.constructed {
+            // Zeroed memory of an instance still being made (see `constructed`): nothing to
+            // visit yet, and `globals_ref` is null.
+            return Ok(());
+        }
         if let Some(w) = &self.write {
             visit.call(w)?;
         }
@@ -232,6 +242,7 @@ impl PicklerBase {
             reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),
             cloud_layer,
             by_source: BySource::Off,
+            constructed: true,
         };
         // A subclass may have an `__init__` of another signature: it calls ours through
         // super().__init__(); only the class itself is initialised from the constructor call.
@@ -344,8 +355,8 @@ impl Pickler {
     #[new]
     #[classmethod]
     #[pyo3(signature = (*args, **kwargs))]
-    fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<(Self, PicklerBase)> {
-        Ok((Pickler, PicklerBase::make(cls, args, kwargs, true)?))
+    fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyClassInitializer<Self>> {
+        Ok(PyClassInitializer::from(PicklerBase::make(cls, args, kwargs, true)?).add_subclass(Pickler))
     }
 
     /// cloudpickle's hook for classes and functions, for subclasses that override

@@ -2,7 +2,7 @@
 //! and tables the save path consults.
 
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
 
 pub(crate) struct Statics {
@@ -22,7 +22,7 @@ pub(crate) struct Statics {
     pub builtins_getattr: Py<PyAny>,
 }
 
-static STATICS: GILOnceCell<Statics> = GILOnceCell::new();
+static STATICS: PyOnceLock<Statics> = PyOnceLock::new();
 
 pub(crate) fn statics(py: Python<'_>) -> PyResult<&Statics> {
     STATICS.get_or_try_init(py, || {
@@ -30,7 +30,7 @@ pub(crate) fn statics(py: Python<'_>) -> PyResult<&Statics> {
         let compat = py.import("_compat_pickle")?;
         let pickle = py.import("pickle")?;
         Ok(Statics {
-            pickling_error: pickle.getattr("PicklingError")?.downcast_into::<PyType>()?.unbind(),
+            pickling_error: pickle.getattr("PicklingError")?.cast_into::<PyType>()?.unbind(),
             pickling_recursion_error: {
                 let bases = pyo3::types::PyTuple::new(
                     py,
@@ -42,14 +42,14 @@ pub(crate) fn statics(py: Python<'_>) -> PyResult<&Statics> {
                     "__doc__",
                     "Raised when an object is too deep to pickle: a pickle.PicklingError (as cloudpickle raises) and a RecursionError (as pickle raises).",
                 )?;
-                py.get_type::<PyType>().call1(("PicklingRecursionError", bases, ns))?.downcast_into::<PyType>()?.unbind()
+                py.get_type::<PyType>().call1(("PicklingRecursionError", bases, ns))?.cast_into::<PyType>()?.unbind()
             },
             source_fallback_warning: {
                 let bases = pyo3::types::PyTuple::new(py, [py.get_type::<pyo3::exceptions::PyUserWarning>()])?;
                 let ns = pyo3::types::PyDict::new(py);
                 ns.set_item("__module__", "cloudpickle_rs")?;
                 ns.set_item("__doc__", "by_source='auto' found no usable source for a function and sent it as bytecode.")?;
-                py.get_type::<PyType>().call1(("SourceFallbackWarning", bases, ns))?.downcast_into::<PyType>()?.unbind()
+                py.get_type::<PyType>().call1(("SourceFallbackWarning", bases, ns))?.cast_into::<PyType>()?.unbind()
             },
             copyreg_dispatch_table: copyreg.getattr("dispatch_table")?.unbind(),
             extension_registry: copyreg.getattr("_extension_registry")?.unbind(),

@@ -139,7 +139,7 @@ impl LocatedFunction<'_> {
         let mut lines: Vec<String> = prologue;
         let layout = match room {
             Some(room) if room >= needed => {
-                lines.extend(std::iter::repeat(String::new()).take((room - needed) as usize));
+                lines.extend(std::iter::repeat_n(String::new(), (room - needed) as usize));
                 FactoryLayout::InPlace
             }
             _ => FactoryLayout::Reparsed {

@@ -172,7 +172,7 @@ impl LocatedFunction<'_> {
         }
         if let Some(returns) = signature.returns {
             window.blank(returns);
-            let multi_line = file.slice(returns).map_or(true, |s| s.contains(['\n', '\r']));
+            let multi_line = file.slice(returns).is_none_or(|s| s.contains(['\n', '\r']));
             if multi_line {
                 // Keep `->` and make the annotation `()`, so its line breaks stay inside
                 // brackets. The `(` goes right after `->` (never a line break: a bare line
@@ -182,7 +182,7 @@ impl LocatedFunction<'_> {
                     .ok_or_else(|| unsupported("empty return annotation"))?;
                 let open_is_break = file
                     .slice(Span::new(open, open.saturating_add(1)))
-                    .map_or(true, |c| c == "\n" || c == "\r");
+                    .is_none_or(|c| c == "\n" || c == "\r");
                 if open_is_break || close <= open {
                     return Err(unsupported("unexpected return annotation layout"));
                 }
