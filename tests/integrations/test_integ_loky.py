@@ -69,8 +69,11 @@ def test_integration_counts_dumps_in_parent_and_workers():
     assert out["driver"]["integrations"]["loky"]["by_source"] is False
     for key in ("workers", "joblib_workers"):
         check_workers(out[key], "cloudpickle_rs.integrations.loky")
+        # A worker's report is taken before it pickles the report itself, and which worker ran
+        # which task is up to the pool: at least one worker per pool has counted dumps through
+        # ours; every worker uses our pickler and saw no stock dump (check_workers).
+        assert any(w["report"]["integrations"]["loky"]["dumps"] > 0 for w in out[key]), out[key]
         for w in out[key]:
-            assert w["report"]["integrations"]["loky"]["dumps"] > 0
             assert w["report"]["integrations"]["loky"]["by_source"] is False
             assert w["source_registered"] is False
     assert out["joblib_results"] == [1, 2, 3, 4, 6]
