@@ -62,6 +62,8 @@ pub(crate) struct Dumper<'py> {
     stack_floor: usize,
     /// [`crate::layout::ints_readable`], looked up once per dump.
     ints_readable: bool,
+    /// Classes whose instances skip the `__reduce_ex__` call ([`crate::plain`]).
+    plain: crate::plain::PlainTypes,
 }
 
 type SaveResult = PyResult<()>;
@@ -94,6 +96,7 @@ impl<'py> Dumper<'py> {
             cloud,
             stack_floor: stack_floor(),
             ints_readable: crate::layout::ints_readable(py),
+            plain: crate::plain::PlainTypes::default(),
         })
     }
 
@@ -330,6 +333,8 @@ impl<'py> Dumper<'py> {
             f.call1((obj,))?
         } else if is_class {
             return self.save_global(obj, None);
+        } else if self.proto >= 2 && self.plain.is_plain(py, tp) && self.save_plain_instance(obj, &type_obj)? {
+            return Ok(());
         } else if let Some(rex) = lookup_attr(obj, intern!(py, "__reduce_ex__"))? {
             rex.call1((self.proto,))?
         } else if let Some(r) = lookup_attr(obj, intern!(py, "__reduce__"))? {
@@ -338,6 +343,28 @@ impl<'py> Dumper<'py> {
             return Err(pickling_error(py, format!("can't pickle '{}' object: {}", type_name(obj), safe_repr(obj))));
         };
         self.save_reduce_value(obj, &rv)
+    }
+
+    /// An instance of a plain class ([`crate::plain`]): what `save_reduce` writes for
+    /// `(copyreg.__newobj__, (cls,), state)`. False (nothing written) when the instance's own
+    /// `__dict__` overrides the protocol.
+    fn save_plain_instance(&mut self, obj: &Bound<'py, PyAny>, cls: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let Ok(state) = crate::plain::instance_state(obj)? else { return Ok(false) };
+        self.save(cls, false)?;
+        self.save(PyTuple::empty(self.py).as_any(), false)?;
+        self.w.op(pickle_wire::opcodes::NEWOBJ);
+        if let Some(idx) = self.memo.get(obj) {
+            // Saving the class reached the instance (a class attribute): as save_reduce does.
+            self.w.op(pickle_wire::opcodes::POP);
+            self.memo_get(idx)?;
+            return Ok(true);
+        }
+        self.memo_put(obj)?;
+        if let Some(state) = state {
+            self.save(&state, false).map_err(|e| self.err_path.reduce_state(self.py, e, obj))?;
+            self.w.op(pickle_wire::opcodes::BUILD);
+        }
+        Ok(true)
     }
 
     /// What a reducer returned: a string names a global, a tuple is a reduction.

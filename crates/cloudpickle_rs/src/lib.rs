@@ -13,6 +13,7 @@ mod layout;
 mod memo;
 mod outbuf;
 mod pickler;
+mod plain;
 mod statics;
 
 use pyo3::prelude::*;

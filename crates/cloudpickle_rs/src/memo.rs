@@ -9,7 +9,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 
 /// Size of the table the first insertion allocates (a power of two).
-const MIN_SLOTS: usize = 16;
+const MIN_SLOTS: usize = 64;
 
 struct Slot {
     /// The memoized object (a strong reference), None for an empty slot.
