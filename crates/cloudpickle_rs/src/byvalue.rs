@@ -437,15 +437,8 @@ impl<'py> Dumper<'py> {
         let it = self.cloud()?.it;
         self.save(it.code_type.bind(py), false)?;
         self.w.op(pickle_wire::opcodes::MARK);
-        for (i, name) in it.code_fields.iter().enumerate() {
-            let v = code.getattr(name.bind(py))?;
-            if i == it.code_name_field {
-                // Upstream's `"".join(co_name)`: a fresh string, so memo sharing (and the bytes)
-                // do not depend on interning.
-                self.save(&fresh_str(&v)?, false)?;
-            } else {
-                self.save(&v, false)?;
-            }
+        for v in crate::cloud::code_fields(it, code)?.iter() {
+            self.save(&v, false)?;
         }
         self.w.op(pickle_wire::opcodes::TUPLE);
         self.w.op(REDUCE);

@@ -323,13 +323,38 @@ impl<'py> Cloud<'py> {
             if part == "<locals>" {
                 return Ok(None);
             }
-            match cur.getattr(part) {
-                Ok(v) => cur = v,
-                Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => return Ok(None),
-                Err(e) => return Err(e),
+            match self.qualname_step(&cur, part)? {
+                Some(v) => cur = v,
+                None => return Ok(None),
             }
         }
         Ok(if cur.is(obj) { Some(mname) } else { None })
+    }
+
+    /// `getattr(cur, part)` for one segment of a qualname; None where that raises AttributeError.
+    /// A plain module without a module-level `__getattr__` answers a non-dunder name from its
+    /// `__dict__` alone (ModuleType's own attributes are all dunders): a lambda's `<lambda>` then
+    /// costs one dict lookup instead of a formatted AttributeError, which was a quarter of the
+    /// time of dumping one lambda.
+    fn qualname_step(&self, cur: &Bound<'py, PyAny>, part: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = cur.py();
+        if cur.get_type().is(self.it.module_type.bind(py)) && !part.starts_with("__") {
+            // SAFETY: `cur` is exactly a module; PyModule_GetDict returns a borrowed reference
+            // (never NULL for a module object) that lives as long as `cur`.
+            let dict = unsafe { Bound::from_borrowed_ptr(py, pyo3::ffi::PyModule_GetDict(cur.as_ptr())) };
+            let dict = dict.cast_into::<PyDict>()?;
+            if let Some(v) = dict.get_item(part)? {
+                return Ok(Some(v));
+            }
+            if !dict.contains(intern!(py, "__getattr__"))? {
+                return Ok(None);
+            }
+        }
+        match cur.getattr(part) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `_whichmodule`'s fallback when `__module__` is None: errors during the search are
@@ -417,13 +442,13 @@ impl<'py> Cloud<'py> {
 /// deletes, in first-use order; cached per code object for the life of that code object.
 pub(crate) fn code_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     let py = code.py();
-    if let Some(hit) = names_cache_get(py, code) {
+    if let Some(hit) = code_cache_get(&NAMES_CACHE, py, code) {
         return Ok(hit);
     }
     let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
     collect_global_names(it, code, &mut seen)?;
     let tuple = PyTuple::new(py, seen)?;
-    names_cache_put(py, code, &tuple);
+    code_cache_put(&NAMES_CACHE, py, code, &tuple);
     Ok(tuple)
 }
 
@@ -467,36 +492,60 @@ fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Ve
     Ok(())
 }
 
-/// Cache entries hold a weak reference to the code object, so dynamic code (lambdas made in a
-/// loop) is not kept alive by the cache; dead entries are swept when the cache grows.
-struct NamesCache {
+/// Facts derived from a code object (code objects are immutable), by address. Entries hold a
+/// weak reference to the code object, so dynamic code (lambdas made in a loop) is not kept alive
+/// by the cache; dead entries are swept when the cache grows.
+struct CodeCache {
     entries: HashMap<usize, (Py<PyAny>, Py<PyTuple>)>,
 }
 
-static NAMES_CACHE: PyOnceLock<Mutex<NamesCache>> = PyOnceLock::new();
+/// [`code_global_names`] of each code object.
+static NAMES_CACHE: PyOnceLock<Mutex<CodeCache>> = PyOnceLock::new();
+/// [`code_fields`] of each code object.
+static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache>> = PyOnceLock::new();
 
-fn names_cache_get<'py>(py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
-    let cache = NAMES_CACHE.get_or_init(py, || Mutex::new(NamesCache { entries: HashMap::new() }));
+fn code_cache_get<'py>(cache: &PyOnceLock<Mutex<CodeCache>>, py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
+    let cache = cache.get_or_init(py, || Mutex::new(CodeCache { entries: HashMap::new() }));
     let guard = cache.lock().ok()?;
-    let (weak, names) = guard.entries.get(&(code.as_ptr() as usize))?;
+    let (weak, value) = guard.entries.get(&(code.as_ptr() as usize))?;
     // SAFETY: `weak` is a live weakref object we own; PyWeakref_GetObject returns a borrowed
     // reference (Py_None when the referent is gone) that we only compare by address.
     let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
     if referent == code.as_ptr() {
-        Some(names.bind(py).clone())
+        Some(value.bind(py).clone())
     } else {
         None
     }
 }
 
-fn names_cache_put<'py>(py: Python<'py>, code: &Bound<'py, PyAny>, names: &Bound<'py, PyTuple>) {
-    let Some(cache) = NAMES_CACHE.get(py) else { return };
+fn code_cache_put<'py>(cache: &PyOnceLock<Mutex<CodeCache>>, py: Python<'py>, code: &Bound<'py, PyAny>, value: &Bound<'py, PyTuple>) {
+    let Some(cache) = cache.get(py) else { return };
     let Ok(weak) = py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((code,))) else { return };
     let Ok(mut guard) = cache.lock() else { return };
     if guard.entries.len() >= 4096 {
         guard.entries.retain(|_, (w, _)| w.bind(py).call0().map(|o| !o.is_none()).unwrap_or(false));
     }
-    guard.entries.insert(code.as_ptr() as usize, (weak.unbind(), names.clone().unbind()));
+    guard.entries.insert(code.as_ptr() as usize, (weak.unbind(), value.clone().unbind()));
+}
+
+/// The constructor fields of a code object in `_code_reduce`'s order, `co_name` as a fresh
+/// string: read once per code object (sixteen attribute lookups, some of which build a tuple
+/// each time), not once per dump.
+pub(crate) fn code_fields<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = code.py();
+    if let Some(hit) = code_cache_get(&FIELDS_CACHE, py, code) {
+        return Ok(hit);
+    }
+    let mut fields = Vec::with_capacity(it.code_fields.len());
+    for (i, name) in it.code_fields.iter().enumerate() {
+        let v = code.getattr(name.bind(py))?;
+        // Upstream's `"".join(co_name)`: a fresh string, so memo sharing (and the bytes) do
+        // not depend on interning.
+        fields.push(if i == it.code_name_field { fresh_str(&v)? } else { v });
+    }
+    let tuple = PyTuple::new(py, fields)?;
+    code_cache_put(&FIELDS_CACHE, py, code, &tuple);
+    Ok(tuple)
 }
 
 /// A fresh (not interned) copy of a str, as upstream's `"".join(s)`: keeps memo sharing, and
