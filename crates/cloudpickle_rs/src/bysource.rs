@@ -63,9 +63,20 @@ struct Built {
     /// The receiver's `linecache` key for the factory text (see `received_factory_texts`).
     factory_key: Py<PyString>,
     filename: Py<PyString>,
-    /// The function's original lines (first..=last), for the receiver's `linecache`.
+    /// The function's lines in the original file: `first_line` and `line_count` of them,
+    /// for the receiver's `linecache`.
     first_line: u32,
-    lines: Py<PyList>,
+    line_count: usize,
+    lines: LineSource,
+}
+
+/// Where the receiver takes the function's original lines from.
+enum LineSource {
+    /// The factory text, which has them at their own line numbers, except these (line number,
+    /// original text).
+    Factory { patches: Vec<(u32, Py<PyString>)> },
+    /// The original lines themselves (the factory has the function elsewhere).
+    Original(Py<PyList>),
 }
 
 /// Per-process caches: parsed files (by name and content) and the factory built for each code
@@ -92,6 +103,8 @@ fn caches(py: Python<'_>) -> &'static Mutex<SourceCaches> {
 pub(crate) struct SourceDump {
     /// (filename, first line) already registered with the receiver's linecache in this stream.
     registered: HashSet<(String, u32)>,
+    /// The memo index of the receiver's `linecache` list of each file, once fetched.
+    line_lists: HashMap<String, usize>,
     /// Functions already warned about (auto mode), by address.
     warned: HashSet<usize>,
 }
@@ -119,18 +132,35 @@ impl<'py> Dumper<'py> {
                 return Err(no_source_error(py, func, code, &why));
             }
         };
-        self.write_compiled_code(code, &built)?;
-        self.register_lines(&built)?;
+        let factory_lines = self.write_compiled_code(code, &built)?;
+        self.register_lines(&built, factory_lines)?;
         Ok(true)
     }
 
-    fn write_compiled_code(&mut self, code: &Bound<'py, PyAny>, built: &Built) -> PyResult<()> {
+    /// The factory text, its `linecache` entry, and the code compiled from it, memoized as the
+    /// code object. Returns the memo index of the factory text's lines (`SRC.splitlines(True)`),
+    /// which [`Dumper::register_lines`] takes the function's lines from.
+    fn write_compiled_code(&mut self, code: &Bound<'py, PyAny>, built: &Built) -> PyResult<usize> {
         let py = self.py;
         let st = self.st;
         let b = builtins(py)?;
-        // linecache.cache[KEY] = (0, None, source.splitlines(True), KEY): the receiver can send the
-        // function on by source in turn (a Dask scheduler, a worker returning what it got).
-        let source_token = PyList::empty(py);
+        // SRC (the padded factory text) and LINES = SRC.splitlines(True) are values of the
+        // receiver only: memoized under reserved indices rather than keyed by throwaway Python
+        // objects of ours (a list and a dict per function made the collector run every few
+        // hundred functions).
+        self.save(st.builtins_getattr.bind(py), false)?;
+        self.save_padded_source(built)?;
+        let src = self.memo_reserve()?;
+        self.save(intern!(py, "splitlines").as_any(), false)?;
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
+        self.w.bool(true);
+        self.w.op(pickle_wire::opcodes::TUPLE1);
+        self.w.op(REDUCE);
+        let lines = self.memo_reserve()?;
+        self.w.op(POP);
+        // linecache.cache[KEY] = (0, None, LINES, KEY): the receiver can send the function on
+        // by source in turn (a Dask scheduler, a worker returning what it got).
         self.save(b.setitem.bind(py), false)?;
         self.w.op(MARK);
         self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
@@ -138,49 +168,49 @@ impl<'py> Dumper<'py> {
         self.w.op(MARK);
         self.w.int(0);
         self.w.none();
-        self.save(st.builtins_getattr.bind(py), false)?;
-        self.save_padded_source(built)?;
-        self.memo_put_pub(source_token.as_any())?;
-        self.save(intern!(py, "splitlines").as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.w.bool(true);
-        self.w.op(pickle_wire::opcodes::TUPLE1);
-        self.w.op(REDUCE);
+        self.memo_get(lines)?;
         self.save(built.factory_key.bind(py).as_any(), false)?;
         self.w.op(TUPLE);
         self.w.op(TUPLE);
         self.w.op(REDUCE);
         self.w.op(POP);
         // ns = {}
-        let ns_token = PyDict::new(py);
         self.w.empty_dict();
-        self.memo_put_pub(ns_token.as_any())?;
+        let ns = self.memo_reserve()?;
         self.w.op(POP);
-        // exec(compile(source, filename, 'exec'), ns)
+        // exec(compile(SRC, filename, 'exec'), ns)
         self.save(b.exec.bind(py), false)?;
         self.save(b.compile.bind(py), false)?;
         self.w.op(MARK);
-        self.save(source_token.as_any(), false)?; // the padded source, memoized above
+        self.memo_get(src)?;
         self.save(built.filename.bind(py).as_any(), false)?;
         self.save(intern!(py, "exec").as_any(), false)?;
         self.w.op(TUPLE);
         self.w.op(REDUCE);
-        self.save(ns_token.as_any(), false)?;
+        self.memo_get(ns)?;
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
         self.w.op(POP);
         // getattr(getitem(ns, RESULT_NAME), '__code__')
         self.save(st.builtins_getattr.bind(py), false)?;
         self.save(b.getitem.bind(py), false)?;
-        self.save(ns_token.as_any(), false)?;
-        self.save(PyString::new(py, RESULT_NAME).as_any(), false)?;
+        self.memo_get(ns)?;
+        self.save(b.result_name.bind(py).as_any(), false)?;
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
         self.save(intern!(py, "__code__").as_any(), false)?;
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
-        self.memo_put_pub(code)
+        self.memo_put_pub(code)?;
+        Ok(lines)
+    }
+
+    /// Memoize the value on top of the receiver's stack under a new index, whatever the
+    /// pickler's `fast` setting: the stream refers to it again.
+    fn memo_reserve(&mut self) -> PyResult<usize> {
+        let idx = self.memo.reserve();
+        self.w.memo_put(idx).map_err(|e| pickling_error(self.py, e.to_string()))?;
+        Ok(idx)
     }
 
     /// The factory source keeps the function at its original line by padding with newlines;
@@ -205,70 +235,113 @@ impl<'py> Dumper<'py> {
     }
 
     /// Put the function's lines into the receiver's `linecache` under its original file name,
-    /// so tracebacks there show them (the file usually does not exist on the receiver):
-    /// `lst = linecache.cache.setdefault(fn, (0, None, [], fn))[2]`, room made with
-    /// `lst.extend(['\n'] * last)`, then `lst[first-1:last] = lines`. The entry's mtime is None,
-    /// which `linecache.checkcache` leaves alone.
-    fn register_lines(&mut self, built: &Built) -> PyResult<()> {
+    /// so tracebacks there show them (the file usually does not exist on the receiver).
+    /// Once per file and stream: `lst = linecache.cache.setdefault(fn, (0, None, [], fn))[2]`
+    /// (an mtime of None, which `linecache.checkcache` leaves alone); per function: room made
+    /// with `lst.extend(itertools.repeat('\n', last - len(lst)))` (a negative count repeats
+    /// nothing), then `lst[first-1:last] = LINES[first-1:last]`, the factory text's own lines,
+    /// and the few lines where the factory differs from the file (a `def` line whose defaults
+    /// it neutralised, decorators) set one by one. A factory not at the original lines sends
+    /// the original lines instead.
+    fn register_lines(&mut self, built: &Built, factory_lines: usize) -> PyResult<()> {
         let py = self.py;
         let filename = built.filename.bind(py).to_cow()?.into_owned();
-        let key = (filename, built.first_line);
-        let fresh = self.cloud.as_mut().and_then(|c| c.source.as_mut()).is_some_and(|s| s.registered.insert(key));
-        if !fresh {
+        let Some(source) = self.cloud.as_mut().and_then(|c| c.source.as_mut()) else { return Ok(()) };
+        if !source.registered.insert((filename.clone(), built.first_line)) {
             return Ok(());
         }
+        let known_list = source.line_lists.get(&filename).copied();
         let b = builtins(py)?;
-        let lines = built.lines.bind(py);
-        let last = built.first_line as usize - 1 + lines.len();
         let fname = built.filename.bind(py).as_any().clone();
-        let lst_token = PyList::empty(py);
-        // lst = getitem(getattr(linecache.cache, 'setdefault')(fn, (0, None, [], fn)), 2)
-        self.save(b.getitem.bind(py), false)?;
+        let lst = match known_list {
+            Some(idx) => idx,
+            None => {
+                // getitem(getattr(linecache.cache, 'setdefault')(fn, (0, None, [], fn)), 2)
+                self.save(b.getitem.bind(py), false)?;
+                self.save(self.st.builtins_getattr.bind(py), false)?;
+                self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
+                self.save(intern!(py, "setdefault").as_any(), false)?;
+                self.w.op(TUPLE2);
+                self.w.op(REDUCE);
+                self.save(&fname, false)?;
+                self.w.op(MARK);
+                self.w.int(0);
+                self.w.none();
+                self.w.empty_list();
+                self.save(&fname, false)?;
+                self.w.op(TUPLE);
+                self.w.op(TUPLE2);
+                self.w.op(REDUCE);
+                self.w.int(2);
+                self.w.op(TUPLE2);
+                self.w.op(REDUCE);
+                let idx = self.memo_reserve()?;
+                self.w.op(POP);
+                if let Some(s) = self.cloud.as_mut().and_then(|c| c.source.as_mut()) {
+                    s.line_lists.insert(filename, idx);
+                }
+                idx
+            }
+        };
+        let first = i64::from(built.first_line);
+        let last = first - 1 + built.line_count as i64;
+        // getattr(lst, 'extend')(repeat('\n', sub(last, len(lst))))
         self.save(self.st.builtins_getattr.bind(py), false)?;
-        self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
-        self.save(intern!(py, "setdefault").as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.save(&fname, false)?;
-        self.w.op(MARK);
-        self.w.int(0);
-        self.w.none();
-        self.w.empty_list();
-        self.save(&fname, false)?;
-        self.w.op(TUPLE);
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.w.int(2);
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.memo_put_pub(lst_token.as_any())?;
-        self.w.op(POP);
-        // getattr(lst, 'extend')(mul(['\n'], last))
-        self.save(self.st.builtins_getattr.bind(py), false)?;
-        self.save(lst_token.as_any(), false)?;
+        self.memo_get(lst)?;
         self.save(intern!(py, "extend").as_any(), false)?;
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
-        self.save(b.mul.bind(py), false)?;
-        self.save(PyList::new(py, ["\n"])?.as_any(), false)?;
-        self.w.int(last as i64);
+        self.save(b.repeat.bind(py), false)?;
+        self.save(intern!(py, "\n").as_any(), false)?;
+        self.save(b.sub.bind(py), false)?;
+        self.w.int(last);
+        self.save(b.len.bind(py), false)?;
+        self.memo_get(lst)?;
+        self.w.op(pickle_wire::opcodes::TUPLE1);
+        self.w.op(REDUCE);
+        self.w.op(TUPLE2);
+        self.w.op(REDUCE);
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
         self.w.op(pickle_wire::opcodes::TUPLE1);
         self.w.op(REDUCE);
         self.w.op(POP);
-        // setitem(lst, slice(first - 1, last), lines)
+        // setitem(lst, slice(first - 1, last), LINES[first-1:last] or the original lines)
         self.save(b.setitem.bind(py), false)?;
-        self.save(lst_token.as_any(), false)?;
+        self.memo_get(lst)?;
         self.save(b.slice.bind(py), false)?;
-        self.w.int(i64::from(built.first_line) - 1);
-        self.w.int(last as i64);
+        self.w.int(first - 1);
+        self.w.int(last);
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
-        self.save(lines.as_any(), false)?;
-        self.w.op(TUPLE3);
-        self.w.op(REDUCE);
-        self.w.op(POP);
+        match &built.lines {
+            LineSource::Factory { patches } => {
+                let span = self.memo_reserve()?;
+                self.save(b.getitem.bind(py), false)?;
+                self.memo_get(factory_lines)?;
+                self.memo_get(span)?;
+                self.w.op(TUPLE2);
+                self.w.op(REDUCE);
+                self.w.op(TUPLE3);
+                self.w.op(REDUCE);
+                self.w.op(POP);
+                for (line, text) in patches {
+                    self.save(b.setitem.bind(py), false)?;
+                    self.memo_get(lst)?;
+                    self.w.int(i64::from(*line) - 1);
+                    self.save(text.bind(py).as_any(), false)?;
+                    self.w.op(TUPLE3);
+                    self.w.op(REDUCE);
+                    self.w.op(POP);
+                }
+            }
+            LineSource::Original(lines) => {
+                self.save(lines.bind(py).as_any(), false)?;
+                self.w.op(TUPLE3);
+                self.w.op(REDUCE);
+                self.w.op(POP);
+            }
+        }
         Ok(())
     }
 
@@ -348,7 +421,12 @@ struct Builtins {
     setitem: Py<PyAny>,
     mul: Py<PyAny>,
     add: Py<PyAny>,
+    sub: Py<PyAny>,
+    len: Py<PyAny>,
+    repeat: Py<PyAny>,
     linecache_cache: Py<PyAny>,
+    /// The factory's result name, one object so the stream memoizes it once.
+    result_name: Py<PyString>,
 }
 
 static BUILTINS: PyOnceLock<Builtins> = PyOnceLock::new();
@@ -367,6 +445,10 @@ fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
             setitem: op.getattr("setitem")?.unbind(),
             mul: op.getattr("mul")?.unbind(),
             add: op.getattr("add")?.unbind(),
+            sub: op.getattr("sub")?.unbind(),
+            len: b.getattr("len")?.unbind(),
+            repeat: py.import("itertools")?.getattr("repeat")?.unbind(),
+            result_name: PyString::new(py, RESULT_NAME).unbind(),
             linecache_cache: py.import("linecache")?.getattr("cache")?.unbind(),
         })
     })
@@ -408,7 +490,8 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     let own_source = func
         .getattr(intern!(py, "__dict__"))
         .ok()
-        .and_then(|d| d.get_item(intern!(py, "__source__")).ok())
+        .and_then(|d| d.cast_into::<PyDict>().ok())
+        .and_then(|d| d.get_item(intern!(py, "__source__")).ok().flatten())
         .filter(|s| !s.is_none());
     if own_source.is_none() {
         if let Some(hit) = cached_built(py, code, key) {
@@ -455,6 +538,25 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
         lines.push(l);
     }
+    let line_count = lines.len();
+    let factory_text: Vec<&str> = factory.source.split_inclusive('\n').collect();
+    let in_place = matches!(factory.layout, function_source::FactoryLayout::InPlace)
+        && factory_text.len() >= first as usize - 1 + line_count;
+    let line_source = if in_place {
+        let mut patches = Vec::new();
+        for (i, original) in lines.iter().enumerate() {
+            if factory_text[first as usize - 1 + i] != original {
+                patches.push((first + i as u32, PyString::new(py, original).unbind()));
+            }
+        }
+        if patches.len() * 2 <= line_count {
+            LineSource::Factory { patches }
+        } else {
+            LineSource::Original(PyList::new(py, &lines).map_err(|e| e.to_string())?.unbind())
+        }
+    } else {
+        LineSource::Original(PyList::new(py, &lines).map_err(|e| e.to_string())?.unbind())
+    };
     let body = factory.source.trim_start_matches('\n');
     let built = Arc::new(Built {
         factory_key: PyString::new(py, &factory_key(&filename, &factory.source)).unbind(),
@@ -462,7 +564,8 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         source: PyString::new(py, body).unbind(),
         filename: PyString::new(py, &filename).unbind(),
         first_line: first,
-        lines: PyList::new(py, lines).map_err(|e| e.to_string())?.unbind(),
+        line_count,
+        lines: line_source,
     });
     if let Ok(weak) = py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((code,))) {
         if let Ok(mut c) = caches(py).lock() {

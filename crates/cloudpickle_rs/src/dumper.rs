@@ -177,7 +177,7 @@ impl<'py> Dumper<'py> {
     }
 
     #[inline]
-    fn memo_get(&mut self, idx: usize) -> SaveResult {
+    pub(crate) fn memo_get(&mut self, idx: usize) -> SaveResult {
         self.w.memo_get(idx).map_err(|e| pickling_error(self.py, e.to_string()))
     }
 

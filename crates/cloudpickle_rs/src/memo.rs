@@ -35,6 +35,9 @@ pub(crate) struct Memo {
     len: usize,
     /// `len` at which the table grows: 2/3 of the slots (0 before the first insertion).
     grow_at: usize,
+    /// Indices given out by [`Memo::reserve`]: memoized values of the receiver's with no
+    /// object here (by_source's intermediate values).
+    reserved: usize,
 }
 
 /// The probe sequence of a key. The first slot keeps the address order: objects made one after
@@ -100,7 +103,7 @@ impl Memo {
     /// Memoize `obj` under the next index and return that index.
     #[inline]
     pub(crate) fn put(&mut self, obj: &Bound<'_, PyAny>) -> usize {
-        let idx = self.len;
+        let idx = self.len + self.reserved;
         self.insert_at(obj, idx);
         idx
     }
@@ -153,10 +156,18 @@ impl Memo {
         }
     }
 
+    /// The next index, for a value that has no object on this side.
+    pub(crate) fn reserve(&mut self) -> usize {
+        let idx = self.len + self.reserved;
+        self.reserved += 1;
+        idx
+    }
+
     pub(crate) fn clear(&mut self) {
         release(std::mem::take(&mut self.slots));
         self.len = 0;
         self.grow_at = 0;
+        self.reserved = 0;
     }
 
     /// Every entry as (address, index, object), in index order, for `Pickler.memo`.
