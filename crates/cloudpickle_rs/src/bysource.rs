@@ -16,7 +16,7 @@
 //! bytecode mode (`_make_function` + `_function_setstate`), except that its closure is assembled
 //! by free-variable *name* on the receiver (`co_freevars` order is the receiver's business).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use function_source::{CodePosition, CodeQuery, ParseCache, SourceFile, RESULT_NAME};
@@ -25,7 +25,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::dumper::{lookup_attr, Dumper};
 use crate::statics::pickling_error;
@@ -63,20 +63,11 @@ struct Built {
     /// The receiver's `linecache` key for the factory text (see `received_factory_texts`).
     factory_key: Py<PyString>,
     filename: Py<PyString>,
-    /// The function's lines in the original file: `first_line` and `line_count` of them,
-    /// for the receiver's `linecache`.
+    /// The function's lines in the original file, from `first_line` on, each ending in a
+    /// newline (`line_count` of them), for the receiver's `linecache`.
     first_line: u32,
-    line_count: usize,
-    lines: LineSource,
-}
-
-/// Where the receiver takes the function's original lines from.
-enum LineSource {
-    /// The factory text, which has them at their own line numbers, except these (line number,
-    /// original text).
-    Factory { patches: Vec<(u32, Py<PyString>)> },
-    /// The original lines themselves (the factory has the function elsewhere).
-    Original(Py<PyList>),
+    line_count: u32,
+    original_text: String,
 }
 
 /// Per-process caches: parsed files (by name and content) and the factory built for each code
@@ -86,27 +77,29 @@ struct SourceCaches {
     /// filename -> (the `linecache` lines list last seen, the parsed file): when linecache hands
     /// back the same list object, the file has not changed and is not joined or hashed again.
     by_lines: HashMap<String, (Py<PyAny>, Arc<SourceFile>)>,
-    built: HashMap<usize, (Py<PyAny>, Arc<Built>)>,
+    built: crate::addr::AddrMap<(Py<PyAny>, Arc<Built>)>,
 }
 
 static CACHES: PyOnceLock<Mutex<SourceCaches>> = PyOnceLock::new();
 const BUILT_LIMIT: usize = 4096;
+/// Lines between two functions of one file that the linecache text of a stream fills with bare
+/// newlines; a longer gap starts a new run.
+const MAX_GAP: u32 = 32;
 
 fn caches(py: Python<'_>) -> &'static Mutex<SourceCaches> {
     CACHES.get_or_init(py, || {
-        Mutex::new(SourceCaches { files: ParseCache::new(256), by_lines: HashMap::new(), built: HashMap::new() })
+        Mutex::new(SourceCaches { files: ParseCache::new(256), by_lines: HashMap::new(), built: Default::default() })
     })
 }
 
 /// Per-dump state of the source path.
 #[derive(Default)]
 pub(crate) struct SourceDump {
-    /// (filename, first line) already registered with the receiver's linecache in this stream.
-    registered: HashSet<(String, u32)>,
-    /// The memo index of the receiver's `linecache` list of each file, once fetched.
-    line_lists: HashMap<String, usize>,
+    /// The functions whose lines the stream gives the receiver's linecache, by file, the files
+    /// in the order first met (the stream stays deterministic).
+    pending_lines: Vec<(Py<PyString>, Vec<Arc<Built>>)>,
     /// Functions already warned about (auto mode), by address.
-    warned: HashSet<usize>,
+    warned: crate::addr::AddrSet,
 }
 
 impl<'py> Dumper<'py> {
@@ -132,15 +125,14 @@ impl<'py> Dumper<'py> {
                 return Err(no_source_error(py, func, code, &why));
             }
         };
-        let factory_lines = self.write_compiled_code(code, &built)?;
-        self.register_lines(&built, factory_lines)?;
+        self.write_compiled_code(code, &built)?;
+        self.note_lines(&built)?;
         Ok(true)
     }
 
     /// The factory text, its `linecache` entry, and the code compiled from it, memoized as the
-    /// code object. Returns the memo index of the factory text's lines (`SRC.splitlines(True)`),
-    /// which [`Dumper::register_lines`] takes the function's lines from.
-    fn write_compiled_code(&mut self, code: &Bound<'py, PyAny>, built: &Built) -> PyResult<usize> {
+    /// code object.
+    fn write_compiled_code(&mut self, code: &Bound<'py, PyAny>, built: &Built) -> PyResult<()> {
         let py = self.py;
         let st = self.st;
         let b = builtins(py)?;
@@ -148,7 +140,7 @@ impl<'py> Dumper<'py> {
         // receiver only: memoized under reserved indices rather than keyed by throwaway Python
         // objects of ours (a list and a dict per function made the collector run every few
         // hundred functions).
-        self.save(st.builtins_getattr.bind(py), false)?;
+        self.save_named_global(st.builtins_getattr.bind(py), "builtins", "getattr")?;
         self.save_padded_source(built)?;
         let src = self.memo_reserve()?;
         self.save(intern!(py, "splitlines").as_any(), false)?;
@@ -161,7 +153,7 @@ impl<'py> Dumper<'py> {
         self.w.op(POP);
         // linecache.cache[KEY] = (0, None, LINES, KEY): the receiver can send the function on
         // by source in turn (a Dask scheduler, a worker returning what it got).
-        self.save(b.setitem.bind(py), false)?;
+        self.save_named_global(b.setitem.bind(py), "_operator", "setitem")?;
         self.w.op(MARK);
         self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
         self.save(built.factory_key.bind(py).as_any(), false)?;
@@ -179,8 +171,8 @@ impl<'py> Dumper<'py> {
         let ns = self.memo_reserve()?;
         self.w.op(POP);
         // exec(compile(SRC, filename, 'exec'), ns)
-        self.save(b.exec.bind(py), false)?;
-        self.save(b.compile.bind(py), false)?;
+        self.save_named_global(b.exec.bind(py), "builtins", "exec")?;
+        self.save_named_global(b.compile.bind(py), "builtins", "compile")?;
         self.w.op(MARK);
         self.memo_get(src)?;
         self.save(built.filename.bind(py).as_any(), false)?;
@@ -192,8 +184,8 @@ impl<'py> Dumper<'py> {
         self.w.op(REDUCE);
         self.w.op(POP);
         // getattr(getitem(ns, RESULT_NAME), '__code__')
-        self.save(st.builtins_getattr.bind(py), false)?;
-        self.save(b.getitem.bind(py), false)?;
+        self.save_named_global(st.builtins_getattr.bind(py), "builtins", "getattr")?;
+        self.save_named_global(b.getitem.bind(py), "_operator", "getitem")?;
         self.memo_get(ns)?;
         self.save(b.result_name.bind(py).as_any(), false)?;
         self.w.op(TUPLE2);
@@ -201,8 +193,7 @@ impl<'py> Dumper<'py> {
         self.save(intern!(py, "__code__").as_any(), false)?;
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
-        self.memo_put_pub(code)?;
-        Ok(lines)
+        self.memo_put_pub(code)
     }
 
     /// Memoize the value on top of the receiver's stack under a new index, whatever the
@@ -222,8 +213,8 @@ impl<'py> Dumper<'py> {
             return self.save(built.source.bind(py).as_any(), false);
         }
         let b = builtins(py)?;
-        self.save(b.add.bind(py), false)?;
-        self.save(b.mul.bind(py), false)?;
+        self.save_named_global(b.add.bind(py), "_operator", "add")?;
+        self.save_named_global(b.mul.bind(py), "_operator", "mul")?;
         self.save(intern!(py, "\n").as_any(), false)?;
         self.w.int(built.padding as i64);
         self.w.op(TUPLE2);
@@ -234,109 +225,124 @@ impl<'py> Dumper<'py> {
         Ok(())
     }
 
-    /// Put the function's lines into the receiver's `linecache` under its original file name,
-    /// so tracebacks there show them (the file usually does not exist on the receiver).
-    /// Once per file and stream: `lst = linecache.cache.setdefault(fn, (0, None, [], fn))[2]`
-    /// (an mtime of None, which `linecache.checkcache` leaves alone); per function: room made
-    /// with `lst.extend(itertools.repeat('\n', last - len(lst)))` (a negative count repeats
-    /// nothing), then `lst[first-1:last] = LINES[first-1:last]`, the factory text's own lines,
-    /// and the few lines where the factory differs from the file (a `def` line whose defaults
-    /// it neutralised, decorators) set one by one. A factory not at the original lines sends
-    /// the original lines instead.
-    fn register_lines(&mut self, built: &Built, factory_lines: usize) -> PyResult<()> {
+    /// Remember the function's lines for [`Dumper::write_source_lines`].
+    fn note_lines(&mut self, built: &Arc<Built>) -> PyResult<()> {
         let py = self.py;
-        let filename = built.filename.bind(py).to_cow()?.into_owned();
         let Some(source) = self.cloud.as_mut().and_then(|c| c.source.as_mut()) else { return Ok(()) };
-        if !source.registered.insert((filename.clone(), built.first_line)) {
-            return Ok(());
+        let filename = built.filename.bind(py);
+        // Usually the very same string object (one per file in the parse cache's builds).
+        for (f, list) in source.pending_lines.iter_mut() {
+            if f.is(filename) || f.bind(py).to_cow()? == filename.to_cow()? {
+                list.push(built.clone());
+                return Ok(());
+            }
         }
-        let known_list = source.line_lists.get(&filename).copied();
-        let b = builtins(py)?;
-        let fname = built.filename.bind(py).as_any().clone();
-        let lst = match known_list {
-            Some(idx) => idx,
-            None => {
-                // getitem(getattr(linecache.cache, 'setdefault')(fn, (0, None, [], fn)), 2)
-                self.save(b.getitem.bind(py), false)?;
-                self.save(self.st.builtins_getattr.bind(py), false)?;
-                self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
-                self.save(intern!(py, "setdefault").as_any(), false)?;
-                self.w.op(TUPLE2);
-                self.w.op(REDUCE);
-                self.save(&fname, false)?;
-                self.w.op(MARK);
-                self.w.int(0);
-                self.w.none();
-                self.w.empty_list();
-                self.save(&fname, false)?;
-                self.w.op(TUPLE);
-                self.w.op(TUPLE2);
-                self.w.op(REDUCE);
-                self.w.int(2);
-                self.w.op(TUPLE2);
-                self.w.op(REDUCE);
-                let idx = self.memo_reserve()?;
-                self.w.op(POP);
-                if let Some(s) = self.cloud.as_mut().and_then(|c| c.source.as_mut()) {
-                    s.line_lists.insert(filename, idx);
-                }
-                idx
-            }
+        source.pending_lines.push((filename.clone().unbind(), vec![built.clone()]));
+        Ok(())
+    }
+
+    /// After the object: put the lines of the functions the stream sent into the receiver's
+    /// `linecache` under their original file names, so tracebacks there show them (the file
+    /// usually does not exist on the receiver). Once per file:
+    /// `lst = linecache.cache.setdefault(fn, (0, None, [], fn))[2]` (an mtime of None, which
+    /// `linecache.checkcache` leaves alone), room made with
+    /// `lst.extend(itertools.repeat('\n', last - len(lst)))` (a negative count repeats nothing),
+    /// then `lst[a-1:b] = TEXT.splitlines(True)` for each run of lines, where TEXT has the
+    /// functions' lines and a bare newline for each line between two of them (a gap of more
+    /// than [`MAX_GAP`] lines starts a new run: no other line of the file is sent).
+    /// Written after the object (the stack then holds it, and each call here is popped), so
+    /// one dump of many functions from one file fetches the list once and sends one text.
+    pub(crate) fn write_source_lines(&mut self) -> PyResult<()> {
+        let py = self.py;
+        let Some(pending) = self.cloud.as_mut().and_then(|c| c.source.as_mut()).map(|s| std::mem::take(&mut s.pending_lines)) else {
+            return Ok(());
         };
-        let first = i64::from(built.first_line);
-        let last = first - 1 + built.line_count as i64;
-        // getattr(lst, 'extend')(repeat('\n', sub(last, len(lst))))
-        self.save(self.st.builtins_getattr.bind(py), false)?;
-        self.memo_get(lst)?;
-        self.save(intern!(py, "extend").as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.save(b.repeat.bind(py), false)?;
-        self.save(intern!(py, "\n").as_any(), false)?;
-        self.save(b.sub.bind(py), false)?;
-        self.w.int(last);
-        self.save(b.len.bind(py), false)?;
-        self.memo_get(lst)?;
-        self.w.op(pickle_wire::opcodes::TUPLE1);
-        self.w.op(REDUCE);
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.w.op(pickle_wire::opcodes::TUPLE1);
-        self.w.op(REDUCE);
-        self.w.op(POP);
-        // setitem(lst, slice(first - 1, last), LINES[first-1:last] or the original lines)
-        self.save(b.setitem.bind(py), false)?;
-        self.memo_get(lst)?;
-        self.save(b.slice.bind(py), false)?;
-        self.w.int(first - 1);
-        self.w.int(last);
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        match &built.lines {
-            LineSource::Factory { patches } => {
-                let span = self.memo_reserve()?;
-                self.save(b.getitem.bind(py), false)?;
-                self.memo_get(factory_lines)?;
-                self.memo_get(span)?;
+        let b = builtins(py)?;
+        for (_, mut functions) in pending {
+            functions.sort_by_key(|f| (f.first_line, std::cmp::Reverse(f.line_count)));
+            let mut runs: Vec<(u32, String)> = Vec::new();
+            let mut end = 0u32; // last line covered by the current run
+            for f in &functions {
+                let first = f.first_line;
+                let last = first + f.line_count - 1;
+                if last <= end && !runs.is_empty() {
+                    continue; // within a function already written (nested, or the same one)
+                }
+                if runs.is_empty() || first > end + 1 + MAX_GAP {
+                    runs.push((first, String::new()));
+                    end = first - 1;
+                }
+                let text = &mut runs.last_mut().expect("a run was just pushed").1;
+                for _ in end + 1..first {
+                    text.push('\n');
+                }
+                // The lines after `end` (a function may start inside the previous one).
+                let skip = end.saturating_sub(first - 1) as usize;
+                let from = if skip == 0 { 0 } else { f.original_text.match_indices('\n').nth(skip - 1).map_or(f.original_text.len(), |(i, _)| i + 1) };
+                text.push_str(&f.original_text[from..]);
+                end = last;
+            }
+            let fname = functions[0].filename.bind(py).as_any().clone();
+            // lst = getitem(getattr(linecache.cache, 'setdefault')(fn, (0, None, [], fn)), 2)
+            self.save_named_global(b.getitem.bind(py), "_operator", "getitem")?;
+            self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
+            self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
+            self.save(intern!(py, "setdefault").as_any(), false)?;
+            self.w.op(TUPLE2);
+            self.w.op(REDUCE);
+            self.save(&fname, false)?;
+            self.w.op(MARK);
+            self.w.int(0);
+            self.w.none();
+            self.w.empty_list();
+            self.save(&fname, false)?;
+            self.w.op(TUPLE);
+            self.w.op(TUPLE2);
+            self.w.op(REDUCE);
+            self.w.int(2);
+            self.w.op(TUPLE2);
+            self.w.op(REDUCE);
+            let lst = self.memo_reserve()?;
+            self.w.op(POP);
+            // getattr(lst, 'extend')(repeat('\n', sub(last, len(lst))))
+            self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
+            self.memo_get(lst)?;
+            self.save(intern!(py, "extend").as_any(), false)?;
+            self.w.op(TUPLE2);
+            self.w.op(REDUCE);
+            self.save_named_global(b.repeat.bind(py), "itertools", "repeat")?;
+            self.save(intern!(py, "\n").as_any(), false)?;
+            self.save_named_global(b.sub.bind(py), "_operator", "sub")?;
+            self.w.int(i64::from(end));
+            self.save_named_global(b.len.bind(py), "builtins", "len")?;
+            self.memo_get(lst)?;
+            self.w.op(pickle_wire::opcodes::TUPLE1);
+            self.w.op(REDUCE);
+            self.w.op(TUPLE2);
+            self.w.op(REDUCE);
+            self.w.op(TUPLE2);
+            self.w.op(REDUCE);
+            self.w.op(pickle_wire::opcodes::TUPLE1);
+            self.w.op(REDUCE);
+            self.w.op(POP);
+            for (first, text) in runs {
+                let last = i64::from(first) - 1 + text.matches('\n').count() as i64;
+                // setitem(lst, slice(first - 1, last), getattr(TEXT, 'splitlines')(True))
+                self.save_named_global(b.setitem.bind(py), "_operator", "setitem")?;
+                self.memo_get(lst)?;
+                self.save_named_global(b.slice.bind(py), "builtins", "slice")?;
+                self.w.int(i64::from(first) - 1);
+                self.w.int(last);
                 self.w.op(TUPLE2);
                 self.w.op(REDUCE);
-                self.w.op(TUPLE3);
+                self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
+                self.w.unicode(text.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+                self.save(intern!(py, "splitlines").as_any(), false)?;
+                self.w.op(TUPLE2);
                 self.w.op(REDUCE);
-                self.w.op(POP);
-                for (line, text) in patches {
-                    self.save(b.setitem.bind(py), false)?;
-                    self.memo_get(lst)?;
-                    self.w.int(i64::from(*line) - 1);
-                    self.save(text.bind(py).as_any(), false)?;
-                    self.w.op(TUPLE3);
-                    self.w.op(REDUCE);
-                    self.w.op(POP);
-                }
-            }
-            LineSource::Original(lines) => {
-                self.save(lines.bind(py).as_any(), false)?;
+                self.w.bool(true);
+                self.w.op(pickle_wire::opcodes::TUPLE1);
+                self.w.op(REDUCE);
                 self.w.op(TUPLE3);
                 self.w.op(REDUCE);
                 self.w.op(POP);
@@ -351,9 +357,9 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let b = builtins(py)?;
         let freevars = code.getattr(intern!(py, "co_freevars"))?.cast_into::<PyTuple>()?;
-        self.save(b.tuple.bind(py), false)?;
-        self.save(b.map.bind(py), false)?;
-        self.save(self.st.builtins_getattr.bind(py), false)?;
+        self.save_named_global(b.tuple.bind(py), "builtins", "tuple")?;
+        self.save_named_global(b.map.bind(py), "builtins", "map")?;
+        self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
         self.w.empty_dict();
         self.w.op(MARK);
         for (name, cell) in freevars.iter().zip(cells) {
@@ -364,7 +370,7 @@ impl<'py> Dumper<'py> {
         self.save(intern!(py, "__getitem__").as_any(), false)?;
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
-        self.save(self.st.builtins_getattr.bind(py), false)?;
+        self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
         self.save(code, false)?; // memoized: the compiled code
         self.save(intern!(py, "co_freevars").as_any(), false)?;
         self.w.op(TUPLE2);
@@ -376,16 +382,20 @@ impl<'py> Dumper<'py> {
         Ok(())
     }
 
-    /// A reference to a module attribute that is not a class or function (here the dict
-    /// `linecache.cache`), which `save` would otherwise write by value.
+    /// A reference to a module attribute we name ourselves: the dict `linecache.cache` (which
+    /// `save` would write by value), and the standard-library functions the by_source stream
+    /// calls (through `save` each would cost a `__reduce_ex__` call and an import check per
+    /// dump).
     pub(crate) fn save_named_global(&mut self, obj: &Bound<'py, PyAny>, module: &str, name: &str) -> PyResult<()> {
         let py = self.py;
         if let Some(idx) = self.memo.get(obj) {
             return self.w.memo_get(idx).map_err(|e| pickling_error(py, e.to_string()));
         }
         if self.proto >= 4 {
-            self.save(PyString::new(py, module).as_any(), false)?;
-            self.save(PyString::new(py, name).as_any(), false)?;
+            // Plain strings, not memoized: a module name memoized per reference, as a fresh
+            // `str` would be, costs a memo entry and saves nothing.
+            self.w.unicode(module.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+            self.w.unicode(name.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
             self.w.op(pickle_wire::opcodes::STACK_GLOBAL);
         } else {
             self.w.global_text(module.as_bytes(), name.as_bytes());
@@ -538,25 +548,6 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
         lines.push(l);
     }
-    let line_count = lines.len();
-    let factory_text: Vec<&str> = factory.source.split_inclusive('\n').collect();
-    let in_place = matches!(factory.layout, function_source::FactoryLayout::InPlace)
-        && factory_text.len() >= first as usize - 1 + line_count;
-    let line_source = if in_place {
-        let mut patches = Vec::new();
-        for (i, original) in lines.iter().enumerate() {
-            if factory_text[first as usize - 1 + i] != original {
-                patches.push((first + i as u32, PyString::new(py, original).unbind()));
-            }
-        }
-        if patches.len() * 2 <= line_count {
-            LineSource::Factory { patches }
-        } else {
-            LineSource::Original(PyList::new(py, &lines).map_err(|e| e.to_string())?.unbind())
-        }
-    } else {
-        LineSource::Original(PyList::new(py, &lines).map_err(|e| e.to_string())?.unbind())
-    };
     let body = factory.source.trim_start_matches('\n');
     let built = Arc::new(Built {
         factory_key: PyString::new(py, &factory_key(&filename, &factory.source)).unbind(),
@@ -564,8 +555,8 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         source: PyString::new(py, body).unbind(),
         filename: PyString::new(py, &filename).unbind(),
         first_line: first,
-        line_count,
-        lines: line_source,
+        line_count: lines.len() as u32,
+        original_text: lines.concat(),
     });
     if let Ok(weak) = py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((code,))) {
         if let Ok(mut c) = caches(py).lock() {

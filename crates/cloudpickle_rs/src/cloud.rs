@@ -5,7 +5,7 @@
 //! (`cloudpickle.cloudpickle` by default, `ray.cloudpickle.cloudpickle` for Ray workers) or the
 //! standard library, so receivers need stock cloudpickle only (DESIGN.md §2).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use pyo3::intern;
@@ -34,7 +34,7 @@ pub(crate) struct Reconstructors {
     pub extra_reducers: Py<PyDict>,
     /// Addresses of the module's own functions (kept alive by the module): always written by
     /// reference, without asking the by-value rule or the user's callback.
-    pub own_functions: std::collections::HashSet<usize>,
+    pub own_functions: crate::addr::AddrSet,
     pub by_value_modules: Py<PyAny>,
     pub tracker_by_class: Py<PyAny>,
     pub tracker_by_id: Py<PyAny>,
@@ -83,7 +83,7 @@ impl Reconstructors {
             extra_reducers: extra.unbind(),
             own_functions: {
                 let ftype = py.import("types")?.getattr("FunctionType")?;
-                let mut set = std::collections::HashSet::new();
+                let mut set = crate::addr::AddrSet::default();
                 for (_, v) in m.getattr("__dict__")?.cast::<PyDict>()?.iter() {
                     if v.get_type().is(&ftype) {
                         set.insert(v.as_ptr() as usize);
@@ -159,7 +159,7 @@ pub(crate) struct Interp {
     pub dataclasses_missing: Py<PyAny>,
     /// The types of the `types` module by address (cloudpickle's `_BUILTIN_TYPE_NAMES`), looked
     /// up by identity: a class whose metaclass is unhashable must not break the lookup.
-    pub builtin_type_names: HashMap<usize, Py<PyString>>,
+    pub builtin_type_names: crate::addr::AddrMap<Py<PyString>>,
     pub load_global: u8,
     pub store_global: u8,
     pub delete_global: u8,
@@ -181,7 +181,7 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
         let opcode = py.import("opcode")?;
         let opmap = opcode.getattr("opmap")?;
         let op = |n: &str| -> PyResult<u8> { opmap.get_item(n)?.extract() };
-        let mut names = HashMap::new();
+        let mut names = crate::addr::AddrMap::default();
         let type_type = py.get_type::<PyType>();
         for (k, v) in types.getattr("__dict__")?.cast::<PyDict>()?.iter() {
             if v.get_type().is(&type_type) {
@@ -240,7 +240,7 @@ pub(crate) struct Cloud<'py> {
     pub globals_ref: Bound<'py, PyDict>,
     pub pickle_by_reference: Option<Bound<'py, PyAny>>,
     /// Closure cells whose contents are being or have been written in this dump.
-    pub cells_filled: HashSet<usize>,
+    pub cells_filled: crate::addr::AddrSet,
     /// Sorted names of `sys.modules`, built once per dump when a package global needs its
     /// imported submodules (upstream scans `sys.modules` per function: #576).
     pub module_index: Option<(usize, Vec<String>)>,
@@ -262,7 +262,7 @@ impl<'py> Cloud<'py> {
             it: interp(py)?,
             globals_ref,
             pickle_by_reference: pickle_by_reference.filter(|c| !c.is_none()),
-            cells_filled: HashSet::new(),
+            cells_filled: Default::default(),
             module_index: None,
             by_source,
             source: (by_source != crate::bysource::BySource::Off).then(crate::bysource::SourceDump::default),
@@ -496,7 +496,7 @@ fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Ve
 /// weak reference to the code object, so dynamic code (lambdas made in a loop) is not kept alive
 /// by the cache; dead entries are swept when the cache grows.
 struct CodeCache {
-    entries: HashMap<usize, (Py<PyAny>, Py<PyTuple>)>,
+    entries: crate::addr::AddrMap<(Py<PyAny>, Py<PyTuple>)>,
 }
 
 /// [`code_global_names`] of each code object.
@@ -505,7 +505,7 @@ static NAMES_CACHE: PyOnceLock<Mutex<CodeCache>> = PyOnceLock::new();
 static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache>> = PyOnceLock::new();
 
 fn code_cache_get<'py>(cache: &PyOnceLock<Mutex<CodeCache>>, py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
-    let cache = cache.get_or_init(py, || Mutex::new(CodeCache { entries: HashMap::new() }));
+    let cache = cache.get_or_init(py, || Mutex::new(CodeCache { entries: Default::default() }));
     let guard = cache.lock().ok()?;
     let (weak, value) = guard.entries.get(&(code.as_ptr() as usize))?;
     // SAFETY: `weak` is a live weakref object we own; PyWeakref_GetObject returns a borrowed

@@ -4,7 +4,6 @@
 //! pyclass borrow): user code called from the walk (`__reduce_ex__`, `persistent_id`,
 //! `reducer_override`) may call back into a pickler.
 
-use std::collections::HashSet;
 use std::os::raw::c_int;
 use std::ptr;
 
@@ -49,7 +48,7 @@ pub(crate) struct Dumper<'py> {
     pub fix_imports: bool,
     pub fast: bool,
     fast_nesting: usize,
-    fast_memo: HashSet<usize>,
+    fast_memo: crate::addr::AddrSet,
     /// `file.write` when dumping to a file; None for `dumps`.
     write: Option<Bound<'py, PyAny>>,
     pub hooks: Hooks<'py>,
@@ -88,7 +87,7 @@ impl<'py> Dumper<'py> {
             fix_imports,
             fast: false,
             fast_nesting: 0,
-            fast_memo: HashSet::new(),
+            fast_memo: Default::default(),
             write,
             hooks,
             st,
@@ -103,7 +102,10 @@ impl<'py> Dumper<'py> {
     /// Write a whole stream: PROTO, the object, STOP, then flush to the file if there is one.
     pub(crate) fn dump(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         self.w.start();
-        let result = self.save(obj, false);
+        let mut result = self.save(obj, false);
+        if result.is_ok() && self.by_source() != crate::bysource::BySource::Off {
+            result = self.write_source_lines();
+        }
         if let Err(err) = result {
             let err = self.err_path.finish(self.py, err, obj);
             return Err(if self.cloud.is_some() { crate::statics::deep_recursion_error(self.py, err) } else { err });

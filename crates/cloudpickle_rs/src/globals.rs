@@ -2,7 +2,6 @@
 //! way `_pickle.c` does (dotted `__qualname__`, `whichmodule`, the identity check), then written
 //! as EXT, STACK_GLOBAL, GLOBAL or `getattr(parent, name)`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError};
@@ -132,11 +131,11 @@ struct FoundGlobal {
 }
 
 const GLOBAL_CACHE_LIMIT: usize = 4096;
-static GLOBAL_CACHE: PyOnceLock<Mutex<HashMap<usize, Arc<FoundGlobal>>>> = PyOnceLock::new();
+static GLOBAL_CACHE: PyOnceLock<Mutex<crate::addr::AddrMap<Arc<FoundGlobal>>>> = PyOnceLock::new();
 
 pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<()> {
     let py = d.py;
-    let cache = GLOBAL_CACHE.get_or_init(py, || Mutex::new(HashMap::new()));
+    let cache = GLOBAL_CACHE.get_or_init(py, || Mutex::new(Default::default()));
     if name.is_none() {
         let hit = cache.lock().ok().and_then(|m| m.get(&(obj.as_ptr() as usize)).cloned());
         if let Some(found) = hit {

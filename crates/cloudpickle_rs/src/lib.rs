@@ -3,6 +3,7 @@
 //! The only crate of the workspace that touches Python objects. The byte encodings are in
 //! `pickle_wire`; source slicing for by_source is in `function_source`.
 
+mod addr;
 mod bysource;
 mod byvalue;
 mod cloud;
