@@ -5,10 +5,12 @@
 //! For a code object the stream is, in Python terms:
 //!
 //! ```text
-//! ns = {}                                           # memoized, then popped
+//! ns = {TEXT_NAME: FACTORY_SOURCE}                 # both memoized, ns popped
 //! exec(compile(FACTORY_SOURCE, co_filename, 'exec'), ns)
 //! code = getattr(operator.getitem(ns, RESULT_NAME), '__code__')   # memoized as the code
 //! ```
+//!
+//! and, once per file after the object, the function's original lines into `linecache`.
 //!
 //! where the factory source (built by the `function_source` crate) keeps the function's own
 //! lines at their original line numbers and columns, so the recompiled code has the original
@@ -60,8 +62,6 @@ struct Built {
     source: Py<PyString>,
     /// How many newlines the factory source starts with.
     padding: usize,
-    /// The receiver's `linecache` key for the factory text (see `received_factory_texts`).
-    factory_key: Py<PyString>,
     filename: Py<PyString>,
     /// The function's lines in the original file, from `first_line` on, each ending in a
     /// newline (`line_count` of them), for the receiver's `linecache`.
@@ -136,39 +136,17 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let st = self.st;
         let b = builtins(py)?;
-        // SRC (the padded factory text) and LINES = SRC.splitlines(True) are values of the
+        // ns = {TEXT_NAME: SRC}, SRC being the padded factory text. SRC and ns are values of the
         // receiver only: memoized under reserved indices rather than keyed by throwaway Python
-        // objects of ours (a list and a dict per function made the collector run every few
-        // hundred functions).
-        self.save_named_global(st.builtins_getattr.bind(py), "builtins", "getattr")?;
-        self.save_padded_source(built)?;
-        let src = self.memo_reserve()?;
-        self.save(intern!(py, "splitlines").as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.w.bool(true);
-        self.w.op(pickle_wire::opcodes::TUPLE1);
-        self.w.op(REDUCE);
-        let lines = self.memo_reserve()?;
-        self.w.op(POP);
-        // linecache.cache[KEY] = (0, None, LINES, KEY): the receiver can send the function on
-        // by source in turn (a Dask scheduler, a worker returning what it got).
-        self.save_named_global(b.setitem.bind(py), "_operator", "setitem")?;
-        self.w.op(MARK);
-        self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
-        self.save(built.factory_key.bind(py).as_any(), false)?;
-        self.w.op(MARK);
-        self.w.int(0);
-        self.w.none();
-        self.memo_get(lines)?;
-        self.save(built.factory_key.bind(py).as_any(), false)?;
-        self.w.op(TUPLE);
-        self.w.op(TUPLE);
-        self.w.op(REDUCE);
-        self.w.op(POP);
-        // ns = {}
+        // objects of ours (a str and a dict per function made the collector run every few
+        // hundred functions). The factory text's last line puts SRC into the receiver's
+        // linecache (see `build`).
         self.w.empty_dict();
         let ns = self.memo_reserve()?;
+        self.save(b.text_name.bind(py).as_any(), false)?;
+        self.save_padded_source(built)?;
+        let src = self.memo_reserve()?;
+        self.w.op(pickle_wire::opcodes::SETITEM);
         self.w.op(POP);
         // exec(compile(SRC, filename, 'exec'), ns)
         self.save_named_global(b.exec.bind(py), "builtins", "exec")?;
@@ -209,8 +187,11 @@ impl<'py> Dumper<'py> {
     /// is rebuilt on the receiver: `operator.add(operator.mul('\n', n), rest)`.
     fn save_padded_source(&mut self, built: &Built) -> PyResult<()> {
         let py = self.py;
+        let body = built.source.bind(py);
+        let body = body.to_str()?.as_bytes();
         if built.padding == 0 {
-            return self.save(built.source.bind(py).as_any(), false);
+            // Not memoized: SRC is, by the caller.
+            return self.w.unicode(body).map_err(|e| pickling_error(py, e.to_string()));
         }
         let b = builtins(py)?;
         self.save_named_global(b.add.bind(py), "_operator", "add")?;
@@ -219,7 +200,7 @@ impl<'py> Dumper<'py> {
         self.w.int(built.padding as i64);
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
-        self.save(built.source.bind(py).as_any(), false)?;
+        self.w.unicode(body).map_err(|e| pickling_error(py, e.to_string()))?;
         self.w.op(TUPLE2);
         self.w.op(REDUCE);
         Ok(())
@@ -260,7 +241,8 @@ impl<'py> Dumper<'py> {
         let b = builtins(py)?;
         for (_, mut functions) in pending {
             functions.sort_by_key(|f| (f.first_line, std::cmp::Reverse(f.line_count)));
-            let mut runs: Vec<(u32, String)> = Vec::new();
+            // (first line, text, last line) of each run
+            let mut runs: Vec<(u32, String, u32)> = Vec::new();
             let mut end = 0u32; // last line covered by the current run
             for f in &functions {
                 let first = f.first_line;
@@ -269,10 +251,12 @@ impl<'py> Dumper<'py> {
                     continue; // within a function already written (nested, or the same one)
                 }
                 if runs.is_empty() || first > end + 1 + MAX_GAP {
-                    runs.push((first, String::new()));
+                    runs.push((first, String::new(), first));
                     end = first - 1;
                 }
-                let text = &mut runs.last_mut().expect("a run was just pushed").1;
+                let run = runs.last_mut().expect("a run was just pushed");
+                run.2 = last;
+                let text = &mut run.1;
                 for _ in end + 1..first {
                     text.push('\n');
                 }
@@ -325,8 +309,8 @@ impl<'py> Dumper<'py> {
             self.w.op(pickle_wire::opcodes::TUPLE1);
             self.w.op(REDUCE);
             self.w.op(POP);
-            for (first, text) in runs {
-                let last = i64::from(first) - 1 + text.matches('\n').count() as i64;
+            for (first, text, last) in runs {
+                let last = i64::from(last);
                 // setitem(lst, slice(first - 1, last), getattr(TEXT, 'splitlines')(True))
                 self.save_named_global(b.setitem.bind(py), "_operator", "setitem")?;
                 self.memo_get(lst)?;
@@ -437,6 +421,8 @@ struct Builtins {
     linecache_cache: Py<PyAny>,
     /// The factory's result name, one object so the stream memoizes it once.
     result_name: Py<PyString>,
+    /// [`TEXT_NAME`], likewise.
+    text_name: Py<PyString>,
 }
 
 static BUILTINS: PyOnceLock<Builtins> = PyOnceLock::new();
@@ -459,6 +445,7 @@ fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
             len: b.getattr("len")?.unbind(),
             repeat: py.import("itertools")?.getattr("repeat")?.unbind(),
             result_name: PyString::new(py, RESULT_NAME).unbind(),
+            text_name: PyString::new(py, TEXT_NAME).unbind(),
             linecache_cache: py.import("linecache")?.getattr("cache")?.unbind(),
         })
     })
@@ -497,10 +484,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     let key = code.as_ptr() as usize;
     // `__source__` is a function attribute: look in `__dict__` (a missing attribute would cost
     // an AttributeError per function).
-    let own_source = func
-        .getattr(intern!(py, "__dict__"))
-        .ok()
-        .and_then(|d| d.cast_into::<PyDict>().ok())
+    let own_source = crate::byvalue::function_dict(func)
         .and_then(|d| d.get_item(intern!(py, "__source__")).ok().flatten())
         .filter(|s| !s.is_none());
     if own_source.is_none() {
@@ -548,10 +532,23 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
         lines.push(l);
     }
-    let body = factory.source.trim_start_matches('\n');
+    // The factory's last statement registers its own text with the receiver's linecache, so
+    // the receiver can send the function on by source in turn (a Dask scheduler, a worker
+    // returning what it got): `linecache.cache[KEY] = (0, None, TEXT.splitlines(True), FILE)`,
+    // TEXT being the whole padded text, given to `exec` in the namespace, and FILE the file
+    // name the factory was compiled under, read back from the function it made.
+    let key_literal = PyString::new(py, &factory_key(&filename, &factory.source));
+    let key_literal = key_literal.repr().and_then(|r| r.to_str().map(str::to_owned)).map_err(|e| e.to_string())?;
+    let mut text = factory.source.clone();
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "__import__('linecache').cache[{key_literal}] = (0, None, {TEXT_NAME}.splitlines(True), {RESULT_NAME}.__code__.co_filename)\n"
+    ));
+    let body = text.trim_start_matches('\n');
     let built = Arc::new(Built {
-        factory_key: PyString::new(py, &factory_key(&filename, &factory.source)).unbind(),
-        padding: factory.source.len() - body.len(),
+        padding: text.len() - body.len(),
         source: PyString::new(py, body).unbind(),
         filename: PyString::new(py, &filename).unbind(),
         first_line: first,
@@ -577,28 +574,33 @@ fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>, key: usize) -> Option<A
     (referent == code.as_ptr()).then(|| built.clone())
 }
 
-const FACTORY_KEY_PREFIX: &str = "<cloudpickle-rs source of ";
+const FACTORY_KEY_PREFIX: &str = "<cloudpickle-rs source ";
+/// The name under which `exec` gives the factory its own text.
+const TEXT_NAME: &str = "__cloudpickle_rs_text__";
 
-/// Where a receiver keeps a factory text in `linecache`: by file name and text, so functions of
-/// one file do not overwrite each other.
+/// Where a receiver keeps a factory text in `linecache`: by a hash of file name and text, so
+/// functions of one file (or of two files) do not overwrite each other. The entry's own file
+/// name (its fourth item) is the function's file, which `received_factory_texts` goes by.
 fn factory_key(filename: &str, source: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in source.bytes() {
+    for b in filename.bytes().chain([0]).chain(source.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("{FACTORY_KEY_PREFIX}{filename} {h:016x}>")
+    format!("{FACTORY_KEY_PREFIX}{h:016x}>")
 }
 
 /// The factory texts a stream left in this process's `linecache` for `filename`, parsed.
 fn received_factory_texts(py: Python<'_>, filename: &str) -> Vec<Arc<SourceFile>> {
-    let prefix = format!("{FACTORY_KEY_PREFIX}{filename} ");
     let Ok(cache) = py.import("linecache").and_then(|l| l.getattr("cache")) else { return Vec::new() };
     let Ok(cache) = cache.cast_into::<PyDict>() else { return Vec::new() };
     let mut out = Vec::new();
     for (k, entry) in cache.iter() {
-        let Ok(key) = k.extract::<String>() else { continue };
-        if !key.starts_with(&prefix) {
+        let Ok(key) = k.cast::<PyString>() else { continue };
+        if !key.to_cow().is_ok_and(|k| k.starts_with(FACTORY_KEY_PREFIX)) {
+            continue;
+        }
+        if !entry.get_item(3).and_then(|f| f.extract::<String>()).is_ok_and(|f| f == filename) {
             continue;
         }
         let Ok(lines) = entry.get_item(2).and_then(|l| l.extract::<Vec<String>>()) else { continue };

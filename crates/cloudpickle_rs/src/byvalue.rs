@@ -248,10 +248,11 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let it = self.cloud()?.it;
         // state: func.__dict__ with fresh keys
-        let fdict = func.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
-        let mut pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::with_capacity(fdict.len());
-        for (k, v) in fdict.iter() {
-            pairs.push((fresh_str(&k)?, v));
+        let mut pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
+        if let Some(fdict) = function_dict(func) {
+            for (k, v) in fdict.iter() {
+                pairs.push((fresh_str(&k)?, v));
+            }
         }
         self.w.empty_dict();
         self.write_dict_items(&pairs, func, "__dict__")?;
@@ -281,14 +282,24 @@ impl<'py> Dumper<'py> {
             (intern!(py, "__doc__").clone().into_any(), func.getattr(intern!(py, "__doc__"))?),
             // Cells are shared through _make_function's closure and filled by setattr afterwards.
             (intern!(py, "__closure__").clone().into_any(), py.None().into_bound(py)),
-            (intern!(py, "_cloudpickle_submodules").clone().into_any(), submodules.into_any()),
+            // Written below as a list that exists only in the stream.
+            (intern!(py, "_cloudpickle_submodules").clone().into_any(), py.None().into_bound(py)),
             (intern!(py, "__globals__").clone().into_any(), py.None().into_bound(py)),
         ];
         self.w.empty_dict();
         self.w.op(pickle_wire::opcodes::MARK);
-        for (k, v) in &slot[..9] {
+        for (k, v) in &slot[..8] {
             self.save(k, false)?;
             self.save(v, false).map_err(|e| self.err_path.attribute(py, e, func, &k.to_string()))?;
+        }
+        self.save(&slot[8].0, false)?;
+        self.w.empty_list();
+        if !submodules.is_empty() {
+            self.w.op(pickle_wire::opcodes::MARK);
+            for m in &submodules {
+                self.save(m, false)?;
+            }
+            self.w.op(pickle_wire::opcodes::APPENDS);
         }
         self.save(&slot[9].0, false)?;
         self.w.empty_dict();
@@ -381,10 +392,10 @@ impl<'py> Dumper<'py> {
 
     /// Loaded submodules of the packages a function uses, that its code can reach by attribute
     /// (`concurrent.futures` through the global `concurrent`), so the receiver imports them.
-    fn imported_submodules(&mut self, code: &Bound<'py, PyAny>, deps: &[Bound<'py, PyAny>]) -> PyResult<Bound<'py, PyList>> {
+    fn imported_submodules(&mut self, code: &Bound<'py, PyAny>, deps: &[Bound<'py, PyAny>]) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let py = self.py;
         let it = self.cloud()?.it;
-        let out = PyList::empty(py);
+        let mut out = Vec::new();
         let module_type = it.module_type.bind(py);
         let mut co_names: Option<Vec<String>> = None;
         for dep in deps {
@@ -413,7 +424,7 @@ impl<'py> Dumper<'py> {
                 let rest = &sub[name.len() + 1..];
                 if rest.split('.').all(|t| names.iter().any(|n| n == t)) {
                     if let Ok(m) = modules.get_item(&sub) {
-                        out.append(m)?;
+                        out.push(m);
                     }
                 }
             }
@@ -871,6 +882,23 @@ fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>,
     let globals = function_slot(func, pyo3::ffi::PyFunction_GetGlobals).cast_into::<PyDict>()?;
     let closure = function_slot(func, pyo3::ffi::PyFunction_GetClosure);
     Ok((code, globals, closure))
+}
+
+/// A function's `__dict__` if it has one yet (None for anything but a function): the
+/// `__dict__` attribute would make an empty dict for every function that has none.
+pub(crate) fn function_dict<'py>(func: &Bound<'py, PyAny>) -> Option<Bound<'py, PyDict>> {
+    let py = func.py();
+    // SAFETY: a pointer check on a live object.
+    if unsafe { pyo3::ffi::PyFunction_Check(func.as_ptr()) } == 0 {
+        return None; // a code object met on its own, say
+    }
+    // SAFETY: `func` is an exact function, whose struct pyo3 describes for this interpreter;
+    // `func_dict` is NULL or a borrowed reference.
+    let p = unsafe { (*func.as_ptr().cast::<pyo3::ffi::PyFunctionObject>()).func_dict };
+    if p.is_null() {
+        return None;
+    }
+    unsafe { Bound::from_borrowed_ptr(py, p) }.cast_into::<PyDict>().ok()
 }
 
 /// One of a function's slots through the C API (a borrowed reference, NULL meaning None).
