@@ -63,6 +63,12 @@ pub(crate) struct Dumper<'py> {
     ints_readable: bool,
     /// Classes whose instances skip the `__reduce_ex__` call ([`crate::plain`]).
     plain: crate::plain::PlainTypes,
+    /// Whether container items that nothing else references go unmemoized (see
+    /// [`Dumper::save_item`]): the cloudpickle pickler at protocol 3 and above, without
+    /// `persistent_id` or fast mode.
+    elide_unshared: bool,
+    /// The item [`Dumper::save_item`] found unshared, until its memo step passes it by.
+    unshared: *mut ffi::PyObject,
 }
 
 type SaveResult = PyResult<()>;
@@ -96,11 +102,16 @@ impl<'py> Dumper<'py> {
             stack_floor: stack_floor(),
             ints_readable: crate::layout::ints_readable(py),
             plain: crate::plain::PlainTypes::default(),
+            elide_unshared: false,
+            unshared: ptr::null_mut(),
         })
     }
 
     /// Write a whole stream: PROTO, the object, STOP, then flush to the file if there is one.
     pub(crate) fn dump(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+        // Protocols 0-2 are the ones Python 2 reads: their streams stay as the C pickler writes
+        // them (CPython's tests pin some byte for byte).
+        self.elide_unshared = self.cloud.is_some() && self.hooks.persistent_id.is_none() && !self.fast && self.proto >= 3;
         self.w.start();
         let mut result = self.save(obj, false);
         if result.is_ok() && self.by_source() != crate::bysource::BySource::Off {
@@ -174,6 +185,10 @@ impl<'py> Dumper<'py> {
         if self.fast {
             return Ok(());
         }
+        if obj.as_ptr() == self.unshared {
+            self.unshared = ptr::null_mut();
+            return Ok(());
+        }
         let idx = self.memo.put(obj);
         self.w.memo_put(idx).map_err(|e| pickling_error(self.py, e.to_string()))
     }
@@ -185,8 +200,17 @@ impl<'py> Dumper<'py> {
 
     /// An item of a container: [`Dumper::save`], with ints and floats written inline (no call)
     /// when there is no `persistent_id` to ask first.
+    ///
+    /// The cloudpickle pickler does not memoize an item (str, bytes, tuple, list, dict) whose
+    /// only reference is its container's (`may_elide`: the container owns a counted reference
+    /// to it, as list and tuple items and dict values do; not dict keys, which split dicts
+    /// share uncounted): the walk cannot meet it again, nor a cycle through it, and the memo
+    /// holds a reference to every key, so it is not in the memo either. What only Python code
+    /// run during the dump could reach again (a `__reduce__` digging it out of its container)
+    /// would be written twice, equal but not identical. This is the memo traffic of task lists
+    /// and records (a memo entry per tuple and str) and shrinks their streams.
     #[inline(always)]
-    fn save_item(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+    fn save_item(&mut self, obj: &Bound<'py, PyAny>, may_elide: bool) -> SaveResult {
         if self.hooks.persistent_id.is_none() {
             // SAFETY: `obj` is a live object; reading its type pointer is always valid.
             let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) };
@@ -201,9 +225,44 @@ impl<'py> Dumper<'py> {
                 return Ok(());
             }
             self.opcode_boundary()?;
+            // Two references: the container's and `obj`, ours.
+            // SAFETY: reading the reference count of a live object.
+            if may_elide && self.elide_unshared && unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == 2 {
+                return self.save_unshared(obj, tp);
+            }
             return self.save_nonatom(obj, tp);
         }
         self.save(obj, false)
+    }
+
+    #[inline]
+    fn save_unshared(&mut self, obj: &Bound<'py, PyAny>, tp: *mut ffi::PyTypeObject) -> SaveResult {
+        let elided = tp == ptr::addr_of_mut!(ffi::PyUnicode_Type)
+            || tp == ptr::addr_of_mut!(ffi::PyTuple_Type)
+            || tp == ptr::addr_of_mut!(ffi::PyBytes_Type)
+            || tp == ptr::addr_of_mut!(ffi::PyList_Type)
+            || tp == ptr::addr_of_mut!(ffi::PyDict_Type);
+        if !elided {
+            return self.save_nonatom(obj, tp);
+        }
+        self.unshared = obj.as_ptr();
+        let result = if tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            self.save_str(obj)
+        } else if tp == ptr::addr_of_mut!(ffi::PyBytes_Type) {
+            self.save_bytes(obj)
+        } else {
+            let _guard = RecursionGuard::enter(self.py, self.stack_floor)?;
+            if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
+                self.save_tuple(obj)
+            } else if tp == ptr::addr_of_mut!(ffi::PyList_Type) {
+                self.save_list(obj)
+            } else {
+                self.save_dict(obj)
+            }
+        };
+        // Consumed by the memo step already, except where an error came first.
+        self.unshared = ptr::null_mut();
+        result
     }
 
     /// The heart of the walk, in `_pickle.c`'s order. (The exact types are disjoint, so the
@@ -675,7 +734,7 @@ impl<'py> Dumper<'py> {
         let item_at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
         if size() == 1 {
             let item = item_at(0);
-            self.save_item(&item).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
+            self.save_item(&item, true).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
             self.w.op(APPEND);
             return Ok(());
         }
@@ -685,7 +744,7 @@ impl<'py> Dumper<'py> {
             self.w.op(MARK);
             while total < size() {
                 let item = item_at(total);
-                self.save_item(&item).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
+                self.save_item(&item, true).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
                 total += 1;
                 batch += 1;
                 if batch == BATCHSIZE {
@@ -792,8 +851,8 @@ impl<'py> Dumper<'py> {
         };
         if dict_size == 1 {
             if let Some((k, v)) = next() {
-                self.save_item(&k).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save_item(&v).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_item(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save_item(&v, true).map_err(|e| self.err_path.dict_value(py, e, &k))?;
                 self.w.op(SETITEM);
             }
             return Ok(());
@@ -802,8 +861,8 @@ impl<'py> Dumper<'py> {
             let mut i = 0;
             self.w.op(MARK);
             while let Some((k, v)) = next() {
-                self.save_item(&k).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save_item(&v).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_item(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save_item(&v, true).map_err(|e| self.err_path.dict_value(py, e, &k))?;
                 i += 1;
                 if i == BATCHSIZE {
                     break;
@@ -955,6 +1014,10 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         let tuple = obj.cast::<PyTuple>()?;
         let len = tuple.len();
+        let unshared = obj.as_ptr() == self.unshared;
+        if unshared {
+            self.unshared = ptr::null_mut();
+        }
         if len == 0 {
             self.w.empty_tuple();
             return Ok(());
@@ -964,7 +1027,11 @@ impl<'py> Dumper<'py> {
             self.w.op(MARK);
         }
         for (i, item) in tuple.iter().enumerate() {
-            self.save_item(&item).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
+            self.save_item(&item, true).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
+        }
+        if unshared {
+            self.w.tuple_end(len);
+            return Ok(());
         }
         if let Some(idx) = self.memo.get(obj) {
             // The tuple is recursive: throw away its items and fetch it from the memo.
