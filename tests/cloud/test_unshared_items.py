@@ -96,3 +96,29 @@ def test_item_reached_again_by_a_reducer_comes_back_equal():
 
     back = pickle.loads(cloudpickle_rs.dumps([holder, Digger()]))
     assert back[0][0] == back[1] == ("only", "here")
+
+
+@pytest.mark.parametrize("proto", range(3, pickle.HIGHEST_PROTOCOL + 1))
+def test_cycles_back_to_a_tuple_through_its_unshared_items(proto):
+    """A tuple is memoized after its items, so a cycle back to it walks its items again: those
+    items must be memoized even when the tuple holds their only reference."""
+    t = ({},)
+    t[0][1] = t
+    u = ([],)
+    u[0].append(u)
+    inner = ({"k": None},)
+    middle = (inner, "m")
+    inner[0]["k"] = middle
+    holder = [middle]
+    del inner, middle
+    for obj in (t, [t], u, [u], holder):
+        back = pickle.loads(cloudpickle_rs.dumps(obj, protocol=proto))
+        if obj is t:
+            assert back[0][1] is back
+        elif obj is u:
+            assert back[0][0] is back
+        elif obj is holder:
+            assert back[0][0][0]["k"] is back[0]
+        else:
+            first = back[0]
+            assert (first[0][1] if isinstance(first[0], dict) else first[0][0]) is first

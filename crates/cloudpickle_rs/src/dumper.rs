@@ -84,7 +84,10 @@ impl<'py> Dumper<'py> {
         cloud: Option<crate::cloud::Cloud<'py>>,
     ) -> PyResult<Self> {
         let st = statics(py)?;
-        let buffer = OutBuf::with_capacity(py, if write.is_some() { FILE_BUFFER } else { DUMPS_BUFFER })?;
+        let buffer = match write {
+            Some(_) => OutBuf::with_capacity(py, FILE_BUFFER, false)?,
+            None => OutBuf::with_capacity(py, DUMPS_BUFFER, true)?,
+        };
         Ok(Dumper {
             py,
             w: Writer::with_buffer(proto, buffer),
@@ -202,15 +205,19 @@ impl<'py> Dumper<'py> {
     /// when there is no `persistent_id` to ask first.
     ///
     /// The cloudpickle pickler does not memoize an item (str, bytes, tuple, list, dict) whose
-    /// only reference is its container's (`may_elide`: the container owns a counted reference
-    /// to it, as list and tuple items and dict values do; not dict keys, which split dicts
-    /// share uncounted): the walk cannot meet it again, nor a cycle through it, and the memo
-    /// holds a reference to every key, so it is not in the memo either. What only Python code
+    /// only reference is its container's (a counted reference, as list and tuple items and dict
+    /// values have; not dict keys, which split dicts share uncounted), when the container
+    /// cannot be walked twice (a list or dict, memoized before its items, or a tuple that is
+    /// unshared itself): the walk cannot meet the item again, nor a cycle through it, and the
+    /// memo holds a reference to every key, so it is not in the memo either. What only Python code
     /// run during the dump could reach again (a `__reduce__` digging it out of its container)
     /// would be written twice, equal but not identical. This is the memo traffic of task lists
     /// and records (a memo entry per tuple and str) and shrinks their streams.
+    ///
+    /// `refs`: the references the caller knows of (the container's, and ours if it took one);
+    /// 0 where items may be shared uncounted.
     #[inline(always)]
-    fn save_item(&mut self, obj: &Bound<'py, PyAny>, may_elide: bool) -> SaveResult {
+    fn save_item(&mut self, obj: &Bound<'py, PyAny>, refs: ffi::Py_ssize_t) -> SaveResult {
         if self.hooks.persistent_id.is_none() {
             // SAFETY: `obj` is a live object; reading its type pointer is always valid.
             let tp = unsafe { ffi::Py_TYPE(obj.as_ptr()) };
@@ -225,14 +232,50 @@ impl<'py> Dumper<'py> {
                 return Ok(());
             }
             self.opcode_boundary()?;
-            // Two references: the container's and `obj`, ours.
             // SAFETY: reading the reference count of a live object.
-            if may_elide && self.elide_unshared && unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == 2 {
+            if refs > 0 && self.elide_unshared && unsafe { ffi::Py_REFCNT(obj.as_ptr()) } == refs {
                 return self.save_unshared(obj, tp);
             }
             return self.save_nonatom(obj, tp);
         }
         self.save(obj, false)
+    }
+
+    /// A tuple item written without the walk's dispatch, when it is an atom or (in an unshared
+    /// tuple, `in_unshared`) an unshared ASCII str: the items of records and task arguments.
+    /// False if it is anything else.
+    #[inline(always)]
+    fn save_leaf(&mut self, obj: &Bound<'py, PyAny>, in_unshared: bool) -> bool {
+        let p = obj.as_ptr();
+        // SAFETY: `obj` is a live object; type, reference count and (for exact floats) value
+        // are plain reads.
+        let tp = unsafe { ffi::Py_TYPE(p) };
+        if tp == ptr::addr_of_mut!(ffi::PyLong_Type) {
+            // SAFETY: exact int.
+            if let Some(v) = unsafe { crate::layout::small_int(p, self.ints_readable) } {
+                self.w.int(v);
+                return true;
+            }
+            return false;
+        }
+        if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) && self.w.is_binary() {
+            self.w.binfloat(unsafe { ffi::PyFloat_AS_DOUBLE(p) });
+            return true;
+        }
+        if p == unsafe { ffi::Py_None() } {
+            self.w.none();
+            return true;
+        }
+        // A str only this tuple references (see `save_item`), short enough to go inline.
+        if in_unshared && tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) && self.elide_unshared && unsafe { ffi::Py_REFCNT(p) } == 1 {
+            if let Some(ascii) = crate::layout::ascii_str(obj) {
+                // SHORT_BINUNICODE, always inline in the frame: cannot fail.
+                if self.proto >= 4 && ascii.len() <= 0xff && self.w.unicode(ascii).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     #[inline]
@@ -245,6 +288,9 @@ impl<'py> Dumper<'py> {
         if !elided {
             return self.save_nonatom(obj, tp);
         }
+        if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
+            return self.save_tuple(obj, true);
+        }
         self.unshared = obj.as_ptr();
         let result = if tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) {
             self.save_str(obj)
@@ -252,9 +298,7 @@ impl<'py> Dumper<'py> {
             self.save_bytes(obj)
         } else {
             let _guard = RecursionGuard::enter(self.py, self.stack_floor)?;
-            if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
-                self.save_tuple(obj)
-            } else if tp == ptr::addr_of_mut!(ffi::PyList_Type) {
+            if tp == ptr::addr_of_mut!(ffi::PyList_Type) {
                 self.save_list(obj)
             } else {
                 self.save_dict(obj)
@@ -320,6 +364,9 @@ impl<'py> Dumper<'py> {
         if tp == ptr::addr_of_mut!(ffi::PyBytes_Type) {
             return self.save_bytes(obj);
         }
+        if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
+            return self.save_tuple(obj, false); // checks depth itself, when it nests
+        }
 
         // Only containers and reductions can nest: check depth from here, atoms stay fast.
         let _guard = RecursionGuard::enter(self.py, self.stack_floor)?;
@@ -332,8 +379,6 @@ impl<'py> Dumper<'py> {
             self.save_frozenset(obj)
         } else if tp == ptr::addr_of_mut!(ffi::PyList_Type) {
             self.save_list(obj)
-        } else if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
-            self.save_tuple(obj)
         } else if tp == ptr::addr_of_mut!(ffi::PyByteArray_Type) {
             self.save_bytearray(obj)
         } else if tp.cast::<ffi::PyObject>() == self.st.pickle_buffer_type.as_ptr() {
@@ -734,7 +779,7 @@ impl<'py> Dumper<'py> {
         let item_at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
         if size() == 1 {
             let item = item_at(0);
-            self.save_item(&item, true).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
+            self.save_item(&item, 2).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
             self.w.op(APPEND);
             return Ok(());
         }
@@ -744,7 +789,7 @@ impl<'py> Dumper<'py> {
             self.w.op(MARK);
             while total < size() {
                 let item = item_at(total);
-                self.save_item(&item, true).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
+                self.save_item(&item, 2).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
                 total += 1;
                 batch += 1;
                 if batch == BATCHSIZE {
@@ -851,8 +896,8 @@ impl<'py> Dumper<'py> {
         };
         if dict_size == 1 {
             if let Some((k, v)) = next() {
-                self.save_item(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save_item(&v, true).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_item(&k, 0).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save_item(&v, 2).map_err(|e| self.err_path.dict_value(py, e, &k))?;
                 self.w.op(SETITEM);
             }
             return Ok(());
@@ -861,8 +906,8 @@ impl<'py> Dumper<'py> {
             let mut i = 0;
             self.w.op(MARK);
             while let Some((k, v)) = next() {
-                self.save_item(&k, false).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save_item(&v, true).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_item(&k, 0).map_err(|e| self.err_path.dict_key(py, e, &k))?;
+                self.save_item(&v, 2).map_err(|e| self.err_path.dict_value(py, e, &k))?;
                 i += 1;
                 if i == BATCHSIZE {
                     break;
@@ -1009,15 +1054,14 @@ impl<'py> Dumper<'py> {
         self.memo_put(obj)
     }
 
-    fn save_tuple(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+    /// A tuple; `unshared`: found so by [`Dumper::save_item`], not memoized. The depth check is
+    /// made at the first item that can nest: a tuple of atoms and strings (a record, a task's
+    /// arguments) cannot go deeper.
+    fn save_tuple(&mut self, obj: &Bound<'py, PyAny>, unshared: bool) -> SaveResult {
         use pickle_wire::opcodes::MARK;
         let py = self.py;
         let tuple = obj.cast::<PyTuple>()?;
         let len = tuple.len();
-        let unshared = obj.as_ptr() == self.unshared;
-        if unshared {
-            self.unshared = ptr::null_mut();
-        }
         if len == 0 {
             self.w.empty_tuple();
             return Ok(());
@@ -1026,9 +1070,22 @@ impl<'py> Dumper<'py> {
         if uses_mark {
             self.w.op(MARK);
         }
-        for (i, item) in tuple.iter().enumerate() {
-            self.save_item(&item, true).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
+        let mut guard: Option<RecursionGuard> = None;
+        // Borrowed items: a tuple cannot lose them while we hold it.
+        // Items go unmemoized only if this tuple is unshared itself: a tuple is memoized after
+        // its items, so one that a cycle comes back to is walked again, items and all (a list
+        // or dict is memoized first, and met again as a memo reference).
+        let item_refs = if unshared { 1 } else { 0 };
+        for (i, item) in tuple.iter_borrowed().enumerate() {
+            if self.hooks.persistent_id.is_none() && self.save_leaf(&item, unshared) {
+                continue;
+            }
+            if guard.is_none() && can_nest(&item) {
+                guard = Some(RecursionGuard::enter(py, self.stack_floor)?);
+            }
+            self.save_item(&item, item_refs).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
         }
+        drop(guard);
         if unshared {
             self.w.tuple_end(len);
             return Ok(());
@@ -1352,6 +1409,20 @@ impl RecursionGuard {
         }
         Ok(guard)
     }
+}
+
+/// Whether saving `obj` may go deeper (anything but atoms, str and bytes).
+#[inline]
+fn can_nest(obj: &Bound<'_, PyAny>) -> bool {
+    let p = obj.as_ptr();
+    // SAFETY: reading the type of a live object.
+    let tp = unsafe { ffi::Py_TYPE(p) };
+    !(tp == ptr::addr_of_mut!(ffi::PyUnicode_Type)
+        || tp == ptr::addr_of_mut!(ffi::PyLong_Type)
+        || tp == ptr::addr_of_mut!(ffi::PyFloat_Type)
+        || tp == ptr::addr_of_mut!(ffi::PyBytes_Type)
+        || tp == ptr::addr_of_mut!(ffi::PyBool_Type)
+        || p == unsafe { ffi::Py_None() })
 }
 
 /// An address in the current stack frame.

@@ -4,6 +4,7 @@
 
 use std::marker::PhantomData;
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pyo3::exceptions::PyMemoryError;
 use pyo3::ffi;
@@ -16,6 +17,14 @@ extern "C" {
     #[cfg_attr(PyPy, link_name = "_PyPyBytes_Resize")]
     fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> std::os::raw::c_int;
 }
+
+/// The length of the last stream `dumps` returned. A `dumps` stream starts small (most are) and,
+/// once it outgrows that, jumps to this size: a program dumping objects of one shape (a task list
+/// per call) then resizes once instead of a dozen times, each a copy of everything written so
+/// far (10-15% of dumping a 280 kB task list). Capped, so one huge dump does not make every later
+/// medium one allocate as much.
+static LAST_STREAM: AtomicUsize = AtomicUsize::new(0);
+const MAX_HINT: usize = 8 << 20;
 
 /// A `bytes` object under construction, as a [`pickle_wire::Buffer`].
 ///
@@ -30,15 +39,24 @@ pub(crate) struct OutBuf<'py> {
     cap: usize,
     /// Set when a resize failed (out of memory); every later write is dropped.
     failed: Option<PyErr>,
+    /// A `dumps` buffer: grows to [`LAST_STREAM`] at once, and sets it when done.
+    hinted: bool,
     _gil: PhantomData<Python<'py>>,
 }
 
 impl<'py> OutBuf<'py> {
     /// An empty buffer with room for `capacity` bytes (at least 1: a size-0 `bytes` is the
     /// shared empty singleton, which must never be resized).
-    pub(crate) fn with_capacity(py: Python<'py>, capacity: usize) -> PyResult<Self> {
-        let mut buf =
-            OutBuf { obj: ptr::null_mut(), data: ptr::null_mut(), len: 0, cap: 0, failed: None, _gil: PhantomData };
+    pub(crate) fn with_capacity(py: Python<'py>, capacity: usize, hinted: bool) -> PyResult<Self> {
+        let mut buf = OutBuf {
+            obj: ptr::null_mut(),
+            data: ptr::null_mut(),
+            len: 0,
+            cap: 0,
+            failed: None,
+            hinted,
+            _gil: PhantomData,
+        };
         buf.alloc(py, capacity.max(1))?;
         Ok(buf)
     }
@@ -66,6 +84,9 @@ impl<'py> OutBuf<'py> {
 
     /// The finished stream as `bytes`, trimmed to its length.
     pub(crate) fn into_bytes(mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        if self.hinted {
+            LAST_STREAM.store(self.len.min(MAX_HINT), Ordering::Relaxed);
+        }
         self.finish(py)
     }
 
@@ -123,7 +144,8 @@ impl<'py> OutBuf<'py> {
         }
     }
 
-    /// Room for `additional` more bytes: at least double, as `Vec` grows.
+    /// Room for `additional` more bytes: at least double, as `Vec` grows, and at once the size
+    /// of the last `dumps` stream (and an eighth) if this is a `dumps` buffer smaller than that.
     #[cold]
     #[inline(never)]
     fn grow(&mut self, additional: usize) {
@@ -131,7 +153,14 @@ impl<'py> OutBuf<'py> {
             self.fail_too_large();
             return;
         };
-        self.resize(needed.max(self.cap.saturating_mul(2)));
+        let mut new_cap = needed.max(self.cap.saturating_mul(2));
+        if self.hinted {
+            let hint = LAST_STREAM.load(Ordering::Relaxed);
+            if hint > self.cap {
+                new_cap = new_cap.max(hint + hint / 8);
+            }
+        }
+        self.resize(new_cap);
     }
 
     #[cold]
