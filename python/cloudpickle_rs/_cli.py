@@ -534,6 +534,8 @@ def _own_source(source, name):
         out.append(ln)
     while out and not out[-1].strip():
         out.pop()
+    if first.lstrip().startswith("lambda") and len(out) > 1 and out[-1].strip() == ")":
+        out.pop()  # the factory's own bracket around the lambda
     return "\n".join(ln[indent:] if ln[:indent].isspace() else ln for ln in out)
 
 

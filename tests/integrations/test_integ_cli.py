@@ -92,6 +92,7 @@ def test_inspect_json_functions_classes_modules(shipmod, tmp_path, by_source):
         assert fns["make_scorer.<locals>.score"]["source"].startswith("def score(xs):")
         assert "weight * float(numpy.sum(xs))" in fns["make_scorer.<locals>.score"]["source"]
         assert fns["Model.predict"]["source"].splitlines()[0].strip() == "def predict(self, x):"
+        assert fns["<lambda>"]["source"] == "lambda v: v * v"
     else:
         assert fns["Model.predict"]["bytecode_size"] > 0
     (cls,) = info["classes"]
