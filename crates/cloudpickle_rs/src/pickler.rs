@@ -259,11 +259,10 @@ impl PicklerBase {
         let mut protocol: Option<Bound<'_, PyAny>> = None;
         let mut fix_imports = true;
         let mut buffer_callback: Option<Bound<'_, PyAny>> = None;
-        if args.len() > 2 {
-            return Err(PyTypeError::new_err(format!(
-                "Pickler() takes at most 2 positional arguments ({} given)",
-                args.len()
-            )));
+        // `_pickle.Pickler(file, protocol=None, fix_imports=True, buffer_callback=None)`: the four
+        // may be positional; our own options are keyword-only.
+        if args.len() > 4 {
+            return Err(PyTypeError::new_err(format!("Pickler() takes at most 4 arguments ({} given)", args.len())));
         }
         if let Ok(f) = args.get_item(0) {
             file = Some(f);
@@ -271,20 +270,32 @@ impl PicklerBase {
         if let Ok(p) = args.get_item(1) {
             protocol = Some(p);
         }
+        if let Ok(fi) = args.get_item(2) {
+            fix_imports = fi.is_truthy()?;
+        }
+        if let Ok(b) = args.get_item(3) {
+            buffer_callback = Some(b).filter(|b| !b.is_none());
+        }
+        const POSITIONAL: [&str; 4] = ["file", "protocol", "fix_imports", "buffer_callback"];
         if let Some(kw) = kwargs {
             for (k, v) in kw.iter() {
                 let key: String = k.extract()?;
+                if let Some(pos) = POSITIONAL.iter().position(|n| *n == key) {
+                    if pos < args.len() {
+                        return Err(PyTypeError::new_err(format!(
+                            "argument for Pickler() given by name ('{key}') and position ({})",
+                            pos + 1
+                        )));
+                    }
+                }
                 match key.as_str() {
-                    "file" if file.is_none() => file = Some(v),
-                    "protocol" if protocol.is_none() => protocol = Some(v),
+                    "file" => file = Some(v),
+                    "protocol" => protocol = Some(v),
                     "fix_imports" => fix_imports = v.is_truthy()?,
                     "buffer_callback" => buffer_callback = Some(v).filter(|b| !b.is_none()),
                     "by_source" => self.by_source = BySource::parse(Some(&v))?,
                     "pickle_by_reference" => self.pickle_by_reference = Some(v).filter(|c| !c.is_none()).map(Bound::unbind),
                     "reconstructor_module" => self.reconstructor_module = v.extract()?,
-                    "file" | "protocol" => {
-                        return Err(PyTypeError::new_err(format!("argument for Pickler() given by name ('{key}') and position")))
-                    }
                     other => {
                         return Err(PyTypeError::new_err(format!("Pickler() got an unexpected keyword argument '{other}'")))
                     }
