@@ -155,22 +155,18 @@ impl<'py> Dumper<'py> {
         self.memo_get(src)?;
         self.save(built.filename.bind(py).as_any(), false)?;
         self.save(intern!(py, "exec").as_any(), false)?;
-        self.w.op(TUPLE);
-        self.w.op(REDUCE);
+        self.call_marked();
         self.memo_get(ns)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
+        self.call_with(2);
         self.w.op(POP);
         // getattr(getitem(ns, RESULT_NAME), '__code__')
         self.save_named_global(st.builtins_getattr.bind(py), "builtins", "getattr")?;
         self.save_named_global(b.getitem.bind(py), "_operator", "getitem")?;
         self.memo_get(ns)?;
         self.save(b.result_name.bind(py).as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
+        self.call_with(2);
         self.save(intern!(py, "__code__").as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
+        self.call_with(2);
         self.memo_put_pub(code)
     }
 
@@ -198,11 +194,9 @@ impl<'py> Dumper<'py> {
         self.save_named_global(b.mul.bind(py), "_operator", "mul")?;
         self.save(intern!(py, "\n").as_any(), false)?;
         self.w.int(built.padding as i64);
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
+        self.call_with(2);
         self.w.unicode(body).map_err(|e| pickling_error(py, e.to_string()))?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
+        self.call_with(2);
         Ok(())
     }
 
@@ -272,8 +266,7 @@ impl<'py> Dumper<'py> {
             self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
             self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
             self.save(intern!(py, "setdefault").as_any(), false)?;
-            self.w.op(TUPLE2);
-            self.w.op(REDUCE);
+            self.call_with(2);
             self.save(&fname, false)?;
             self.w.op(MARK);
             self.w.int(0);
@@ -281,33 +274,26 @@ impl<'py> Dumper<'py> {
             self.w.empty_list();
             self.save(&fname, false)?;
             self.w.op(TUPLE);
-            self.w.op(TUPLE2);
-            self.w.op(REDUCE);
+            self.call_with(2);
             self.w.int(2);
-            self.w.op(TUPLE2);
-            self.w.op(REDUCE);
+            self.call_with(2);
             let lst = self.memo_reserve()?;
             self.w.op(POP);
             // getattr(lst, 'extend')(repeat('\n', sub(last, len(lst))))
             self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
             self.memo_get(lst)?;
             self.save(intern!(py, "extend").as_any(), false)?;
-            self.w.op(TUPLE2);
-            self.w.op(REDUCE);
+            self.call_with(2);
             self.save_named_global(b.repeat.bind(py), "itertools", "repeat")?;
             self.save(intern!(py, "\n").as_any(), false)?;
             self.save_named_global(b.sub.bind(py), "_operator", "sub")?;
             self.w.int(i64::from(end));
             self.save_named_global(b.len.bind(py), "builtins", "len")?;
             self.memo_get(lst)?;
-            self.w.op(pickle_wire::opcodes::TUPLE1);
-            self.w.op(REDUCE);
-            self.w.op(TUPLE2);
-            self.w.op(REDUCE);
-            self.w.op(TUPLE2);
-            self.w.op(REDUCE);
-            self.w.op(pickle_wire::opcodes::TUPLE1);
-            self.w.op(REDUCE);
+            self.call_with(1);
+            self.call_with(2);
+            self.call_with(2);
+            self.call_with(1);
             self.w.op(POP);
             for (first, text, last) in runs {
                 let last = i64::from(last);
@@ -317,18 +303,14 @@ impl<'py> Dumper<'py> {
                 self.save_named_global(b.slice.bind(py), "builtins", "slice")?;
                 self.w.int(i64::from(first) - 1);
                 self.w.int(last);
-                self.w.op(TUPLE2);
-                self.w.op(REDUCE);
+                self.call_with(2);
                 self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
                 self.w.unicode(text.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
                 self.save(intern!(py, "splitlines").as_any(), false)?;
-                self.w.op(TUPLE2);
-                self.w.op(REDUCE);
+                self.call_with(2);
                 self.w.bool(true);
-                self.w.op(pickle_wire::opcodes::TUPLE1);
-                self.w.op(REDUCE);
-                self.w.op(TUPLE3);
-                self.w.op(REDUCE);
+                self.call_with(1);
+                self.call_with(3);
                 self.w.op(POP);
             }
         }
@@ -352,18 +334,26 @@ impl<'py> Dumper<'py> {
         }
         self.w.op(pickle_wire::opcodes::SETITEMS);
         self.save(intern!(py, "__getitem__").as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
+        self.call_with(2);
         self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
         self.save(code, false)?; // memoized: the compiled code
         self.save(intern!(py, "co_freevars").as_any(), false)?;
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.w.op(TUPLE2);
-        self.w.op(REDUCE);
-        self.w.op(pickle_wire::opcodes::TUPLE1);
-        self.w.op(REDUCE);
+        self.call_with(2);
+        self.call_with(2);
+        self.call_with(1);
         Ok(())
+    }
+
+    /// Close a call's argument tuple of `n` items (1 to 3) and apply REDUCE.
+    fn call_with(&mut self, n: usize) {
+        self.w.op([pickle_wire::opcodes::TUPLE1, TUPLE2, TUPLE3][n - 1]);
+        self.w.op(REDUCE);
+    }
+
+    /// Close a call's argument tuple opened with MARK and apply REDUCE.
+    fn call_marked(&mut self) {
+        self.w.op(TUPLE);
+        self.w.op(REDUCE);
     }
 
     /// A reference to a module attribute we name ourselves: the dict `linecache.cache` (which
