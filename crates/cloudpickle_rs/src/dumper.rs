@@ -1077,8 +1077,12 @@ impl<'py> Dumper<'py> {
         // or dict is memoized first, and met again as a memo reference).
         let item_refs = if unshared { 1 } else { 0 };
         for (i, item) in tuple.iter_borrowed().enumerate() {
-            if self.hooks.persistent_id.is_none() && self.save_leaf(&item, unshared) {
-                continue;
+            if self.hooks.persistent_id.is_none() {
+                // Frames end where `_pickle.c` ends them: before any object.
+                self.opcode_boundary()?;
+                if self.save_leaf(&item, unshared) {
+                    continue;
+                }
             }
             if guard.is_none() && can_nest(&item) {
                 guard = Some(RecursionGuard::enter(py, self.stack_floor)?);
