@@ -9,8 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use function_source::{CodePosition, CodeQuery, ParseCache, SourceFile};
+use function_source::{CodeQuery, ParseCache, SourceFile};
 use serde_json::Value;
+
+#[path = "../tests/common/code_json.rs"]
+mod code_json;
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -37,34 +40,7 @@ fn main() {
     };
     let text = std::fs::read_to_string(path).unwrap();
     let dump: Value = serde_json::from_str(&std::fs::read_to_string(dump).unwrap()).unwrap();
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
-    };
-    let number = |v: &Value| v.as_u64().map(|n| n as u32);
-    let queries: Vec<CodeQuery> = dump["codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|code| CodeQuery {
-            name: code["name"].as_str().unwrap().to_owned(),
-            qualname: code["qualname"].as_str().map(str::to_owned),
-            first_line: number(&code["first_line"]).unwrap(),
-            arg_names: strings(&code["arg_names"]),
-            positions: code["positions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| CodePosition {
-                    line: number(&p[0]),
-                    end_line: number(&p[1]),
-                    column: number(&p[2]),
-                    end_column: number(&p[3]),
-                })
-                .collect(),
-            nested_code_names: Some(strings(&code["nested_code_names"])),
-            free_vars: strings(&code["free_vars"]),
-        })
-        .collect();
+    let queries: Vec<CodeQuery> = dump["codes"].as_array().unwrap().iter().map(code_json::query).collect();
 
     let lines = text.lines().count();
     let parse = time(30, || SourceFile::parse(path.as_str(), &text).unwrap());

@@ -6,8 +6,11 @@
 //! A debugging aid: shows what the crate locates and builds for each code object.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use function_source::{CodePosition, CodeQuery, SourceFile};
+use function_source::SourceFile;
 use serde_json::Value;
+
+#[path = "../tests/common/code_json.rs"]
+mod code_json;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -18,10 +21,6 @@ fn main() {
     let text = std::fs::read_to_string(file).unwrap();
     let source = SourceFile::parse(file.as_str(), &text).unwrap();
     let dump: Value = serde_json::from_str(&std::fs::read_to_string(dump).unwrap()).unwrap();
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
-    };
-    let number = |v: &Value| v.as_u64().map(|n| n as u32);
     for code in dump["codes"].as_array().unwrap() {
         let qualname = code["qualname"].as_str().map(str::to_owned);
         if let Some(wanted) = rest.first() {
@@ -29,25 +28,7 @@ fn main() {
                 continue;
             }
         }
-        let query = CodeQuery {
-            name: code["name"].as_str().unwrap().to_owned(),
-            qualname: qualname.clone(),
-            first_line: number(&code["first_line"]).unwrap(),
-            arg_names: strings(&code["arg_names"]),
-            positions: code["positions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| CodePosition {
-                    line: number(&p[0]),
-                    end_line: number(&p[1]),
-                    column: number(&p[2]),
-                    end_column: number(&p[3]),
-                })
-                .collect(),
-            nested_code_names: Some(strings(&code["nested_code_names"])),
-            free_vars: strings(&code["free_vars"]),
-        };
+        let query = code_json::query(code);
         println!("=== {qualname:?} line {}", query.first_line);
         match source.locate_candidates(&query) {
             Err(err) => println!("error: {err}"),

@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use function_source::{CodePosition, CodeQuery, FactoryLayout, SourceFile, RESULT_NAME};
+use function_source::{CodeQuery, FactoryLayout, SourceFile, RESULT_NAME};
 use serde_json::{json, Value};
 
+pub mod code_json;
 pub mod pygen;
 
 pub fn crate_dir() -> PathBuf {
@@ -52,19 +53,6 @@ pub struct CodeRecord {
     pub query: CodeQuery,
 }
 
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
-}
-
-fn number(value: &Value) -> Option<u32> {
-    value.as_u64().and_then(|n| u32::try_from(n).ok())
-}
-
 /// Parses `dump_codes.py` output for one file.
 pub fn parse_dump(json: &str) -> Vec<CodeRecord> {
     let dump: Value = serde_json::from_str(json).unwrap();
@@ -76,27 +64,7 @@ fn records(codes: &Value) -> Vec<CodeRecord> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|code| CodeRecord {
-            query: CodeQuery {
-                name: code["name"].as_str().unwrap().to_owned(),
-                qualname: code["qualname"].as_str().map(str::to_owned),
-                first_line: number(&code["first_line"]).unwrap(),
-                arg_names: strings(&code["arg_names"]),
-                positions: code["positions"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|p| CodePosition {
-                        line: number(&p[0]),
-                        end_line: number(&p[1]),
-                        column: number(&p[2]),
-                        end_column: number(&p[3]),
-                    })
-                    .collect(),
-                nested_code_names: Some(strings(&code["nested_code_names"])),
-                free_vars: strings(&code["free_vars"]),
-            },
-        })
+        .map(|code| CodeRecord { query: code_json::query(code) })
         .collect()
 }
 
