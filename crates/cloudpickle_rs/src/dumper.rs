@@ -280,16 +280,15 @@ impl<'py> Dumper<'py> {
 
     #[inline]
     fn save_unshared(&mut self, obj: &Bound<'py, PyAny>, tp: *mut ffi::PyTypeObject) -> SaveResult {
+        if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
+            return self.save_tuple(obj, true);
+        }
         let elided = tp == ptr::addr_of_mut!(ffi::PyUnicode_Type)
-            || tp == ptr::addr_of_mut!(ffi::PyTuple_Type)
             || tp == ptr::addr_of_mut!(ffi::PyBytes_Type)
             || tp == ptr::addr_of_mut!(ffi::PyList_Type)
             || tp == ptr::addr_of_mut!(ffi::PyDict_Type);
         if !elided {
             return self.save_nonatom(obj, tp);
-        }
-        if tp == ptr::addr_of_mut!(ffi::PyTuple_Type) {
-            return self.save_tuple(obj, true);
         }
         self.unshared = obj.as_ptr();
         let result = if tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) {
@@ -769,6 +768,13 @@ impl<'py> Dumper<'py> {
         Ok(())
     }
 
+    /// Item `i` of an exact list (which holds it, as our caller does).
+    #[inline(always)]
+    fn save_list_item(&mut self, list: &Bound<'py, PyList>, item: &Bound<'py, PyAny>, i: usize) -> SaveResult {
+        let py = self.py;
+        self.save_item(item, 2).map_err(|e| self.err_path.list_item(py, e, list.as_any(), i))
+    }
+
     fn batch_list_exact(&mut self, list: &Bound<'py, PyList>) -> SaveResult {
         use pickle_wire::opcodes::{APPEND, APPENDS, MARK};
         let py = self.py;
@@ -778,8 +784,7 @@ impl<'py> Dumper<'py> {
         let size = || unsafe { ffi::PyList_GET_SIZE(list_ptr) } as usize;
         let item_at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
         if size() == 1 {
-            let item = item_at(0);
-            self.save_item(&item, 2).map_err(|e| self.err_path.list_item(py, e, list.as_any(), 0))?;
+            self.save_list_item(list, &item_at(0), 0)?;
             self.w.op(APPEND);
             return Ok(());
         }
@@ -788,8 +793,7 @@ impl<'py> Dumper<'py> {
             let mut batch = 0;
             self.w.op(MARK);
             while total < size() {
-                let item = item_at(total);
-                self.save_item(&item, 2).map_err(|e| self.err_path.list_item(py, e, list.as_any(), total))?;
+                self.save_list_item(list, &item_at(total), total)?;
                 total += 1;
                 batch += 1;
                 if batch == BATCHSIZE {
@@ -875,6 +879,15 @@ impl<'py> Dumper<'py> {
         Ok(())
     }
 
+    /// One key and value of an exact dict (`refs`: the dict holds the value, our caller holds
+    /// both; keys of split dicts are shared uncounted, see [`Dumper::save_item`]).
+    #[inline(always)]
+    fn save_dict_entry(&mut self, k: &Bound<'py, PyAny>, v: &Bound<'py, PyAny>) -> SaveResult {
+        let py = self.py;
+        self.save_item(k, 0).map_err(|e| self.err_path.dict_key(py, e, k))?;
+        self.save_item(v, 2).map_err(|e| self.err_path.dict_value(py, e, k))
+    }
+
     fn batch_dict_exact(&mut self, dict: &Bound<'py, PyDict>) -> SaveResult {
         use pickle_wire::opcodes::{MARK, SETITEM, SETITEMS};
         let py = self.py;
@@ -896,8 +909,7 @@ impl<'py> Dumper<'py> {
         };
         if dict_size == 1 {
             if let Some((k, v)) = next() {
-                self.save_item(&k, 0).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save_item(&v, 2).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_dict_entry(&k, &v)?;
                 self.w.op(SETITEM);
             }
             return Ok(());
@@ -906,8 +918,7 @@ impl<'py> Dumper<'py> {
             let mut i = 0;
             self.w.op(MARK);
             while let Some((k, v)) = next() {
-                self.save_item(&k, 0).map_err(|e| self.err_path.dict_key(py, e, &k))?;
-                self.save_item(&v, 2).map_err(|e| self.err_path.dict_value(py, e, &k))?;
+                self.save_dict_entry(&k, &v)?;
                 i += 1;
                 if i == BATCHSIZE {
                     break;
