@@ -325,13 +325,7 @@ def _on_call(node):
         return
     if f.is_reconstructor("_make_function"):
         node.role = "function"
-    elif f.is_reconstructor("_function_setstate"):
-        target, state = node.arg(0), node.arg(1)
-        if isinstance(target, Call):
-            target.states.append(state)
-            target.end = max(target.end, node.end)
-        node.role = "setstate"
-    elif f.is_reconstructor("_class_setstate"):
+    elif f.is_reconstructor("_function_setstate", "_class_setstate"):
         target, state = node.arg(0), node.arg(1)
         if isinstance(target, Call):
             target.states.append(state)
