@@ -59,7 +59,7 @@ impl BySource {
 /// What the receiver needs to rebuild one code object.
 struct Built {
     /// The factory source without its leading newlines (see `padding`).
-    source: Py<PyString>,
+    source: String,
     /// How many newlines the factory source starts with.
     padding: usize,
     filename: Py<PyString>,
@@ -112,7 +112,7 @@ impl<'py> Dumper<'py> {
     pub(crate) fn save_code_by_source(&mut self, code: &Bound<'py, PyAny>, func: &Bound<'py, PyAny>) -> PyResult<bool> {
         let py = self.py;
         if let Some(idx) = self.memo.get(code) {
-            self.w.memo_get(idx).map_err(|e| pickling_error(py, e.to_string()))?;
+            self.memo_get(idx)?;
             return Ok(true);
         }
         let built = match build(py, code, func) {
@@ -167,7 +167,7 @@ impl<'py> Dumper<'py> {
         self.call_with(2);
         self.save(intern!(py, "__code__").as_any(), false)?;
         self.call_with(2);
-        self.memo_put_pub(code)
+        self.memo_put(code)
     }
 
     /// Memoize the value on top of the receiver's stack under a new index, whatever the
@@ -183,8 +183,7 @@ impl<'py> Dumper<'py> {
     /// is rebuilt on the receiver: `operator.add(operator.mul('\n', n), rest)`.
     fn save_padded_source(&mut self, built: &Built) -> PyResult<()> {
         let py = self.py;
-        let body = built.source.bind(py);
-        let body = body.to_str()?.as_bytes();
+        let body = built.source.as_bytes();
         if built.padding == 0 {
             // Not memoized: SRC is, by the caller.
             return self.w.unicode(body).map_err(|e| pickling_error(py, e.to_string()));
@@ -248,7 +247,7 @@ impl<'py> Dumper<'py> {
                     runs.push((first, String::new(), first));
                     end = first - 1;
                 }
-                let run = runs.last_mut().expect("a run was just pushed");
+                let Some(run) = runs.last_mut() else { continue }; // one was just pushed
                 run.2 = last;
                 let text = &mut run.1;
                 for _ in end + 1..first {
@@ -363,7 +362,7 @@ impl<'py> Dumper<'py> {
     pub(crate) fn save_named_global(&mut self, obj: &Bound<'py, PyAny>, module: &str, name: &str) -> PyResult<()> {
         let py = self.py;
         if let Some(idx) = self.memo.get(obj) {
-            return self.w.memo_get(idx).map_err(|e| pickling_error(py, e.to_string()));
+            return self.memo_get(idx);
         }
         if self.proto >= 4 {
             // Plain strings, not memoized: a module name memoized per reference, as a fresh
@@ -374,7 +373,7 @@ impl<'py> Dumper<'py> {
         } else {
             self.w.global_text(module.as_bytes(), name.as_bytes());
         }
-        self.memo_put_pub(obj)
+        self.memo_put(obj)
     }
 
     #[cold]
@@ -539,7 +538,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     let body = text.trim_start_matches('\n');
     let built = Arc::new(Built {
         padding: text.len() - body.len(),
-        source: PyString::new(py, body).unbind(),
+        source: body.to_owned(),
         filename: PyString::new(py, &filename).unbind(),
         first_line: first,
         line_count: lines.len() as u32,

@@ -178,9 +178,9 @@ impl<'py> Dumper<'py> {
         self.w.op(REDUCE);
         if let Some(idx) = self.memo.get(func) {
             self.w.op(POP);
-            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()));
+            return self.memo_get(idx);
         }
-        self.memo_put_pub(func)?;
+        self.memo_put(func)?;
 
         // state: (func.__dict__, slotstate), applied by _function_setstate(func, state). Written
         // straight to the stream: the state dicts exist only on the receiver.
@@ -339,13 +339,13 @@ impl<'py> Dumper<'py> {
     pub(crate) fn save_empty_cell_once(&mut self, cell: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
         if let Some(idx) = self.memo.get(cell) {
-            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()));
+            return self.memo_get(idx);
         }
         let rec = self.cloud()?.rec;
         self.save(rec.make_empty_cell.bind(py), false)?;
         self.w.empty_tuple();
         self.w.op(REDUCE);
-        self.memo_put_pub(cell)
+        self.memo_put(cell)
     }
 
     fn function_state(
@@ -436,7 +436,7 @@ impl<'py> Dumper<'py> {
 
     fn save_code_memoized(&mut self, code: &Bound<'py, PyAny>) -> SaveResult {
         if let Some(idx) = self.memo.get(code) {
-            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(self.py, e.to_string()));
+            return self.memo_get(idx);
         }
         self.save_code(code)
     }
@@ -455,9 +455,9 @@ impl<'py> Dumper<'py> {
         self.w.op(REDUCE);
         if let Some(idx) = self.memo.get(code) {
             self.w.op(POP);
-            return self.w.memo_get(idx).map_err(|e| crate::statics::pickling_error(py, e.to_string()));
+            return self.memo_get(idx);
         }
-        self.memo_put_pub(code)
+        self.memo_put(code)
     }
 
     fn module_reduce(&mut self, module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -699,14 +699,6 @@ impl<'py> Dumper<'py> {
         let dataclass = py.import("dataclasses")?.getattr("dataclass")?;
         let partial = py.import("functools")?.getattr("partial")?;
         Ok(Some(partial.call((dataclass,), Some(&kwargs))?))
-    }
-
-    pub(crate) fn memo_put_pub(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
-        if self.fast {
-            return Ok(());
-        }
-        let idx = self.memo.put(obj);
-        self.w.memo_put(idx).map_err(|e| crate::statics::pickling_error(self.py, e.to_string()))
     }
 }
 

@@ -184,7 +184,7 @@ impl<'py> Dumper<'py> {
     }
 
     #[inline]
-    fn memo_put(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
+    pub(crate) fn memo_put(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         if self.fast {
             return Ok(());
         }
