@@ -77,11 +77,10 @@ struct SourceCaches {
     /// filename -> (the `linecache` lines list last seen, the parsed file): when linecache hands
     /// back the same list object, the file has not changed and is not joined or hashed again.
     by_lines: HashMap<String, (Py<PyAny>, Arc<SourceFile>)>,
-    built: crate::addr::AddrMap<(Py<PyAny>, Arc<Built>)>,
+    built: crate::cloud::CodeCache<Arc<Built>>,
 }
 
 static CACHES: PyOnceLock<Mutex<SourceCaches>> = PyOnceLock::new();
-const BUILT_LIMIT: usize = 4096;
 /// Lines between two functions of one file that the linecache text of a stream fills with bare
 /// newlines; a longer gap starts a new run.
 const MAX_GAP: u32 = 32;
@@ -470,14 +469,13 @@ fn no_source_error(py: Python<'_>, func: &Bound<'_, PyAny>, _code: &Bound<'_, Py
 /// Build (or fetch from the cache) what the receiver needs for `code`. Err is the reason there
 /// is no usable source, for the message.
 fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Result<Arc<Built>, String> {
-    let key = code.as_ptr() as usize;
     // `__source__` is a function attribute: look in `__dict__` (a missing attribute would cost
     // an AttributeError per function).
     let own_source = crate::byvalue::function_dict(func)
         .and_then(|d| d.get_item(intern!(py, "__source__")).ok().flatten())
         .filter(|s| !s.is_none());
     if own_source.is_none() {
-        if let Some(hit) = cached_built(py, code, key) {
+        if let Some(hit) = cached_built(py, code) {
             return Ok(hit);
         }
     }
@@ -544,23 +542,16 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         line_count: lines.len() as u32,
         original_text: lines.concat(),
     });
-    if let Ok(weak) = py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((code,))) {
+    if let Some(weak) = crate::cloud::weak_ref(code) {
         if let Ok(mut c) = caches(py).lock() {
-            if c.built.len() >= BUILT_LIMIT {
-                c.built.retain(|_, (w, _)| w.bind(py).call0().map(|o| !o.is_none()).unwrap_or(false));
-            }
-            c.built.insert(key, (weak.unbind(), built.clone()));
+            c.built.insert(py, code, weak, built.clone());
         }
     }
     Ok(built)
 }
 
-fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>, key: usize) -> Option<Arc<Built>> {
-    let c = caches(py).lock().ok()?;
-    let (weak, built) = c.built.get(&key)?;
-    // SAFETY: a live weakref we own; the borrowed referent is only compared by address.
-    let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
-    (referent == code.as_ptr()).then(|| built.clone())
+fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>) -> Option<Arc<Built>> {
+    caches(py).lock().ok()?.built.get(code).cloned()
 }
 
 const FACTORY_KEY_PREFIX: &str = "<cloudpickle-rs source ";

@@ -492,40 +492,64 @@ fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Ve
     Ok(())
 }
 
-/// Facts derived from a code object (code objects are immutable), by address. Entries hold a
-/// weak reference to the code object, so dynamic code (lambdas made in a loop) is not kept alive
-/// by the cache; dead entries are swept when the cache grows.
-struct CodeCache {
-    entries: crate::addr::AddrMap<(Py<PyAny>, Py<PyTuple>)>,
+/// Facts derived from code objects (code objects are immutable), by address. Entries hold a weak
+/// reference to their code object, so dynamic code (lambdas made in a loop) is not kept alive by
+/// a cache, and an entry is used only while its code object is the one at that address; dead
+/// entries are swept when a cache reaches [`CodeCache::SWEEP_AT`].
+pub(crate) struct CodeCache<V> {
+    entries: crate::addr::AddrMap<(Py<PyAny>, V)>,
+}
+
+impl<V> Default for CodeCache<V> {
+    fn default() -> Self {
+        CodeCache { entries: Default::default() }
+    }
+}
+
+impl<V> CodeCache<V> {
+    const SWEEP_AT: usize = 4096;
+
+    pub(crate) fn get(&self, code: &Bound<'_, PyAny>) -> Option<&V> {
+        let (weak, value) = self.entries.get(&(code.as_ptr() as usize))?;
+        // SAFETY: `weak` is a live weakref object we own; PyWeakref_GetObject returns a borrowed
+        // reference (Py_None when the referent is gone) that we only compare by address.
+        let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
+        (referent == code.as_ptr()).then_some(value)
+    }
+
+    /// Store `value` for `code`, given `weak`, a weak reference to it (made by [`weak_ref`]
+    /// before the cache's lock is taken: it calls into Python).
+    pub(crate) fn insert(&mut self, py: Python<'_>, code: &Bound<'_, PyAny>, weak: Py<PyAny>, value: V) {
+        if self.entries.len() >= Self::SWEEP_AT {
+            self.entries.retain(|_, (w, _)| w.bind(py).call0().map(|o| !o.is_none()).unwrap_or(false));
+        }
+        self.entries.insert(code.as_ptr() as usize, (weak, value));
+    }
+}
+
+/// `weakref.ref(obj)`, None if that fails (the value is then not cached).
+pub(crate) fn weak_ref(obj: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
+    let py = obj.py();
+    py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((obj,))).ok().map(Bound::unbind)
 }
 
 /// [`code_global_names`] of each code object.
-static NAMES_CACHE: PyOnceLock<Mutex<CodeCache>> = PyOnceLock::new();
+static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 /// [`code_fields`] of each code object.
-static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache>> = PyOnceLock::new();
+static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 
-fn code_cache_get<'py>(cache: &PyOnceLock<Mutex<CodeCache>>, py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
-    let cache = cache.get_or_init(py, || Mutex::new(CodeCache { entries: Default::default() }));
+fn code_cache_get<'py>(cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>, py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
+    let cache = cache.get_or_init(py, || Mutex::new(CodeCache::default()));
     let guard = cache.lock().ok()?;
-    let (weak, value) = guard.entries.get(&(code.as_ptr() as usize))?;
-    // SAFETY: `weak` is a live weakref object we own; PyWeakref_GetObject returns a borrowed
-    // reference (Py_None when the referent is gone) that we only compare by address.
-    let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
-    if referent == code.as_ptr() {
-        Some(value.bind(py).clone())
-    } else {
-        None
-    }
+    guard.get(code).map(|v| v.bind(py).clone())
 }
 
-fn code_cache_put<'py>(cache: &PyOnceLock<Mutex<CodeCache>>, py: Python<'py>, code: &Bound<'py, PyAny>, value: &Bound<'py, PyTuple>) {
+fn code_cache_put<'py>(cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>, py: Python<'py>, code: &Bound<'py, PyAny>, value: &Bound<'py, PyTuple>) {
     let Some(cache) = cache.get(py) else { return };
-    let Ok(weak) = py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((code,))) else { return };
-    let Ok(mut guard) = cache.lock() else { return };
-    if guard.entries.len() >= 4096 {
-        guard.entries.retain(|_, (w, _)| w.bind(py).call0().map(|o| !o.is_none()).unwrap_or(false));
+    let Some(weak) = weak_ref(code) else { return };
+    if let Ok(mut guard) = cache.lock() {
+        guard.insert(py, code, weak, value.clone().unbind());
     }
-    guard.entries.insert(code.as_ptr() as usize, (weak.unbind(), value.clone().unbind()));
 }
 
 /// The constructor fields of a code object in `_code_reduce`'s order, `co_name` as a fresh
