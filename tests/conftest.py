@@ -16,6 +16,24 @@ if _TESTS_DIR not in sys.path:
 from support import loaders as _loaders  # noqa: E402
 
 
+def pytest_report_header(config):
+    import cloudpickle_rs._native as native
+
+    return f"cloudpickle_rs._native: {native.__file__}"
+
+
+def pytest_sessionstart(session):
+    # tools/versions.py runs the suite on each version's installed wheel: prove that is what the
+    # tests import (not a dev build left in python/ by `maturin develop`).
+    import os
+
+    if os.environ.get("CLOUDPICKLE_RS_EXPECT_INSTALLED") == "1":
+        import cloudpickle_rs._native as native
+
+        if "site-packages" not in native.__file__:
+            raise pytest.UsageError(f"cloudpickle_rs comes from {native.__file__}, not a wheel")
+
+
 class Loader:
     """One loader environment: ``loader.load(data, "result = obj(2)")`` -> JSON-able value."""
 

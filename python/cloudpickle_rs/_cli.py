@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import pickletools
 import sys
 
@@ -757,13 +758,59 @@ def _render_tree(node, w, prefix, last, top=False):
         w(f"{child_prefix}└─ ... {node['more']} more\n")
 
 
+def _stdlib_names():
+    """Top-level names of the standard library (``sys.stdlib_module_names`` from 3.10 on; on
+    3.9, what the interpreter's stdlib folder holds, plus the built-in modules)."""
+    names = set(sys.builtin_module_names)
+    if hasattr(sys, "stdlib_module_names"):
+        return names | set(sys.stdlib_module_names)
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    for key in ("stdlib", "platstdlib"):
+        root = paths.get(key)
+        if not root or not os.path.isdir(root):
+            continue
+        for entry in os.listdir(root):
+            if entry in ("site-packages", "dist-packages"):
+                continue
+            name, ext = os.path.splitext(entry)
+            if ext == ".py" or (not ext and os.path.isdir(os.path.join(root, entry))):
+                names.add(name)
+        dynload = os.path.join(root, "lib-dynload")
+        if os.path.isdir(dynload):
+            names.update(e.split(".", 1)[0] for e in os.listdir(dynload))
+    return names
+
+
+def _packages_distributions(metadata):
+    """``importlib.metadata.packages_distributions()`` (3.10+), rebuilt on 3.9 from each
+    distribution's ``top_level.txt`` or, without one, the top-level entries of its RECORD."""
+    if hasattr(metadata, "packages_distributions"):
+        return metadata.packages_distributions()
+    out = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        tops = (dist.read_text("top_level.txt") or "").split()
+        if not tops:
+            for f in dist.files or ():
+                parts = f.parts
+                if len(parts) > 1 and not parts[0].endswith((".dist-info", ".egg-info", ".data")):
+                    tops.append(parts[0])
+                elif len(parts) == 1 and parts[0].endswith(".py"):
+                    tops.append(parts[0][:-3])
+        for top in dict.fromkeys(tops):
+            out.setdefault(top, []).append(name)
+    return out
+
+
 def requirements(info, show_all=False):
     """Requirements lines for the modules a receiver must import."""
     from importlib import metadata
 
-    stdlib = set(getattr(sys, "stdlib_module_names", ())) | set(sys.builtin_module_names)
+    stdlib = _stdlib_names()
     try:
-        by_module = metadata.packages_distributions()
+        by_module = _packages_distributions(metadata)
     except Exception:  # pragma: no cover
         by_module = {}
     dists, std, missing = {}, set(), {}

@@ -1,5 +1,6 @@
 """Type stubs of the extension module `cloudpickle_rs._native` (the Rust pickler)."""
 import pickle
+import sys
 from typing import Any, Callable, Literal, Optional, Protocol, Union
 
 __all__ = [
@@ -51,6 +52,9 @@ class PicklerBase:
     def protocol(self) -> int: ...
     # Optional hooks a subclass or an instance may define, as with pickle.Pickler:
     #   persistent_id(obj) -> Any | None, dispatch_table: Mapping[type, Callable]
+    if sys.version_info >= (3, 13):
+        # As _pickle.Pickler's since 3.13: None for every object (for super() calls).
+        def persistent_id(self, obj: Any) -> None: ...
 
 class Pickler(PicklerBase):
     """cloudpickle's pickler: functions, classes and modules that cannot be imported go by value."""

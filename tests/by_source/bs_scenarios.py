@@ -9,6 +9,8 @@ Fields of :class:`Scenario`:
   expect  optional: the value the check must give on the original (literal), or a predicate on it,
           to guard the check itself (e.g. shared cell: 2)
   mode    "source" (by_source=True), "auto" (by_source="auto"), "error" (by_source=True must raise)
+  needs   the oldest Python whose parser accepts the script (default 3.8); a sender older than
+          that cannot run it, a receiver older than that must fail with a SyntaxError
   pypy    "ok": PyPy 3.9 must load and pass; "syntax": PyPy 3.9 must fail to load with a
           SyntaxError in the script's file (syntax 3.9 cannot parse); "skip": not loaded there
           (bytecode stream from by_source="auto")
@@ -32,6 +34,7 @@ class Scenario:
     newline: str = "\n"
     encoding: str = "utf-8"
     protocol: Optional[int] = None
+    needs: tuple = (3, 8)
     # mode="error": fragments the PicklingError message must contain.
     error_needles: tuple = ("orphan", "<bs-nosource>", "__source__", "orphan.__source__")
 
@@ -983,7 +986,7 @@ S("match_statement", """
                 return "other"
     OBJ = classify
 """, "result = [obj(0), obj([1, 2]), obj({'k': 3}), obj('q')]",
-  expect=["zero", "pair 1 2", "dict 3", "other"], pypy="syntax")
+  expect=["zero", "pair 1 2", "dict 3", "other"], pypy="syntax", needs=(3, 10))
 
 S("except_star", """
     def split_errors():
@@ -996,7 +999,7 @@ S("except_star", """
             caught.append(["T", len(eg.exceptions)])
         return caught
     OBJ = split_errors
-""", "result = obj()", expect=[["V", 1], ["T", 1]], pypy="syntax")
+""", "result = obj()", expect=[["V", 1], ["T", 1]], pypy="syntax", needs=(3, 11))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,11 +9,18 @@ processes on demand and run a load in them:
     value = load_in("stock-cp312", data, "result = obj(3)")      # -> JSON-able value
     path = loader_python("pypy39")                               # -> Path to its interpreter
 
-Environments (virtualenvs under ``<repo>/.venvs/<name>``, gitignored):
+Environments (virtualenvs under ``<repo>/.venvs/``, gitignored):
 
-    stock-cp312   CPython 3.11, only cloudpickle==3.1.2
-    stock-cp300   CPython 3.11, only cloudpickle==3.0.0
+    stock-cp312   the sender's own CPython version (the interpreter running the tests), only
+                  cloudpickle==3.1.2: bytecode streams load only on the version that wrote them
+    stock-cp300   the same, only cloudpickle==3.0.0
     pypy39        Debian's PyPy 3.9 (``apt-get install -y pypy3`` when missing), only cloudpickle==3.1.2
+    recv-3.8 ... recv-3.13   CPython 3.8-3.13 (tests/support/pythons.py finds them), only
+                  cloudpickle==3.1.2: the receivers of the version matrix
+    recv-3.13-cp313  CPython 3.13 with cloudpickle==3.1.3; recv-3.9-cp300  CPython 3.9 with 3.0.0
+
+"The sender's own version" is resolved when the environment is first asked for; its folder is
+``.venvs/<name>-py3.X`` so that test runs on several versions share one ``.venvs``.
 
 Each is built the first time it is asked for and then reused.  Building holds an exclusive
 ``fcntl.flock`` on ``.venvs/<name>.lock``, so two pytest processes asking at once build it once.
@@ -42,6 +49,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pythons as _pythons  # noqa: E402  (tests/support/pythons.py; this file also runs as a script)
+
 __all__ = [
     "ENVS",
     "EnvSpec",
@@ -65,7 +75,7 @@ _LOCK_WAIT_SECONDS = 1800
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     name: str
-    interpreter: str  # "cpython3.11" or "pypy3.9"
+    interpreter: str  # "cpython3.X", "pypy3.9" or "cpython-sender" (the running CPython's version)
     requirements: tuple  # pip requirement strings, each pinned
     expect_cloudpickle: str  # the version `cloudpickle.__version__` must report
     description: str
@@ -73,7 +83,7 @@ class EnvSpec:
     def fingerprint(self) -> Dict[str, Any]:
         return {
             "layout": _LAYOUT_VERSION,
-            "interpreter": self.interpreter,
+            "interpreter": _interpreter(self),
             "requirements": list(self.requirements),
         }
 
@@ -81,12 +91,18 @@ class EnvSpec:
 ENVS: Dict[str, EnvSpec] = {
     spec.name: spec
     for spec in (
-        EnvSpec("stock-cp312", "cpython3.11", ("cloudpickle==3.1.2",), "3.1.2",
-                "CPython 3.11 with only stock cloudpickle 3.1.2"),
-        EnvSpec("stock-cp300", "cpython3.11", ("cloudpickle==3.0.0",), "3.0.0",
-                "CPython 3.11 with only stock cloudpickle 3.0.0"),
+        EnvSpec("stock-cp312", "cpython-sender", ("cloudpickle==3.1.2",), "3.1.2",
+                "the sender's CPython with only stock cloudpickle 3.1.2"),
+        EnvSpec("stock-cp300", "cpython-sender", ("cloudpickle==3.0.0",), "3.0.0",
+                "the sender's CPython with only stock cloudpickle 3.0.0"),
         EnvSpec("pypy39", "pypy3.9", ("cloudpickle==3.1.2",), "3.1.2",
                 "Debian's PyPy 3.9 with only stock cloudpickle 3.1.2"),
+        *(EnvSpec(f"recv-{v}", f"cpython{v}", ("cloudpickle==3.1.2",), "3.1.2",
+                  f"CPython {v} with only stock cloudpickle 3.1.2") for v in _pythons.RECEIVERS),
+        EnvSpec("recv-3.13-cp313", "cpython3.13", ("cloudpickle==3.1.3",), "3.1.3",
+                "CPython 3.13 with only stock cloudpickle 3.1.3"),
+        EnvSpec("recv-3.9-cp300", "cpython3.9", ("cloudpickle==3.0.0",), "3.0.0",
+                "CPython 3.9 with only stock cloudpickle 3.0.0"),
     )
 }
 
@@ -150,8 +166,28 @@ def venvs_root() -> Path:
     return Path(override) if override else repo_root() / ".venvs"
 
 
+def _sender_minor() -> str:
+    return "%d.%d" % sys.version_info[:2]
+
+
+def _interpreter(spec: EnvSpec) -> str:
+    """The concrete interpreter of `spec`: "cpython3.X" or "pypy3.9"."""
+    if spec.interpreter == "cpython-sender":
+        if sys.implementation.name != "cpython":
+            raise LoaderBuildError(f"{spec.name}: the sender is {sys.implementation.name}, not CPython")
+        return "cpython" + _sender_minor()
+    return spec.interpreter
+
+
+def _dir_name(name: str) -> str:
+    spec = ENVS.get(name)
+    if spec is not None and spec.interpreter == "cpython-sender":
+        return f"{name}-py{_sender_minor()}"
+    return name
+
+
 def _env_dir(name: str) -> Path:
-    return venvs_root() / name
+    return venvs_root() / _dir_name(name)
 
 
 def _env_python(name: str) -> Path:
@@ -205,25 +241,22 @@ def _python_version(exe: str) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def _find_cpython(minor: str) -> str:
+    """A base (non-venv) CPython interpreter of `minor` ("3.12"): the running one when it is of
+    that version, else the one tests/support/pythons.py finds (pyenv's)."""
+    if sys.implementation.name == "cpython" and _sender_minor() == minor:
+        base = getattr(sys, "_base_executable", None) or sys.executable
+        ver = _python_version(base)
+        if ver and ver.startswith(f"CPython {minor}."):
+            return base
+    try:
+        return str(_pythons.find_cpython(minor))
+    except _pythons.MissingInterpreter as e:
+        raise LoaderBuildError(str(e)) from None
+
+
 def _find_cpython311() -> str:
-    """A base (non-venv) CPython 3.11 interpreter."""
-    candidates: List[str] = []
-    override = os.environ.get("CLOUDPICKLE_RS_CPYTHON")
-    if override:
-        candidates.append(override)
-    if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11):
-        candidates.append(getattr(sys, "_base_executable", None) or sys.executable)
-    for name in ("python3.11", "python3"):
-        found = shutil.which(name)
-        if found:
-            candidates.append(found)
-    for cand in candidates:
-        ver = _python_version(cand)
-        if ver and ver.startswith("CPython 3.11."):
-            return cand
-    raise LoaderBuildError(
-        f"no CPython 3.11 interpreter found (tried {candidates}); set CLOUDPICKLE_RS_CPYTHON"
-    )
+    return _find_cpython("3.11")
 
 
 def _apt_install_pypy3() -> None:
@@ -336,7 +369,8 @@ def _build(spec: EnvSpec) -> Dict[str, Any]:
     if target.exists():
         _log(f"{spec.name}: removing incomplete or outdated {target}")
         shutil.rmtree(target)
-    base = _find_cpython311() if spec.interpreter == "cpython3.11" else _find_pypy39()
+    interp = _interpreter(spec)
+    base = _find_pypy39() if interp == "pypy3.9" else _find_cpython(interp[len("cpython"):])
     _log(f"{spec.name}: creating venv from {base}")
     _make_venv(base, target)
     py = str(target / "bin" / "python")

@@ -75,7 +75,7 @@ def test_stock_bytecode_pickle_loads_in_cpython_loaders(name, version):
     res = loaders.run_in(name, data, CHECK_DYNAMIC)
     assert res.value == EXPECTED_DYNAMIC
     assert res.meta["implementation"] == "CPython"
-    assert res.meta["python_version"].startswith("3.11.")
+    assert res.meta["python_version"].startswith("%d.%d." % sys.version_info[:2])  # the sender's
     assert res.meta["cloudpickle_rs_importable"] is False
     # the stream itself imported cloudpickle (its reconstructors), nothing did before
     assert res.meta["cloudpickle_imported_before_loads"] is False
@@ -117,6 +117,11 @@ def test_control_bytecode_pickle_from_311_fails_on_pypy(pypy39):
     exists.  If this ever starts passing, the cross-interpreter by_source tests lose their point.
     """
     data = stock_cloudpickle.dumps(_dynamic_objects()["square"], protocol=5)
+    if sys.version_info[:2] == (3, 9):
+        # PyPy 3.9 implements CPython 3.9's code constructor and bytecode: a stream from a
+        # CPython 3.9 sender is the one bytecode stream that does load there.
+        assert pypy39.load(data, "result = obj(3)") == 9
+        return
     with pytest.raises(loaders.LoaderError) as info:
         pypy39.load(data, "result = obj(3)")
     err = info.value

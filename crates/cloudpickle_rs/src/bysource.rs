@@ -68,6 +68,9 @@ struct Built {
     first_line: u32,
     line_count: u32,
     original_text: String,
+    /// Constructs of the shipped text that Python 3.7 cannot parse, each with the version
+    /// that added it (`target_python` is checked against these on every dump).
+    syntax: Vec<function_source::NewerSyntax>,
 }
 
 /// Per-process caches: parsed files (by name and content) and the factory built for each code
@@ -481,11 +484,37 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     }
     let filename: String = code.getattr(intern!(py, "co_filename")).and_then(|f| f.extract()).map_err(|e| e.to_string())?;
     let query = code_query(py, code).map_err(|e| e.to_string())?;
-    let attempt = |file: &Arc<SourceFile>| -> Result<function_source::Factory, String> {
-        let located = file.locate(&query).map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
-        let factory = located.factory(&query).map_err(|e| format!("cannot rebuild it from its source: {e}"))?;
-        verify_factory(py, code, &factory.source, &filename)?;
-        Ok(factory)
+    // Every node the code object could come from (several when it carries no columns: two
+    // lambdas on a line on 3.9/3.10, which have no co_positions); each is rebuilt, compiled and
+    // compared with the running code, and only a match is sent. Candidates that all match have
+    // equal code and are interchangeable; none matching is an error, never a guess.
+    let attempt = |file: &Arc<SourceFile>| -> Result<(function_source::Factory, Vec<function_source::NewerSyntax>), String> {
+        let candidates = file
+            .locate_candidates(&query)
+            .map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
+        let many = candidates.len() > 1;
+        let mut last_err = String::new();
+        for located in &candidates {
+            let factory = match located.factory(&query) {
+                Ok(f) => f,
+                Err(e) => {
+                    last_err = format!("cannot rebuild it from its source: {e}");
+                    continue;
+                }
+            };
+            match verify_factory(py, code, &factory.source, &filename) {
+                Ok(()) => return Ok((factory, located.syntax_since((3, 7)))),
+                Err(e) => last_err = e,
+            }
+        }
+        if many {
+            return Err(format!(
+                "{} candidates for it start on line {} of {filename} and none compiles to its code ({last_err})",
+                candidates.len(),
+                query.first_line
+            ));
+        }
+        Err(last_err)
     };
     let primary = match own_source {
         Some(src) => {
@@ -506,7 +535,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
             }
         }
     }
-    let (factory, file) = outcome?;
+    let ((factory, syntax), file) = outcome?;
     let text = file.text();
     let all_lines: Vec<&str> = text.split_inclusive('\n').collect();
     let first = factory.first_line.max(1);
@@ -541,6 +570,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         first_line: first,
         line_count: lines.len() as u32,
         original_text: lines.concat(),
+        syntax,
     });
     if let Some(weak) = crate::cloud::weak_ref(code) {
         if let Ok(mut c) = caches(py).lock() {
@@ -663,6 +693,17 @@ fn code_query(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<CodeQuery> {
         for p in pos.try_iter()? {
             let (line, end_line, column, end_column): (Option<u32>, Option<u32>, Option<u32>, Option<u32>) = p?.extract()?;
             positions.push(CodePosition { line, end_line, column, end_column });
+        }
+    } else {
+        // CPython 3.9 and 3.10 have no co_positions: the line table alone (through
+        // `dis.findlinestarts`, which reads co_lnotab on 3.9 and co_lines() on 3.10) still
+        // rules out candidates whose lines do not hold the code.
+        let starts = py.import("dis")?.call_method1(intern!(py, "findlinestarts"), (code,))?;
+        for item in starts.try_iter()? {
+            let (_offset, line): (usize, Option<u32>) = item?.extract()?;
+            if let Some(line) = line {
+                positions.push(CodePosition { line: Some(line), end_line: Some(line), column: None, end_column: None });
+            }
         }
     }
     let code_type = code.get_type();

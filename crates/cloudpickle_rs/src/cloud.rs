@@ -511,10 +511,23 @@ impl<V> CodeCache<V> {
 
     pub(crate) fn get(&self, code: &Bound<'_, PyAny>) -> Option<&V> {
         let (weak, value) = self.entries.get(&(code.as_ptr() as usize))?;
-        // SAFETY: `weak` is a live weakref object we own; PyWeakref_GetObject returns a borrowed
-        // reference (Py_None when the referent is gone) that we only compare by address.
-        let referent = unsafe { pyo3::ffi::PyWeakref_GetObject(weak.as_ptr()) };
-        (referent == code.as_ptr()).then_some(value)
+        let mut referent: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: `weak` is a live weakref object we own. PyWeakref_GetRef (pyo3's compat shim
+        // over PyWeakref_GetObject before 3.13) stores a new strong reference, or NULL when the
+        // referent is gone; the reference is released right after the address comparison.
+        let rc = unsafe { pyo3::ffi::compat::PyWeakref_GetRef(weak.as_ptr(), &mut referent) };
+        if rc < 0 {
+            // Not a weakref: impossible for values made by `weak_ref`; treat as a miss.
+            // SAFETY: clearing the error indicator the call set, under the GIL.
+            unsafe { pyo3::ffi::PyErr_Clear() };
+            return None;
+        }
+        let live = !referent.is_null() && referent == code.as_ptr();
+        if !referent.is_null() {
+            // SAFETY: `referent` is the strong reference PyWeakref_GetRef gave us.
+            unsafe { pyo3::ffi::Py_DECREF(referent) };
+        }
+        live.then_some(value)
     }
 
     /// Store `value` for `code`, given `weak`, a weak reference to it (made by [`weak_ref`]

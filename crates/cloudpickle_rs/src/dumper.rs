@@ -518,13 +518,7 @@ impl<'py> Dumper<'py> {
             let nbits: usize = obj.call_method0(intern!(self.py, "bit_length"))?.extract()?;
             let nbytes = (nbits >> 3) + 1;
             let mut buf = vec![0u8; nbytes];
-            // SAFETY: `buf` holds `nbytes` bytes, enough for a signed little-endian copy.
-            let rc = unsafe {
-                ffi::_PyLong_AsByteArray(obj.as_ptr().cast::<ffi::PyLongObject>(), buf.as_mut_ptr(), nbytes, 1, 1)
-            };
-            if rc < 0 {
-                return Err(PyErr::fetch(self.py));
-            }
+            crate::layout::long_to_le_bytes(obj, &mut buf)?;
             let digits = pickle_wire::minimal_twos_complement(&buf);
             self.w.long_le_bytes(digits).map_err(|e| pyo3::exceptions::PyOverflowError::new_err(e.to_string()))?;
         } else {
@@ -660,7 +654,13 @@ impl<'py> Dumper<'py> {
     fn save_picklebuffer(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
         if self.proto < 5 {
-            return Err(pickling_error(py, "PickleBuffer can only pickled with protocol >= 5"));
+            // CPython 3.13 fixed the grammar of `_pickle.c`'s message.
+            let message = if cfg!(Py_3_13) {
+                "PickleBuffer can only be pickled with protocol >= 5"
+            } else {
+                "PickleBuffer can only pickled with protocol >= 5"
+            };
+            return Err(pickling_error(py, message));
         }
         let view = BufferView::get(obj)?;
         if !view.is_contiguous() {
@@ -1334,13 +1334,23 @@ impl<'py> Dumper<'py> {
         if self.proto >= 2 && !registry.is_empty() {
             let key = PyTuple::new(py, [module_name.as_any(), global_name.as_any()])?;
             if let Some(code) = registry.get_item(&key)? {
-                let Ok(code_val) = code.extract::<i64>() else {
-                    return Err(pickling_error(
-                        py,
-                        format!("Can't pickle {}: extension code {} isn't an integer", safe_repr(obj), safe_repr(&code)),
-                    ));
+                // `_pickle.c` reads the code with PyLong_AsLong: a huge int is its OverflowError on
+                // every version; 3.13 also lets a non-int's TypeError through and reports a code
+                // out of range as RuntimeError, where 3.9-3.12 raise PicklingError for both.
+                let code_val = match code.extract::<i64>() {
+                    Ok(v) => v,
+                    Err(e) if code.is_instance_of::<pyo3::types::PyInt>() || cfg!(Py_3_13) => return Err(e),
+                    Err(_) => {
+                        return Err(pickling_error(
+                            py,
+                            format!("Can't pickle {}: extension code {} isn't an integer", safe_repr(obj), safe_repr(&code)),
+                        ))
+                    }
                 };
                 if code_val <= 0 || code_val > 0x7fff_ffff {
+                    if cfg!(Py_3_13) {
+                        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!("extension code {code_val} is out of range")));
+                    }
                     return Err(pickling_error(
                         py,
                         format!("Can't pickle {}: extension code {} is out of range", safe_repr(obj), code_val),
@@ -1355,6 +1365,27 @@ impl<'py> Dumper<'py> {
             self.save(module_name.as_any(), false)?;
             self.save(global_name.as_any(), false)?;
             self.w.op(STACK_GLOBAL);
+        } else if !parent_is_module && cfg!(Py_3_13) {
+            // 3.13+: `getattr(getattr(module.top, a), b)` with the top-level name written by
+            // name, so a qualname through the object itself (`C.ref` with `C.ref = C`) does not
+            // recurse into saving its parent.
+            let dotted = global_name.to_str()?.to_owned();
+            let mut parts = dotted.split('.');
+            let top = parts.next().unwrap_or("");
+            let attrs: Vec<&str> = parts.collect();
+            let getattr = self.st.builtins_getattr.bind(py).clone();
+            for _ in &attrs {
+                self.save(&getattr, false)?;
+                if self.proto < 2 {
+                    self.w.op(pickle_wire::opcodes::MARK);
+                }
+            }
+            self.write_toplevel_by_name(module_name, &PyString::new(py, top))?;
+            for attr in &attrs {
+                self.save(PyString::new(py, attr).as_any(), false)?;
+                self.w.op(if self.proto < 2 { pickle_wire::opcodes::TUPLE } else { pickle_wire::opcodes::TUPLE2 });
+                self.w.op(pickle_wire::opcodes::REDUCE);
+            }
         } else if !parent_is_module {
             let rv = PyTuple::new(
                 py,
@@ -1365,6 +1396,15 @@ impl<'py> Dumper<'py> {
             )?;
             self.save_reduce(&rv, None)?;
         } else {
+            self.write_toplevel_by_name(module_name, global_name)?;
+        }
+        self.memo_put(obj)
+    }
+
+    /// `GLOBAL module\nname\n`, through fix_imports below protocol 3.
+    fn write_toplevel_by_name(&mut self, module_name: &Bound<'py, PyString>, global_name: &Bound<'py, PyString>) -> SaveResult {
+        let py = self.py;
+        {
             let (mut m, mut g) = (module_name.clone(), global_name.clone());
             if self.proto < 3 && self.fix_imports {
                 (m, g) = crate::globals::fix_imports(self, m, g)?;
@@ -1385,7 +1425,7 @@ impl<'py> Dumper<'py> {
             let gb = encode(&g, "global")?;
             self.w.global_text(&mb, &gb);
         }
-        self.memo_put(obj)
+        Ok(())
     }
 }
 

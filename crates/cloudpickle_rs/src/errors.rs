@@ -35,8 +35,27 @@ fn short_repr(obj: &Bound<'_, PyAny>) -> String {
 }
 
 /// `exc.add_note(note)`; a failure to annotate never replaces the real error.
+///
+/// Before Python 3.11 (no `BaseException.add_note`, PEP 678) the note is appended to the
+/// exception's `__notes__` list all the same, as the `exceptiongroup` backport does: callers
+/// read the same attribute on every version (the interpreter's own traceback printer shows
+/// notes from 3.11 on only).
 pub(crate) fn add_note(py: Python<'_>, err: &PyErr, note: &str) {
-    let _ = err.value(py).call_method1(pyo3::intern!(py, "add_note"), (note,));
+    let value = err.value(py);
+    if value.call_method1(pyo3::intern!(py, "add_note"), (note,)).is_ok() {
+        return;
+    }
+    let notes = match value.getattr(pyo3::intern!(py, "__notes__")) {
+        Ok(n) => n,
+        Err(_) => {
+            let fresh = pyo3::types::PyList::empty(py);
+            if value.setattr(pyo3::intern!(py, "__notes__"), &fresh).is_err() {
+                return;
+            }
+            fresh.into_any()
+        }
+    };
+    let _ = notes.call_method1(pyo3::intern!(py, "append"), (note,));
 }
 
 impl ErrorPath {

@@ -117,3 +117,46 @@ pub(crate) fn ascii_str<'a>(s: &'a Bound<'_, PyAny>) -> Option<&'a [u8]> {
         None
     }
 }
+
+/// Fill `buf` with the signed little-endian two's complement of the int `obj`; `buf` must be
+/// long enough (`bit_length() / 8 + 1` bytes).
+///
+/// CPython 3.9-3.12: the private `_PyLong_AsByteArray` (5 arguments; 3.13 added a sixth and
+/// pyo3 no longer declares it). CPython 3.13+: the public `PyLong_AsNativeBytes`. Elsewhere
+/// (PyPy, the limited API): `int.to_bytes`, a method call.
+pub(crate) fn long_to_le_bytes(obj: &Bound<'_, PyAny>, buf: &mut [u8]) -> PyResult<()> {
+    #[cfg(all(not(any(PyPy, GraalPy, Py_LIMITED_API)), not(Py_3_13)))]
+    {
+        // SAFETY: `obj` is an int (callers pass exact ints); `buf` holds `buf.len()` bytes.
+        let rc = unsafe {
+            ffi::_PyLong_AsByteArray(obj.as_ptr().cast::<ffi::PyLongObject>(), buf.as_mut_ptr(), buf.len(), 1, 1)
+        };
+        if rc < 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(())
+    }
+    #[cfg(all(not(any(PyPy, GraalPy, Py_LIMITED_API)), Py_3_13))]
+    {
+        let len = buf.len() as ffi::Py_ssize_t;
+        // SAFETY: `obj` is an int; `buf` holds `len` bytes. The call returns the number of bytes
+        // the value needs, which is at most `len` when `buf` is as long as documented above.
+        let needed = unsafe {
+            ffi::PyLong_AsNativeBytes(obj.as_ptr(), buf.as_mut_ptr().cast(), len, ffi::Py_ASNATIVEBYTES_LITTLE_ENDIAN)
+        };
+        if needed < 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        if needed > len {
+            return Err(pyo3::exceptions::PyOverflowError::new_err("int does not fit its byte buffer"));
+        }
+        Ok(())
+    }
+    #[cfg(any(PyPy, GraalPy, Py_LIMITED_API))]
+    {
+        let bytes = obj.call_method1("to_bytes", (buf.len(), "little", true))?;
+        let bytes: &[u8] = bytes.extract()?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}

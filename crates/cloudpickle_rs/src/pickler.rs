@@ -3,7 +3,7 @@
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use crate::dumper::{lookup_attr, Dumper, Hooks};
 use crate::bysource::BySource;
@@ -15,7 +15,10 @@ use pickle_wire::{DEFAULT_PROTOCOL, HIGHEST_PROTOCOL};
 /// `protocol` as `_pickle.c` reads it: None is the default, negative is the highest.
 pub(crate) fn parse_protocol(protocol: Option<&Bound<'_, PyAny>>) -> PyResult<u8> {
     let Some(p) = protocol.filter(|p| !p.is_none()) else { return Ok(DEFAULT_PROTOCOL) };
-    let v: i64 = p.extract()?;
+    let v: i64 = match p.extract() {
+        Ok(v) => v,
+        Err(e) => protocol_via_int(p).ok_or(e)??,
+    };
     if v < 0 {
         Ok(HIGHEST_PROTOCOL)
     } else if v > i64::from(HIGHEST_PROTOCOL) {
@@ -23,6 +26,32 @@ pub(crate) fn parse_protocol(protocol: Option<&Bound<'_, PyAny>>) -> PyResult<u8
     } else {
         Ok(v as u8)
     }
+}
+
+/// CPython 3.9's `_pickle` reads the protocol with `PyLong_AsLong`, which still accepted any
+/// object with `__int__` (a float: `protocol=2.0`) under a DeprecationWarning; 3.10 removed
+/// that. None when that path does not apply (then the `__index__` error stands).
+#[cfg(not(Py_3_10))]
+fn protocol_via_int(p: &Bound<'_, PyAny>) -> Option<PyResult<i64>> {
+    let py = p.py();
+    if !p.hasattr(pyo3::intern!(py, "__int__")).unwrap_or(false) {
+        return None;
+    }
+    let warn = || -> PyResult<i64> {
+        let message = format!(
+            "an integer is required (got type {}).  Implicit conversion to integers using __int__ is deprecated, \
+             and may be removed in a future version of Python.",
+            p.get_type().name()?
+        );
+        PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(), &std::ffi::CString::new(message)?, 1)?;
+        p.call_method0(pyo3::intern!(py, "__int__"))?.extract()
+    };
+    Some(warn())
+}
+
+#[cfg(Py_3_10)]
+fn protocol_via_int(_p: &Bound<'_, PyAny>) -> Option<PyResult<i64>> {
+    None
 }
 
 pub(crate) fn check_buffer_callback(proto: u8, cb: &Option<Bound<'_, PyAny>>) -> PyResult<()> {
@@ -133,6 +162,14 @@ impl PicklerBase {
         let result = dumper.dump(obj);
         { let mut me = slf.borrow_mut(); me.memo = Some(dumper.into_memo()); me.dumping = false; }
         result
+    }
+
+    /// `_pickle.Pickler.persistent_id` of CPython 3.13+: None for every object, so that a
+    /// subclass can call `super().persistent_id(obj)`. Not called by the walk unless replaced.
+    #[cfg(Py_3_13)]
+    fn persistent_id(&self, obj: &Bound<'_, PyAny>) -> Option<()> {
+        let _ = obj;
+        None
     }
 
     /// Forget what was pickled so far: the next dump repeats objects instead of referencing them.
@@ -325,34 +362,36 @@ fn busy_error() -> PyErr {
     )
 }
 
+/// Whether `bound`, found as attribute `name` of the pickler `slf`, is `T`'s own native method
+/// bound to `slf` (neither replaced in a subclass nor set on the instance).
+fn is_own_method<T: pyo3::PyTypeInfo>(slf: &Bound<'_, PicklerBase>, bound: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+    let py = slf.py();
+    let ours = py.get_type::<T>().getattr(name)?;
+    let from_class = lookup_attr(slf.get_type().as_any(), name)?;
+    // SAFETY: PyCFunction_Check only reads the type; PyCFunction_GetSelf returns a borrowed
+    // pointer we only compare.
+    let bound_native = unsafe {
+        pyo3::ffi::PyCFunction_Check(bound.as_ptr()) != 0 && pyo3::ffi::PyCFunction_GetSelf(bound.as_ptr()) == slf.as_ptr()
+    };
+    Ok(from_class.is_some_and(|c| c.is(&ours)) && bound_native)
+}
+
 /// The hooks a Pickler instance (or its Python subclass) brings: looked up once per dump, as
 /// `_pickle.c` looks up `reducer_override` once per dump.
 fn instance_hooks<'py>(slf: &Bound<'py, PicklerBase>, buffer_callback: Option<Bound<'py, PyAny>>) -> PyResult<Hooks<'py>> {
     let py = slf.py();
     let obj = slf.as_any();
-    let persistent_id = lookup_attr(obj, intern!(py, "persistent_id"))?;
+    let persistent_id = match lookup_attr(obj, intern!(py, "persistent_id"))? {
+        // 3.13+: our own `persistent_id` (always None), bound to this pickler, is no hook.
+        Some(pid) if cfg!(Py_3_13) && is_own_method::<PicklerBase>(slf, &pid, intern!(py, "persistent_id"))? => None,
+        other => other,
+    };
     let dispatch_table = lookup_attr(obj, intern!(py, "dispatch_table"))?;
     // Our own reducer_override is the native cloudpickle layer: call it only when a subclass
     // or the instance replaced it.
     let reducer_override = match lookup_attr(obj, intern!(py, "reducer_override"))? {
-        Some(ro) => {
-            let ours = py.get_type::<Pickler>().getattr(intern!(py, "reducer_override"))?;
-            let from_class = slf.get_type().getattr(intern!(py, "reducer_override"))?;
-            // Our own method bound to this very pickler (not a function an instance attribute
-            // holds): checked on the object itself, without touching (and so creating) the
-            // instance `__dict__`.
-            // SAFETY: PyCFunction_Check only reads the type; PyCFunction_GetSelf returns a
-            // borrowed pointer we only compare.
-            let bound_native = unsafe {
-                pyo3::ffi::PyCFunction_Check(ro.as_ptr()) != 0 && pyo3::ffi::PyCFunction_GetSelf(ro.as_ptr()) == obj.as_ptr()
-            };
-            if from_class.is(&ours) && bound_native {
-                None
-            } else {
-                Some(ro)
-            }
-        }
-        None => None,
+        Some(ro) if is_own_method::<Pickler>(slf, &ro, intern!(py, "reducer_override"))? => None,
+        other => other,
     };
     Ok(Hooks { persistent_id, reducer_override, dispatch_table, buffer_callback })
 }

@@ -88,7 +88,9 @@ pub(crate) fn deep_recursion_error(py: Python<'_>, err: PyErr) -> PyErr {
             if let Ok(notes) = err.value(py).getattr("__notes__") {
                 if let Ok(iter) = notes.try_iter() {
                     for note in iter.flatten() {
-                        let _ = e.value(py).call_method1("add_note", (note,));
+                        if let Ok(note) = note.extract::<String>() {
+                            crate::errors::add_note(py, &e, &note);
+                        }
                     }
                 }
             }

@@ -168,6 +168,24 @@ impl<'a> LocatedFunction<'a> {
     /// Syntax newer than Python 3.9 in the node, outside the parts the rebuilt source
     /// blanks (decorators, defaults, annotations). Warn: an older receiver cannot compile it.
     pub fn newer_syntax(&self) -> Vec<NewerSyntax> {
+        self.syntax_since((3, 9))
+    }
+
+    /// Every construct of the node's shipped text (outside decorators, defaults and
+    /// annotations, which the rebuilt source blanks) that Python `oldest` cannot parse: those
+    /// whose [`NewerSyntax::since`] is later than `oldest`, or unknown. Constructs added in
+    /// Python 3.8 and later are known (files are parsed for 3.7).
+    ///
+    /// ```
+    /// use function_source::SourceFile;
+    ///
+    /// let file = SourceFile::parse("m.py", "def f(x):\n    match x:\n        case 1: return (y := 2)\n").unwrap();
+    /// let f = file.functions().next().unwrap();
+    /// let needs: Vec<_> = f.syntax_since((3, 9)).into_iter().map(|s| (s.construct, s.since)).collect();
+    /// assert_eq!(needs, [("`match` statement".to_owned(), Some((3, 10)))]);
+    /// assert_eq!(f.syntax_since((3, 7)).len(), 2); // the walrus needs 3.8
+    /// ```
+    pub fn syntax_since(&self, oldest: (u8, u8)) -> Vec<NewerSyntax> {
         let blanked: Vec<Span> = self
             .scope
             .signature
@@ -177,12 +195,15 @@ impl<'a> LocatedFunction<'a> {
         self.file
             .newer_syntax
             .iter()
-            .filter(|(span, _)| {
-                self.scope.range.contains(*span) && !blanked.iter().any(|b| b.contains(*span))
+            .filter(|v| {
+                self.scope.range.contains(v.span) && !blanked.iter().any(|b| b.contains(v.span))
             })
-            .map(|(span, message)| NewerSyntax {
-                message: message.to_string(),
-                start: self.file.line_column(span.start),
+            .filter(|v| v.since.is_none_or(|since| since > oldest))
+            .map(|v| NewerSyntax {
+                message: v.message.to_string(),
+                construct: v.construct.to_string(),
+                since: v.since,
+                start: self.file.line_column(v.span.start),
             })
             .collect()
     }

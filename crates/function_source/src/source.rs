@@ -23,18 +23,69 @@ pub const MAX_NESTING_DEPTH: usize = 10_000;
 /// release build needs about 80 bytes a level, a debug build about 600).
 const DROP_STACK_PER_LEVEL: usize = 1024;
 
-/// Syntax the oldest supported receiver (PyPy 3.9) cannot parse.
+/// The files are parsed for this version, so that every construct added since (walrus and
+/// positional-only parameters in 3.8 onwards) is reported with the version it needs.
+const PARSE_VERSION: PythonVersion = PythonVersion::PY37;
+
+/// The version [`NewerSyntax::message`] is worded for: the oldest receiver `by_source` warns
+/// about by default (PyPy 3.9).
 const RECEIVER_VERSION: PythonVersion = PythonVersion::PY39;
 
-/// A construct newer than Python 3.9 found in a function's text: an interpreter older than
-/// the one named in `message` (for example PyPy 3.9) will fail to compile the function.
+/// A construct of a function's text that an older Python cannot parse: an interpreter older
+/// than [`NewerSyntax::since`] fails to compile the function.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewerSyntax {
-    /// What was found and since which version it exists, e.g. ``Cannot use `match`
-    /// statement on Python 3.9 (syntax was added in Python 3.10)``.
+    /// What was found and since which version it exists, worded for Python 3.9, e.g.
+    /// ``Cannot use `match` statement on Python 3.9 (syntax was added in Python 3.10)``.
     pub message: String,
+    /// The construct alone, e.g. ``match` statement`` or `positional-only parameter separator`.
+    pub construct: String,
+    /// The first Python (major, minor) that parses it; `None` if the parser did not say (then
+    /// no older target can be assumed to parse it).
+    pub since: Option<(u8, u8)>,
     /// Where it starts.
     pub start: LineColumn,
+}
+
+/// A version-related construct found while parsing, before it is tied to a function.
+#[derive(Clone, Debug)]
+pub(crate) struct VersionedSyntax {
+    pub(crate) span: Span,
+    pub(crate) message: Box<str>,
+    pub(crate) construct: Box<str>,
+    pub(crate) since: Option<(u8, u8)>,
+}
+
+impl VersionedSyntax {
+    fn of(error: &ruff_python_parser::UnsupportedSyntaxError) -> VersionedSyntax {
+        let detected = error.to_string();
+        let worded = ruff_python_parser::UnsupportedSyntaxError {
+            target_version: RECEIVER_VERSION,
+            ..error.clone()
+        }
+        .to_string();
+        VersionedSyntax {
+            span: Span::of(error.range()),
+            message: worded.into_boxed_str(),
+            construct: construct_of(&detected).into(),
+            since: since_of(&detected),
+        }
+    }
+}
+
+/// `(3, 10)` from ``... (syntax was added in Python 3.10)``, the wording of every
+/// `UnsupportedSyntaxError` of the pinned parser (a snapshot test guards it).
+fn since_of(message: &str) -> Option<(u8, u8)> {
+    let (_, rest) = message.rsplit_once("added in Python ")?;
+    let version = rest.trim_end_matches(')');
+    let (major, minor) = version.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// ``match` statement` from ``Cannot use `match` statement on Python 3.7 (...)``.
+fn construct_of(message: &str) -> &str {
+    let head = message.split(" on Python ").next().unwrap_or(message);
+    head.strip_prefix("Cannot use ").unwrap_or(head)
 }
 
 /// A Python file parsed once: its text, line index and a table of every scope that CPython
@@ -55,7 +106,7 @@ pub struct SourceFile {
     /// compiler flags that end up in `co_flags`, so rebuilt sources keep them.
     pub(crate) future_imports: Vec<Span>,
     /// Syntax newer than Python 3.9, anywhere in the file.
-    pub(crate) newer_syntax: Vec<(Span, Box<str>)>,
+    pub(crate) newer_syntax: Vec<VersionedSyntax>,
 }
 
 impl SourceFile {
@@ -74,7 +125,7 @@ impl SourceFile {
             });
         }
         let lines = LineIndex::new(text);
-        let options = ParseOptions::from(Mode::Module).with_target_version(RECEIVER_VERSION);
+        let options = ParseOptions::from(Mode::Module).with_target_version(PARSE_VERSION);
         // ruff is not known to panic, but this crate promises never to, whatever the input.
         let parsed = panic::catch_unwind(AssertUnwindSafe(|| {
             ruff_python_parser::parse_unchecked(text, options).try_into_module()
@@ -111,7 +162,7 @@ impl SourceFile {
         let newer_syntax = parsed
             .unsupported_syntax_errors()
             .iter()
-            .map(|e| (Span::of(e.range()), e.to_string().into_boxed_str()))
+            .map(VersionedSyntax::of)
             .collect();
         let stack = table.max_depth.saturating_mul(DROP_STACK_PER_LEVEL) + 64 * 1024;
         stacker::maybe_grow(stack, stack, move || drop(parsed));
