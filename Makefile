@@ -10,7 +10,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build build-dev system-deps test test-rust test-python demo bench fuzz integ-env lint clean
+.PHONY: help venv build build-dev system-deps test test-rust test-python test-versions test-future wheels senders demo bench fuzz integ-env lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,10 +35,22 @@ system-deps: ## Debian packages the tests need: pypy3 (PyPy 3.9, the "other Pyth
 test-rust: system-deps ## cargo test of the pure-Rust crates
 	cargo test --quiet $(CARGO_TEST_CRATES)
 
-test-python: build ## pytest suite against the release build
+test-python: build senders ## pytest suite against the release build (3.11), the version matrix included
 	$(PY) -m pytest -q tests
 
-test: test-rust test-python ## Everything CI runs: cargo tests, then the pytest suite on a release build
+test: lint test-rust senders test-python test-versions test-future ## Everything CI runs (lint, cargo tests, every Python version)
+
+wheels: $(STAMP) ## One wheel per supported CPython (3.9-3.13) into dist/, rebuilt when the sources change
+	$(PY) tools/versions.py wheels
+
+senders: $(STAMP) system-deps ## .venvs/send-3.X: each version's wheel installed in a fresh venv (the matrix's senders)
+	$(PY) tools/versions.py senders
+
+test-versions: senders ## The pytest suite on the 3.9, 3.10, 3.12 and 3.13 wheels (3.11: test-python), 2 at a time
+	$(PY) tools/versions.py suite
+
+test-future: ## cargo check + clippy of the extension for CPython 3.14, 3.14t (free-threaded) and 3.15 (no interpreter)
+	$(PY) tools/versions.py future
 
 demo: build system-deps ## Run the demo
 	$(PY) examples/demo.py
@@ -53,11 +65,11 @@ integ-env: ## Build .venvs/integ (Dask, Ray, joblib, loky) ahead of the integrat
 	$(PY) tests/integrations/integ_env.py build
 
 lint: ## cargo clippy and fmt check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --quiet --workspace --all-targets -- -D warnings
 	cargo fmt --all --check
 
 clean: ## Remove build products and the venv
-	rm -rf target $(VENV) .build.lock
+	rm -rf target dist $(VENV) .build.lock
 
 # --- Test infrastructure: loader environments and cloudpickle's own suite -----------------------
 # Loader envs live in .venvs/ (stock cloudpickle, no cloudpickle_rs); tests build them on demand

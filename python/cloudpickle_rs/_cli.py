@@ -786,21 +786,27 @@ def _stdlib_names():
 def _packages_distributions(metadata):
     """``importlib.metadata.packages_distributions()`` (3.10+), rebuilt on 3.9 from each
     distribution's ``top_level.txt`` or, without one, the top-level entries of its RECORD."""
-    if hasattr(metadata, "packages_distributions"):
-        return metadata.packages_distributions()
+    # 3.10's packages_distributions reads top_level.txt only, which wheels built by newer tools
+    # (numpy's, ours) do not have: the inference below fills in what it misses.
     out = {}
+    if hasattr(metadata, "packages_distributions"):
+        for top, names in metadata.packages_distributions().items():
+            out[top] = list(names)
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         tops = (dist.read_text("top_level.txt") or "").split()
         if not tops:
             for f in dist.files or ():
                 parts = f.parts
-                if len(parts) > 1 and not parts[0].endswith((".dist-info", ".egg-info", ".data")):
+                if len(parts) > 1 and not parts[0].endswith((".dist-info", ".egg-info", ".data")) \
+                        and not parts[0].startswith((".", "__")):
                     tops.append(parts[0])
                 elif len(parts) == 1 and parts[0].endswith(".py"):
                     tops.append(parts[0][:-3])
         for top in dict.fromkeys(tops):
-            out.setdefault(top, []).append(name)
+            names = out.setdefault(top, [])
+            if name not in names:
+                names.append(name)
     return out
 
 

@@ -43,6 +43,7 @@ class PicklerBase:
         by_source: _BySource = False,
         pickle_by_reference: Optional[Callable[[Any], bool]] = None,
         reconstructor_module: str = "cloudpickle.cloudpickle",
+    target_python: Union[str, tuple[int, ...], None] = None,
     ) -> None: ...
     def dump(self, obj: Any) -> None: ...
     def clear_memo(self) -> None: ...
@@ -70,6 +71,7 @@ def dumps(
     *,
     fix_imports: bool = True,
     reconstructor_module: str = "cloudpickle.cloudpickle",
+    target_python: Union[str, tuple[int, ...], None] = None,
 ) -> bytes: ...
 def dump(
     obj: Any,
@@ -81,5 +83,6 @@ def dump(
     *,
     fix_imports: bool = True,
     reconstructor_module: str = "cloudpickle.cloudpickle",
+    target_python: Union[str, tuple[int, ...], None] = None,
 ) -> None: ...
 

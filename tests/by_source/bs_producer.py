@@ -52,6 +52,15 @@ def finish(obj, check, mode="source", protocol=None):
         meta["package_exports_SourceFallbackWarning"] = warning_cls is not None
         with open(out + ".pkl", "wb") as f:
             f.write(data)
+        if os.environ.get("BS_ALSO_BYTECODE") == "1":
+            # The version matrix: the same object in bytecode mode, for same-version receivers.
+            try:
+                bytecode = cloudpickle_rs.dumps(obj, protocol=protocol, by_source=False)
+            except BaseException:
+                meta["bytecode_error"] = traceback.format_exc()
+            else:
+                with open(out + ".bytecode.pkl", "wb") as f:
+                    f.write(bytecode)
         try:
             meta["expected"] = _check(obj, check, script)
         except BaseException:

@@ -33,7 +33,7 @@ from bs_scenarios import NOTSET, by_name  # noqa: E402
 from bs_scenarios import SCENARIOS as _ALL_SCENARIOS  # noqa: E402
 
 # Scenarios this interpreter can run at all (match needs 3.10, except* 3.11 on the sender too).
-SCENARIOS = [s for s in _ALL_SCENARIOS if s.needs <= sys.version_info[:2]]
+SCENARIOS = [s for s in _ALL_SCENARIOS if max(s.needs, s.sender_needs) <= sys.version_info[:2]]
 
 ENVS = ("stock-cp312", "pypy39")
 PRODUCER = sys.executable  # the .venv CPython 3.11, which has cloudpickle_rs

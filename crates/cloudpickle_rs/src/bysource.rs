@@ -56,6 +56,93 @@ impl BySource {
     }
 }
 
+/// This interpreter's (major, minor).
+pub(crate) fn running_version(py: Python<'_>) -> (u8, u8) {
+    let v = py.version_info();
+    (v.major, v.minor)
+}
+
+/// The `target_python` option: the (major, minor) of the receiver, checked at dump time.
+pub(crate) type TargetPython = Option<(u8, u8)>;
+
+/// Parse `target_python`: None, `"3.9"`, or a sequence whose first two items are ints
+/// (`(3, 9)`, `sys.version_info`). Receivers older than 3.8 are not supported.
+pub(crate) fn parse_target_python(value: Option<&Bound<'_, PyAny>>) -> PyResult<TargetPython> {
+    use pyo3::exceptions::PyTypeError;
+    let Some(v) = value.filter(|v| !v.is_none()) else { return Ok(None) };
+    let bad = || {
+        PyValueError::new_err(format!(
+            "target_python must look like \"3.9\" or (3, 9), not {}",
+            crate::dumper::safe_repr(v)
+        ))
+    };
+    let (major, minor): (i64, i64) = if let Ok(s) = v.cast::<PyString>() {
+        let text = s.to_cow()?;
+        let mut parts = text.trim().split('.');
+        let major = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let minor = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        if parts.next().is_some_and(|p| p.parse::<u32>().is_err()) {
+            return Err(bad());
+        }
+        (major, minor)
+    } else if v.is_instance_of::<PyTuple>() || v.is_instance_of::<pyo3::types::PyList>() {
+        let major = v.get_item(0).ok().and_then(|m| m.extract().ok()).ok_or_else(bad)?;
+        let minor = v.get_item(1).ok().and_then(|m| m.extract().ok()).ok_or_else(bad)?;
+        (major, minor)
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "target_python must be a str like \"3.9\" or a tuple like (3, 9), not {}",
+            crate::errors::type_name(v)
+        )));
+    };
+    if major != 3 || !(8..=255).contains(&minor) {
+        return Err(PyValueError::new_err(format!(
+            "target_python {major}.{minor} is not supported: receivers run Python 3.8 or later"
+        )));
+    }
+    Ok(Some((3, minor as u8)))
+}
+
+/// `function 'f' (file.py, line 3)` as the receiver would first see it fail.
+fn syntax_refusal(py: Python<'_>, func: &Bound<'_, PyAny>, built: &Built, target: (u8, u8)) -> Option<PyErr> {
+    let too_new: Vec<&function_source::NewerSyntax> =
+        built.syntax.iter().filter(|s| s.since.is_none_or(|v| v > target)).collect();
+    if too_new.is_empty() {
+        return None;
+    }
+    let file = built.filename.bind(py).to_string();
+    let list: Vec<String> = too_new
+        .iter()
+        .map(|s| match s.since {
+            Some((major, minor)) => format!("{} ({file}:{}): Python {major}.{minor}+", s.construct, s.start.line),
+            None => format!("{} ({file}:{}): a Python newer than the parser knows", s.construct, s.start.line),
+        })
+        .collect();
+    Some(pickling_error(
+        py,
+        format!(
+            "cannot pickle {} by source for Python {}.{}: its text uses syntax that Python {}.{} cannot parse: {}. \
+             Rewrite it without that syntax, or raise target_python.",
+            describe(func),
+            target.0,
+            target.1,
+            target.0,
+            target.1,
+            list.join("; ")
+        ),
+    ))
+}
+
+/// The oldest Python that parses the shipped text of a function whose constructs are `syntax`
+/// (3.8, the oldest supported receiver, when nothing newer is used).
+fn minimum_python(syntax: &[function_source::NewerSyntax]) -> (u8, u8) {
+    syntax.iter().filter_map(|s| s.since).max().unwrap_or((3, 8)).max((3, 8))
+}
+
+/// The last line of a factory text whose function needs a Python newer than 3.8: a comment the
+/// receiver ignores and `python -m cloudpickle_rs inspect` reads.
+pub(crate) const REQUIRES_PREFIX: &str = "# cloudpickle-rs: requires Python ";
+
 /// What the receiver needs to rebuild one code object.
 struct Built {
     /// The factory source without its leading newlines (see `padding`).
@@ -117,9 +204,19 @@ impl<'py> Dumper<'py> {
             self.memo_get(idx)?;
             return Ok(true);
         }
+        let target = self.cloud.as_ref().and_then(|c| c.target_python);
         let built = match build(py, code, func) {
             Ok(b) => b,
             Err(why) => {
+                if let Some(t) = target.filter(|&t| t != running_version(py)) {
+                    // Bytecode would not load there: no fallback, whatever the mode.
+                    return Err(no_source_error(
+                        py,
+                        func,
+                        code,
+                        &format!("{why}; with target_python={}.{} its bytecode would not load either", t.0, t.1),
+                    ));
+                }
                 if self.by_source() == BySource::Auto {
                     self.warn_fallback(func, &why)?;
                     return Ok(false);
@@ -127,6 +224,11 @@ impl<'py> Dumper<'py> {
                 return Err(no_source_error(py, func, code, &why));
             }
         };
+        if let Some(t) = target {
+            if let Some(err) = syntax_refusal(py, func, &built, t) {
+                return Err(err);
+            }
+        }
         self.write_compiled_code(code, &built)?;
         self.note_lines(&built)?;
         Ok(true)
@@ -230,7 +332,9 @@ impl<'py> Dumper<'py> {
     /// one dump of many functions from one file fetches the list once and sends one text.
     pub(crate) fn write_source_lines(&mut self) -> PyResult<()> {
         let py = self.py;
-        let Some(pending) = self.cloud.as_mut().and_then(|c| c.source.as_mut()).map(|s| std::mem::take(&mut s.pending_lines)) else {
+        let Some(pending) =
+            self.cloud.as_mut().and_then(|c| c.source.as_mut()).map(|s| std::mem::take(&mut s.pending_lines))
+        else {
             return Ok(());
         };
         let b = builtins(py)?;
@@ -257,7 +361,11 @@ impl<'py> Dumper<'py> {
                 }
                 // The lines after `end` (a function may start inside the previous one).
                 let skip = end.saturating_sub(first - 1) as usize;
-                let from = if skip == 0 { 0 } else { f.original_text.match_indices('\n').nth(skip - 1).map_or(f.original_text.len(), |(i, _)| i + 1) };
+                let from = if skip == 0 {
+                    0
+                } else {
+                    f.original_text.match_indices('\n').nth(skip - 1).map_or(f.original_text.len(), |(i, _)| i + 1)
+                };
                 text.push_str(&f.original_text[from..]);
                 end = last;
             }
@@ -320,7 +428,11 @@ impl<'py> Dumper<'py> {
 
     /// The closure of `_make_function` in by_source mode: `tuple(map({name: cell}.__getitem__,
     /// code.co_freevars))`, evaluated on the receiver against the code it compiled.
-    pub(crate) fn save_closure_by_name(&mut self, code: &Bound<'py, PyAny>, cells: &[Bound<'py, PyAny>]) -> PyResult<()> {
+    pub(crate) fn save_closure_by_name(
+        &mut self,
+        code: &Bound<'py, PyAny>,
+        cells: &[Bound<'py, PyAny>],
+    ) -> PyResult<()> {
         let py = self.py;
         let b = builtins(py)?;
         let freevars = code.getattr(intern!(py, "co_freevars"))?.cast_into::<PyTuple>()?;
@@ -482,40 +594,42 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
             return Ok(hit);
         }
     }
-    let filename: String = code.getattr(intern!(py, "co_filename")).and_then(|f| f.extract()).map_err(|e| e.to_string())?;
+    let filename: String =
+        code.getattr(intern!(py, "co_filename")).and_then(|f| f.extract()).map_err(|e| e.to_string())?;
     let query = code_query(py, code).map_err(|e| e.to_string())?;
     // Every node the code object could come from (several when it carries no columns: two
     // lambdas on a line on 3.9/3.10, which have no co_positions); each is rebuilt, compiled and
     // compared with the running code, and only a match is sent. Candidates that all match have
     // equal code and are interchangeable; none matching is an error, never a guess.
-    let attempt = |file: &Arc<SourceFile>| -> Result<(function_source::Factory, Vec<function_source::NewerSyntax>), String> {
-        let candidates = file
-            .locate_candidates(&query)
-            .map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
-        let many = candidates.len() > 1;
-        let mut last_err = String::new();
-        for located in &candidates {
-            let factory = match located.factory(&query) {
-                Ok(f) => f,
-                Err(e) => {
-                    last_err = format!("cannot rebuild it from its source: {e}");
-                    continue;
+    let attempt =
+        |file: &Arc<SourceFile>| -> Result<(function_source::Factory, Vec<function_source::NewerSyntax>), String> {
+            let candidates = file
+                .locate_candidates(&query)
+                .map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
+            let many = candidates.len() > 1;
+            let mut last_err = String::new();
+            for located in &candidates {
+                let factory = match located.factory(&query) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        last_err = format!("cannot rebuild it from its source: {e}");
+                        continue;
+                    }
+                };
+                match verify_factory(py, code, &factory.source, &filename) {
+                    Ok(()) => return Ok((factory, located.syntax_since((3, 7)))),
+                    Err(e) => last_err = e,
                 }
-            };
-            match verify_factory(py, code, &factory.source, &filename) {
-                Ok(()) => return Ok((factory, located.syntax_since((3, 7)))),
-                Err(e) => last_err = e,
             }
-        }
-        if many {
-            return Err(format!(
-                "{} candidates for it start on line {} of {filename} and none compiles to its code ({last_err})",
-                candidates.len(),
-                query.first_line
-            ));
-        }
-        Err(last_err)
-    };
+            if many {
+                return Err(format!(
+                    "{} candidates for it start on line {} of {filename} and none compiles to its code ({last_err})",
+                    candidates.len(),
+                    query.first_line
+                ));
+            }
+            Err(last_err)
+        };
     let primary = match own_source {
         Some(src) => {
             let text: String = src.extract().map_err(|_| "its __source__ is not a str".to_owned())?;
@@ -562,6 +676,10 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     text.push_str(&format!(
         "__import__('linecache').cache[{key_literal}] = (0, None, {TEXT_NAME}.splitlines(True), {RESULT_NAME}.__code__.co_filename)\n"
     ));
+    let needs = minimum_python(&syntax);
+    if needs > (3, 8) {
+        text.push_str(&format!("{REQUIRES_PREFIX}{}.{}+\n", needs.0, needs.1));
+    }
     let body = text.trim_start_matches('\n');
     let built = Arc::new(Built {
         padding: text.len() - body.len(),
@@ -691,7 +809,8 @@ fn code_query(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<CodeQuery> {
     let mut positions = Vec::new();
     if let Ok(pos) = code.call_method0(intern!(py, "co_positions")) {
         for p in pos.try_iter()? {
-            let (line, end_line, column, end_column): (Option<u32>, Option<u32>, Option<u32>, Option<u32>) = p?.extract()?;
+            let (line, end_line, column, end_column): (Option<u32>, Option<u32>, Option<u32>, Option<u32>) =
+                p?.extract()?;
             positions.push(CodePosition { line, end_line, column, end_column });
         }
     } else {
@@ -722,6 +841,5 @@ fn code_query(py: Python<'_>, code: &Bound<'_, PyAny>) -> PyResult<CodeQuery> {
         positions,
         nested_code_names: Some(nested),
         free_vars: code.getattr(intern!(py, "co_freevars"))?.extract()?,
-        ..CodeQuery::default()
     })
 }

@@ -27,7 +27,11 @@ pub(crate) enum Handled<'py> {
 
 impl<'py> Dumper<'py> {
     /// cloudpickle's `reducer_override`: classes and functions.
-    pub(crate) fn cloud_override(&mut self, obj: &Bound<'py, PyAny>, tp: &Bound<'py, PyType>) -> PyResult<Handled<'py>> {
+    pub(crate) fn cloud_override(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        tp: &Bound<'py, PyType>,
+    ) -> PyResult<Handled<'py>> {
         let py = self.py;
         let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
         let it = cloud.it;
@@ -36,7 +40,7 @@ impl<'py> Dumper<'py> {
         if unsafe { pyo3::ffi::PyType_FastSubclass(tp.as_type_ptr(), pyo3::ffi::Py_TPFLAGS_TYPE_SUBCLASS) } != 0 {
             // A metaclass with a reducer of its own in a dispatch table decides how its classes
             // pickle (upstream's reducer_override shadows it: CPython's test_dynamic_class).
-            if !tp.is(&py.get_type::<PyType>()) && self.metaclass_has_reducer(tp)? {
+            if !tp.is(py.get_type::<PyType>()) && self.metaclass_has_reducer(tp)? {
                 return Ok(Handled::Pass);
             }
             let Some(rv) = self.class_reduce(obj)? else { return Ok(Handled::Pass) };
@@ -81,7 +85,11 @@ impl<'py> Dumper<'py> {
 
     /// cloudpickle's dispatch table: native reducers for code, cells, modules and TypeVars, and
     /// the reconstructor module's own reducers for the rest.
-    pub(crate) fn cloud_dispatch(&mut self, obj: &Bound<'py, PyAny>, tp: &Bound<'py, PyType>) -> PyResult<Handled<'py>> {
+    pub(crate) fn cloud_dispatch(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        tp: &Bound<'py, PyType>,
+    ) -> PyResult<Handled<'py>> {
         let py = self.py;
         let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
         let it = cloud.it;
@@ -130,7 +138,9 @@ impl<'py> Dumper<'py> {
     }
 
     fn cloud(&self) -> PyResult<&crate::cloud::Cloud<'py>> {
-        self.cloud.as_ref().ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("cloudpickle layer used while disabled"))
+        self.cloud
+            .as_ref()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("cloudpickle layer used while disabled"))
     }
 
     // ----- functions ---------------------------------------------------------------------------
@@ -276,7 +286,10 @@ impl<'py> Dumper<'py> {
             (intern!(py, "__name__").clone().into_any(), fresh_str(&func.getattr(intern!(py, "__name__"))?)?),
             (intern!(py, "__qualname__").clone().into_any(), fresh_str(&func.getattr(intern!(py, "__qualname__"))?)?),
             (intern!(py, "__annotations__").clone().into_any(), func.getattr(intern!(py, "__annotations__"))?),
-            (intern!(py, "__kwdefaults__").clone().into_any(), function_slot(func, pyo3::ffi::PyFunction_GetKwDefaults)),
+            (
+                intern!(py, "__kwdefaults__").clone().into_any(),
+                function_slot(func, pyo3::ffi::PyFunction_GetKwDefaults),
+            ),
             (intern!(py, "__defaults__").clone().into_any(), function_slot(func, pyo3::ffi::PyFunction_GetDefaults)),
             (intern!(py, "__module__").clone().into_any(), function_slot(func, pyo3::ffi::PyFunction_GetModule)),
             (intern!(py, "__doc__").clone().into_any(), func.getattr(intern!(py, "__doc__"))?),
@@ -304,13 +317,25 @@ impl<'py> Dumper<'py> {
         self.save(&slot[9].0, false)?;
         self.w.empty_dict();
         self.write_dict_items(&globals, func, "__globals__")?;
+        // PEP 695 (3.12+): `def f[T]()` keeps its type parameters in `__type_params__`, which
+        // upstream drops; `_function_setstate` sets every slot key it is given, so a stock
+        // receiver restores it. Left out when empty (the stream stays upstream's).
+        if let Some(params) = type_params(func)? {
+            self.save(intern!(py, "__type_params__").as_any(), false)?;
+            self.save(&params, false).map_err(|e| self.err_path.attribute(py, e, func, "__type_params__"))?;
+        }
         self.w.op(pickle_wire::opcodes::SETITEMS);
         Ok(())
     }
 
     /// Items of a dict that exists only in the stream (EMPTY_DICT already written), batched as
     /// `_pickle.c` batches a dict's items.
-    fn write_dict_items(&mut self, pairs: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)], owner: &Bound<'py, PyAny>, what: &str) -> SaveResult {
+    fn write_dict_items(
+        &mut self,
+        pairs: &[(Bound<'py, PyAny>, Bound<'py, PyAny>)],
+        owner: &Bound<'py, PyAny>,
+        what: &str,
+    ) -> SaveResult {
         use pickle_wire::opcodes::{MARK, SETITEM, SETITEMS};
         let py = self.py;
         if pairs.is_empty() {
@@ -384,6 +409,9 @@ impl<'py> Dumper<'py> {
         let submodules = self.imported_submodules(code, &deps)?;
         slot.set_item(intern!(py, "_cloudpickle_submodules"), submodules)?;
         slot.set_item(intern!(py, "__globals__"), globals)?;
+        if let Some(params) = type_params(func)? {
+            slot.set_item(intern!(py, "__type_params__"), params)?;
+        }
 
         let fdict = func.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
         let state = fresh_keys(&fdict)?;
@@ -392,7 +420,11 @@ impl<'py> Dumper<'py> {
 
     /// Loaded submodules of the packages a function uses, that its code can reach by attribute
     /// (`concurrent.futures` through the global `concurrent`), so the receiver imports them.
-    fn imported_submodules(&mut self, code: &Bound<'py, PyAny>, deps: &[Bound<'py, PyAny>]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    fn imported_submodules(
+        &mut self,
+        code: &Bound<'py, PyAny>,
+        deps: &[Bound<'py, PyAny>],
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let py = self.py;
         let it = self.cloud()?.it;
         let mut out = Vec::new();
@@ -445,6 +477,20 @@ impl<'py> Dumper<'py> {
     /// constructor fields of this interpreter's version written straight to the stream.
     fn save_code(&mut self, code: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
+        if let Some(t) = self.cloud()?.target_python.filter(|&t| t != crate::bysource::running_version(py)) {
+            let name = code.getattr(intern!(py, "co_name")).map(|n| n.to_string()).unwrap_or_default();
+            let file = code.getattr(intern!(py, "co_filename")).map(|n| n.to_string()).unwrap_or_default();
+            let line = code.getattr(intern!(py, "co_firstlineno")).map(|n| n.to_string()).unwrap_or_default();
+            let here = crate::bysource::running_version(py);
+            return Err(crate::statics::pickling_error(
+                py,
+                format!(
+                    "cannot pickle the code of '{name}' ({file}, line {line}) as bytecode for Python {}.{}: bytecode \
+                     written by Python {}.{} loads only there. Use by_source=True.",
+                    t.0, t.1, here.0, here.1
+                ),
+            ));
+        }
         let it = self.cloud()?.it;
         self.save(it.code_type.bind(py), false)?;
         self.w.op(pickle_wire::opcodes::MARK);
@@ -511,12 +557,14 @@ impl<'py> Dumper<'py> {
         let it = self.cloud()?.it;
         let type_type = py.get_type::<PyType>().into_any();
         for singleton in [py.None().into_bound(py), py.Ellipsis().into_bound(py), py.NotImplemented().into_bound(py)] {
-            if cls.is(&singleton.get_type()) {
+            if cls.is(singleton.get_type()) {
                 return Ok(Some((type_type, (singleton,)).into_pyobject(py)?.into_any()));
             }
         }
         if let Some(name) = it.builtin_type_names.get(&(cls.as_ptr() as usize)) {
-            return Ok(Some((rec.builtin_type.bind(py).clone(), (name.bind(py).clone(),)).into_pyobject(py)?.into_any()));
+            return Ok(Some(
+                (rec.builtin_type.bind(py).clone(), (name.bind(py).clone(),)).into_pyobject(py)?.into_any(),
+            ));
         }
         if self.cloud()?.should_pickle_by_reference(cls, None)? {
             return Ok(None);
@@ -542,7 +590,9 @@ impl<'py> Dumper<'py> {
                 let (k, member): (Bound<'py, PyAny>, Bound<'py, PyAny>) = item?.extract()?;
                 members.set_item(&k, member.getattr(intern!(py, "_value_"))?)?;
             }
-            for attr in ["_generate_next_value_", "_member_names_", "_member_map_", "_member_type_", "_value2member_map_"] {
+            for attr in
+                ["_generate_next_value_", "_member_names_", "_member_map_", "_member_type_", "_value2member_map_"]
+            {
                 let _ = clsdict.del_item(attr);
             }
             for k in members.keys() {
@@ -631,7 +681,8 @@ impl<'py> Dumper<'py> {
         let code = obj.getattr(intern!(py, "__code__"))?;
         let f_globals = obj.getattr(intern!(py, "__globals__"))?.cast_into::<PyDict>()?;
         let closure = obj.getattr(intern!(py, "__closure__"))?;
-        let cells: Vec<Bound<'py, PyAny>> = if closure.is_none() { Vec::new() } else { closure.cast::<PyTuple>()?.iter().collect() };
+        let cells: Vec<Bound<'py, PyAny>> =
+            if closure.is_none() { Vec::new() } else { closure.cast::<PyTuple>()?.iter().collect() };
         let base_globals = self.base_globals(&f_globals)?;
         let new_cells = if closure.is_none() {
             py.None().into_bound(py)
@@ -642,7 +693,10 @@ impl<'py> Dumper<'py> {
             }
             PyTuple::new(py, v)?.into_any()
         };
-        let newargs = PyTuple::new(py, [code.clone(), base_globals, py.None().into_bound(py), py.None().into_bound(py), new_cells])?;
+        let newargs = PyTuple::new(
+            py,
+            [code.clone(), base_globals, py.None().into_bound(py), py.None().into_bound(py), new_cells],
+        )?;
         let state = self.function_state(obj, &code, &f_globals, &cells)?;
         state.get_item(1)?.set_item(intern!(py, "__closure__"), &closure)?;
         let rv = PyTuple::new(
@@ -667,7 +721,8 @@ impl<'py> Dumper<'py> {
             return Ok(b);
         }
         let b = PyDict::new(py);
-        for k in [intern!(py, "__package__"), intern!(py, "__name__"), intern!(py, "__path__"), intern!(py, "__file__")] {
+        for k in [intern!(py, "__package__"), intern!(py, "__name__"), intern!(py, "__path__"), intern!(py, "__file__")]
+        {
             if let Some(v) = f_globals.get_item(k)? {
                 b.set_item(k, v)?;
             }
@@ -693,13 +748,23 @@ impl<'py> Dumper<'py> {
             kwargs.set_item(p, params.getattr(p)?)?;
         }
         // Only when it is not the default: older receivers (3.9) do not know the parameter.
-        if !own.contains("__match_args__")? {
+        // (`__match_args__` exists from 3.10 on: a 3.9 sender never sets the parameter.)
+        if crate::bysource::running_version(py) >= (3, 10) && !own.contains("__match_args__")? {
             kwargs.set_item("match_args", false)?;
         }
         let dataclass = py.import("dataclasses")?.getattr("dataclass")?;
         let partial = py.import("functools")?.getattr("partial")?;
         Ok(Some(partial.call((dataclass,), Some(&kwargs))?))
     }
+}
+
+/// A function's non-empty `__type_params__` (CPython 3.12+; None before and when empty).
+fn type_params<'py>(func: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    if !cfg!(Py_3_12) {
+        return Ok(None);
+    }
+    let params = func.getattr(intern!(func.py(), "__type_params__"))?;
+    Ok((params.len()? > 0).then_some(params))
 }
 
 /// Functions made by `exec` of generated text (dataclass and namedtuple methods) have no source.
@@ -752,9 +817,22 @@ fn regenerated_namedtuple<'py>(
         let name: String = k.extract()?;
         let generated = matches!(
             name.as_str(),
-            "__new__" | "_make" | "_replace" | "__repr__" | "_asdict" | "__getnewargs__" | "__slots__" | "_fields"
-                | "_field_defaults" | "__match_args__" | "__module__"
-        ) && (is_generated_function(py, &v) || !v.hasattr(intern!(py, "__code__"))? && !v.hasattr(intern!(py, "__func__"))? || v.getattr(intern!(py, "__module__")).and_then(|m| m.extract::<String>()).is_ok_and(|m| m == "collections"));
+            "__new__"
+                | "_make"
+                | "_replace"
+                | "__repr__"
+                | "_asdict"
+                | "__getnewargs__"
+                | "__slots__"
+                | "_fields"
+                | "_field_defaults"
+                | "__match_args__"
+                | "__module__"
+        ) && (is_generated_function(py, &v)
+            || !v.hasattr(intern!(py, "__code__"))? && !v.hasattr(intern!(py, "__func__"))?
+            || v.getattr(intern!(py, "__module__"))
+                .and_then(|m| m.extract::<String>())
+                .is_ok_and(|m| m == "collections"));
         let is_getter = getter_type.as_ref().is_some_and(|t| v.is_instance(t).unwrap_or(false));
         if !(generated || is_getter) {
             state.set_item(k, v)?;
@@ -764,7 +842,8 @@ fn regenerated_namedtuple<'py>(
     kwargs.set_item("defaults", PyTuple::new(py, defaults)?)?;
     kwargs.set_item("module", cls.getattr(intern!(py, "__module__"))?)?;
     let partial = py.import("functools")?.getattr("partial")?;
-    let maker = partial.call((collections.getattr("namedtuple")?, cls.getattr(intern!(py, "__name__"))?, fields), Some(&kwargs))?;
+    let maker = partial
+        .call((collections.getattr("namedtuple")?, cls.getattr(intern!(py, "__name__"))?, fields), Some(&kwargs))?;
     let rv = PyTuple::new(
         py,
         [
@@ -808,11 +887,32 @@ fn strip_dataclass_generated<'py>(
         }
         return Ok(());
     }
-    for name in ["__init__", "__repr__", "__eq__", "__lt__", "__le__", "__gt__", "__ge__", "__hash__", "__setattr__", "__delattr__", "__getstate__", "__setstate__"] {
+    for name in [
+        "__init__",
+        "__repr__",
+        "__eq__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__hash__",
+        "__setattr__",
+        "__delattr__",
+        "__getstate__",
+        "__setstate__",
+    ] {
         if let Some(v) = clsdict.get_item(name)? {
             if is_generated_function(py, &v) {
                 clsdict.del_item(name)?;
             }
+        }
+    }
+    // 3.13+: `__replace__` is `dataclasses._replace` itself (for `copy.replace`); by reference
+    // it would not load before 3.13, and the receiver's own dataclass() adds it where it exists.
+    if let Some(v) = clsdict.get_item("__replace__")? {
+        let stock = py.import("dataclasses")?.getattr("_replace").ok();
+        if stock.is_some_and(|f| f.is(&v)) {
+            clsdict.del_item("__replace__")?;
         }
     }
     // Regenerated on the receiver by its own `dataclasses` (their layout differs by version).
@@ -869,7 +969,9 @@ fn portable_field_reduce<'py>(py: Python<'py>, field: &Bound<'py, PyAny>) -> PyR
 }
 
 /// `(__code__, __globals__, __closure__)` of an exact function, read from the object directly.
-fn function_parts<'py>(func: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>, Bound<'py, PyAny>)> {
+fn function_parts<'py>(
+    func: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let code = function_slot(func, pyo3::ffi::PyFunction_GetCode);
     let globals = function_slot(func, pyo3::ffi::PyFunction_GetGlobals).cast_into::<PyDict>()?;
     let closure = function_slot(func, pyo3::ffi::PyFunction_GetClosure);
@@ -894,7 +996,10 @@ pub(crate) fn function_dict<'py>(func: &Bound<'py, PyAny>) -> Option<Bound<'py, 
 }
 
 /// One of a function's slots through the C API (a borrowed reference, NULL meaning None).
-fn function_slot<'py>(func: &Bound<'py, PyAny>, getter: unsafe extern "C" fn(*mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject) -> Bound<'py, PyAny> {
+fn function_slot<'py>(
+    func: &Bound<'py, PyAny>,
+    getter: unsafe extern "C" fn(*mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject,
+) -> Bound<'py, PyAny> {
     let py = func.py();
     // SAFETY: `func` is an exact function (checked by the caller's type test); the getters
     // return borrowed references owned by it, which we turn into strong ones at once.
@@ -908,7 +1013,11 @@ fn function_slot<'py>(func: &Bound<'py, PyAny>, getter: unsafe extern "C" fn(*mu
 
 /// The class dict upstream ships: sorted, fresh keys, without what is inherited unchanged,
 /// `__weakref__`, `__dict__`, slot descriptors and ABC caches (the registry travels as a list).
-fn class_getstate<'py>(py: Python<'py>, it: &crate::cloud::Interp, cls: &Bound<'py, PyType>) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
+fn class_getstate<'py>(
+    py: Python<'py>,
+    it: &crate::cloud::Interp,
+    cls: &Bound<'py, PyType>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyDict>)> {
     let cdict = cls.getattr(intern!(py, "__dict__"))?;
     let mut keys: Vec<String> = Vec::new();
     for k in cdict.try_iter()? {
@@ -988,7 +1097,11 @@ static TRACKER_COUNTS: PyOnceLock<Mutex<HashMap<String, u64>>> = PyOnceLock::new
 /// (#510). Ours is derived from the module, qualname and definition (attribute names and
 /// function bytecode) plus a per-process counter that keeps two distinct class objects of the
 /// same definition apart.
-fn tracker_id<'py>(py: Python<'py>, rec: &crate::cloud::Reconstructors, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+fn tracker_id<'py>(
+    py: Python<'py>,
+    rec: &crate::cloud::Reconstructors,
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyString>> {
     // cloudpickle's tracker lock is not re-entrant and reading a class (its metaclass's
     // `__getattribute__`, `__hash__`) runs user code that may pickle again: never hold it. Two
     // threads registering one class at once compute the same id, or one id wins by setdefault.

@@ -189,7 +189,8 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
                 names.insert(v.as_ptr() as usize, k.cast_into::<PyString>()?.unbind());
             }
         }
-        let version: (u8, u8) = py.import("sys")?.getattr("version_info")?.extract::<(u8, u8, u8, String, u8)>().map(|v| (v.0, v.1))?;
+        let version: (u8, u8) =
+            py.import("sys")?.getattr("version_info")?.extract::<(u8, u8, u8, String, u8)>().map(|v| (v.0, v.1))?;
         let code_type = types.getattr("CodeType")?;
         Ok(Interp {
             function_type: types.getattr("FunctionType")?.unbind(),
@@ -212,8 +213,18 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             load_global_shifted: version >= (3, 11),
             code_fields: {
                 let mut f: Vec<&str> = vec![
-                    "co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_nlocals", "co_stacksize", "co_flags",
-                    "co_code", "co_consts", "co_names", "co_varnames", "co_filename", "co_name",
+                    "co_argcount",
+                    "co_posonlyargcount",
+                    "co_kwonlyargcount",
+                    "co_nlocals",
+                    "co_stacksize",
+                    "co_flags",
+                    "co_code",
+                    "co_consts",
+                    "co_names",
+                    "co_varnames",
+                    "co_filename",
+                    "co_name",
                 ];
                 if code_type.hasattr("co_exceptiontable")? {
                     f.extend(["co_qualname", "co_firstlineno", "co_linetable", "co_exceptiontable"]);
@@ -245,6 +256,8 @@ pub(crate) struct Cloud<'py> {
     /// imported submodules (upstream scans `sys.modules` per function: #576).
     pub module_index: Option<(usize, Vec<String>)>,
     pub by_source: crate::bysource::BySource,
+    /// The receiver's Python, when the caller named it: code it cannot load is refused.
+    pub target_python: crate::bysource::TargetPython,
     /// Per-dump state of the source path (None in bytecode mode).
     pub source: Option<crate::bysource::SourceDump>,
 }
@@ -256,6 +269,7 @@ impl<'py> Cloud<'py> {
         globals_ref: Bound<'py, PyDict>,
         pickle_by_reference: Option<Bound<'py, PyAny>>,
         by_source: crate::bysource::BySource,
+        target_python: crate::bysource::TargetPython,
     ) -> PyResult<Self> {
         Ok(Cloud {
             rec: Reconstructors::get(py, module_name)?,
@@ -265,6 +279,7 @@ impl<'py> Cloud<'py> {
             cells_filled: Default::default(),
             module_index: None,
             by_source,
+            target_python,
             source: (by_source != crate::bysource::BySource::Off).then(crate::bysource::SourceDump::default),
         })
     }
@@ -289,7 +304,11 @@ impl<'py> Cloud<'py> {
 
     /// cloudpickle's `_lookup_module_and_qualname`: Some(module name) when `obj` is reachable
     /// as `module.qualname` in an imported module other than `__main__`.
-    pub(crate) fn lookup_module_and_qualname(&self, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<Option<String>> {
+    pub(crate) fn lookup_module_and_qualname(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<Option<String>> {
         let py = obj.py();
         let qualname = match name {
             Some(n) => Some(n.clone()),
@@ -359,7 +378,11 @@ impl<'py> Cloud<'py> {
 
     /// `_whichmodule`'s fallback when `__module__` is None: errors during the search are
     /// ignored, `__main__` and `__mp_main__` skipped.
-    fn search_sys_modules(&self, obj: &Bound<'py, PyAny>, qualname: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn search_sys_modules(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        qualname: &Bound<'py, PyString>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = obj.py();
         let modules = crate::globals::sys_modules(py)?.cast_into::<PyDict>()?.copy()?;
         let module_type = self.it.module_type.bind(py);
@@ -389,7 +412,11 @@ impl<'py> Cloud<'py> {
 
     /// Functions and classes: import path (true) or by value (false). The user's
     /// `pickle_by_reference` callback decides when given; its exceptions propagate unchanged.
-    pub(crate) fn should_pickle_by_reference(&self, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<bool> {
+    pub(crate) fn should_pickle_by_reference(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<bool> {
         if let Some(cb) = &self.pickle_by_reference {
             // Static (C) types can only be referenced: their definition is not Python data.
             if let Ok(t) = obj.cast::<PyType>() {
@@ -551,13 +578,22 @@ static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new(
 /// [`code_fields`] of each code object.
 static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 
-fn code_cache_get<'py>(cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>, py: Python<'py>, code: &Bound<'py, PyAny>) -> Option<Bound<'py, PyTuple>> {
+fn code_cache_get<'py>(
+    cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>,
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+) -> Option<Bound<'py, PyTuple>> {
     let cache = cache.get_or_init(py, || Mutex::new(CodeCache::default()));
     let guard = cache.lock().ok()?;
     guard.get(code).map(|v| v.bind(py).clone())
 }
 
-fn code_cache_put<'py>(cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>, py: Python<'py>, code: &Bound<'py, PyAny>, value: &Bound<'py, PyTuple>) {
+fn code_cache_put<'py>(
+    cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>,
+    py: Python<'py>,
+    code: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyTuple>,
+) {
     let Some(cache) = cache.get(py) else { return };
     let Some(weak) = weak_ref(code) else { return };
     if let Ok(mut guard) = cache.lock() {
@@ -609,4 +645,3 @@ pub(crate) fn fresh_keys<'py>(d: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyD
 
 /// Streams name the reconstructors of stock cloudpickle unless a pickler says otherwise.
 pub(crate) const DEFAULT_RECONSTRUCTOR_MODULE: &str = "cloudpickle.cloudpickle";
-

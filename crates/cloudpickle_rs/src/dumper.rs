@@ -59,6 +59,8 @@ pub(crate) struct Dumper<'py> {
     /// Lowest stack address the walk may reach (0: unknown, unchecked), found once per dump so
     /// the depth check per container is one comparison.
     stack_floor: usize,
+    /// `sys.getrecursionlimit()` at the start of the dump (used on 3.13+, see RecursionGuard).
+    depth_limit: u32,
     /// [`crate::layout::ints_readable`], looked up once per dump.
     ints_readable: bool,
     /// Classes whose instances skip the `__reduce_ex__` call ([`crate::plain`]).
@@ -103,6 +105,7 @@ impl<'py> Dumper<'py> {
             err_path: ErrorPath::default(),
             cloud,
             stack_floor: stack_floor(),
+            depth_limit: python_recursion_limit(py),
             ints_readable: crate::layout::ints_readable(py),
             plain: crate::plain::PlainTypes::default(),
             elide_unshared: false,
@@ -114,7 +117,8 @@ impl<'py> Dumper<'py> {
     pub(crate) fn dump(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         // Protocols 0-2 are the ones Python 2 reads: their streams stay as the C pickler writes
         // them (CPython's tests pin some byte for byte).
-        self.elide_unshared = self.cloud.is_some() && self.hooks.persistent_id.is_none() && !self.fast && self.proto >= 3;
+        self.elide_unshared =
+            self.cloud.is_some() && self.hooks.persistent_id.is_none() && !self.fast && self.proto >= 3;
         self.w.start();
         let mut result = self.save(obj, false);
         if result.is_ok() && self.by_source() != crate::bysource::BySource::Off {
@@ -167,7 +171,7 @@ impl<'py> Dumper<'py> {
         match (mode, &self.write) {
             (Payload::Bypass, Some(_)) => {
                 self.flush()?;
-                let write = self.write.as_ref().map(|w| w.clone());
+                let write = self.write.clone();
                 if let Some(write) = write {
                     match as_object {
                         Some(o) => write.call1((o,))?,
@@ -267,7 +271,11 @@ impl<'py> Dumper<'py> {
             return true;
         }
         // A str only this tuple references (see `save_item`), short enough to go inline.
-        if in_unshared && tp == ptr::addr_of_mut!(ffi::PyUnicode_Type) && self.elide_unshared && unsafe { ffi::Py_REFCNT(p) } == 1 {
+        if in_unshared
+            && tp == ptr::addr_of_mut!(ffi::PyUnicode_Type)
+            && self.elide_unshared
+            && unsafe { ffi::Py_REFCNT(p) } == 1
+        {
             if let Some(ascii) = crate::layout::ascii_str(obj) {
                 // SHORT_BINUNICODE, always inline in the frame: cannot fail.
                 if self.proto >= 4 && ascii.len() <= 0xff && self.w.unicode(ascii).is_ok() {
@@ -296,7 +304,7 @@ impl<'py> Dumper<'py> {
         } else if tp == ptr::addr_of_mut!(ffi::PyBytes_Type) {
             self.save_bytes(obj)
         } else {
-            let _guard = RecursionGuard::enter(self.py, self.stack_floor)?;
+            let _guard = RecursionGuard::enter(self.py, self.stack_floor, self.depth_limit)?;
             if tp == ptr::addr_of_mut!(ffi::PyList_Type) {
                 self.save_list(obj)
             } else {
@@ -368,9 +376,9 @@ impl<'py> Dumper<'py> {
         }
 
         // Only containers and reductions can nest: check depth from here, atoms stay fast.
-        let _guard = RecursionGuard::enter(self.py, self.stack_floor)?;
+        let _guard = RecursionGuard::enter(self.py, self.stack_floor, self.depth_limit)?;
 
-        let result = if tp == ptr::addr_of_mut!(ffi::PyDict_Type) {
+        if tp == ptr::addr_of_mut!(ffi::PyDict_Type) {
             self.save_dict(obj)
         } else if tp == ptr::addr_of_mut!(ffi::PySet_Type) {
             self.save_set(obj)
@@ -384,8 +392,7 @@ impl<'py> Dumper<'py> {
             self.save_picklebuffer(obj)
         } else {
             self.save_other(obj, tp)
-        };
-        result
+        }
     }
 
     /// Everything that is not an exact built-in: reducer_override, types and functions by
@@ -397,7 +404,7 @@ impl<'py> Dumper<'py> {
         let type_obj = unsafe { Bound::from_borrowed_ptr(py, tp.cast::<ffi::PyObject>()) };
         if let Some(ro) = self.hooks.reducer_override.clone() {
             let rv = ro.call1((obj,))?;
-            if !rv.is(&py.NotImplemented()) {
+            if !rv.is(py.NotImplemented()) {
                 return self.save_reduce_value(obj, &rv);
             }
         } else if self.cloud.is_some() {
@@ -559,7 +566,8 @@ impl<'py> Dumper<'py> {
             unsafe { ffi::PyErr_Clear() };
             let encoded = obj.call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?;
             let bytes = encoded.cast::<PyBytes>()?;
-            let mode = self.w.unicode_header(bytes.as_bytes().len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+            let mode =
+                self.w.unicode_header(bytes.as_bytes().len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
             self.payload(mode, bytes.as_bytes(), Some(bytes.as_any()))?;
         } else {
             // SAFETY: `data` points to `size` bytes owned by `obj`, which outlives this slice.
@@ -606,7 +614,8 @@ impl<'py> Dumper<'py> {
                 PyTuple::new(py, [py.get_type::<PyBytes>().into_any(), PyTuple::empty(py).into_any()])?
             } else {
                 let text: String = data.iter().map(|&b| char::from(b)).collect();
-                let args = PyTuple::new(py, [PyString::new(py, &text).into_any(), intern!(py, "latin1").clone().into_any()])?;
+                let args =
+                    PyTuple::new(py, [PyString::new(py, &text).into_any(), intern!(py, "latin1").clone().into_any()])?;
                 PyTuple::new(py, [self.st.codecs_encode.bind(py).clone(), args.into_any()])?
             };
             return self.save_reduce(&rv, Some(obj));
@@ -782,7 +791,8 @@ impl<'py> Dumper<'py> {
         // SAFETY (both reads): `list` is an exact list we hold; we re-read its size every step
         // and take a strong reference to each item before any Python code can run.
         let size = || unsafe { ffi::PyList_GET_SIZE(list_ptr) } as usize;
-        let item_at = |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
+        let item_at =
+            |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
         if size() == 1 {
             self.save_list_item(list, &item_at(0), 0)?;
             self.w.op(APPEND);
@@ -1006,7 +1016,9 @@ impl<'py> Dumper<'py> {
             for item in items {
                 let key = match item.cast::<PyString>()?.to_str() {
                     Ok(s) => s.as_bytes().to_vec(),
-                    Err(_) => item.call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?.extract::<Vec<u8>>()?,
+                    Err(_) => item
+                        .call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?
+                        .extract::<Vec<u8>>()?,
                 };
                 keyed.push((key, item));
             }
@@ -1021,7 +1033,10 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         if self.proto < 4 {
             let items = PyList::new(py, self.set_elements(obj)?)?;
-            let rv = PyTuple::new(py, [py.get_type::<pyo3::types::PySet>().into_any(), PyTuple::new(py, [items])?.into_any()])?;
+            let rv = PyTuple::new(
+                py,
+                [py.get_type::<pyo3::types::PySet>().into_any(), PyTuple::new(py, [items])?.into_any()],
+            )?;
             return self.save_reduce(&rv, Some(obj));
         }
         self.w.op(EMPTY_SET);
@@ -1049,7 +1064,10 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         if self.proto < 4 {
             let items = PyList::new(py, self.set_elements(obj)?)?;
-            let rv = PyTuple::new(py, [py.get_type::<pyo3::types::PyFrozenSet>().into_any(), PyTuple::new(py, [items])?.into_any()])?;
+            let rv = PyTuple::new(
+                py,
+                [py.get_type::<pyo3::types::PyFrozenSet>().into_any(), PyTuple::new(py, [items])?.into_any()],
+            )?;
             return self.save_reduce(&rv, Some(obj));
         }
         self.w.op(MARK);
@@ -1096,7 +1114,7 @@ impl<'py> Dumper<'py> {
                 }
             }
             if guard.is_none() && can_nest(&item) {
-                guard = Some(RecursionGuard::enter(py, self.stack_floor)?);
+                guard = Some(RecursionGuard::enter(py, self.stack_floor, self.depth_limit)?);
             }
             self.save_item(&item, item_refs).map_err(|e| self.err_path.tuple_item(py, e, obj, i))?;
         }
@@ -1149,7 +1167,10 @@ impl<'py> Dumper<'py> {
             if unsafe { ffi::PyIter_Check(li.as_ptr()) } == 0 {
                 return Err(pickling_error(
                     py,
-                    format!("fourth element of the tuple returned by __reduce__ must be an iterator, not {}", type_name(li)),
+                    format!(
+                        "fourth element of the tuple returned by __reduce__ must be an iterator, not {}",
+                        type_name(li)
+                    ),
                 ));
             }
         }
@@ -1157,7 +1178,10 @@ impl<'py> Dumper<'py> {
             if unsafe { ffi::PyIter_Check(di.as_ptr()) } == 0 {
                 return Err(pickling_error(
                     py,
-                    format!("fifth element of the tuple returned by __reduce__ must be an iterator, not {}", type_name(di)),
+                    format!(
+                        "fifth element of the tuple returned by __reduce__ must be an iterator, not {}",
+                        type_name(di)
+                    ),
                 ));
             }
         }
@@ -1165,7 +1189,10 @@ impl<'py> Dumper<'py> {
             if !ss.is_callable() {
                 return Err(pickling_error(
                     py,
-                    format!("sixth element of the tuple returned by __reduce__ must be a function, not {}", type_name(ss)),
+                    format!(
+                        "sixth element of the tuple returned by __reduce__ must be a function, not {}",
+                        type_name(ss)
+                    ),
                 ));
             }
         }
@@ -1203,14 +1230,20 @@ impl<'py> Dumper<'py> {
             let Ok(args) = args.cast_into::<PyTuple>() else {
                 return Err(pickling_error(
                     py,
-                    format!("second item from NEWOBJ_EX argument tuple must be a tuple, not {}", type_name(&argtup.get_item(1)?)),
+                    format!(
+                        "second item from NEWOBJ_EX argument tuple must be a tuple, not {}",
+                        type_name(&argtup.get_item(1)?)
+                    ),
                 ));
             };
             let kwargs = argtup.get_item(2)?;
             let Ok(kwargs) = kwargs.cast_into::<PyDict>() else {
                 return Err(pickling_error(
                     py,
-                    format!("third item from NEWOBJ_EX argument tuple must be a dict, not {}", type_name(&argtup.get_item(2)?)),
+                    format!(
+                        "third item from NEWOBJ_EX argument tuple must be a dict, not {}",
+                        type_name(&argtup.get_item(2)?)
+                    ),
                 ));
             };
             if self.proto >= 4 {
@@ -1298,11 +1331,11 @@ impl<'py> Dumper<'py> {
 
     fn save_type(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
-        let singleton = if obj.is(&py.None().into_bound(py).get_type()) {
+        let singleton = if obj.is(py.None().into_bound(py).get_type()) {
             Some(py.None().into_bound(py))
-        } else if obj.is(&py.Ellipsis().into_bound(py).get_type()) {
+        } else if obj.is(py.Ellipsis().into_bound(py).get_type()) {
             Some(py.Ellipsis().into_bound(py))
-        } else if obj.is(&py.NotImplemented().into_bound(py).get_type()) {
+        } else if obj.is(py.NotImplemented().into_bound(py).get_type()) {
             Some(py.NotImplemented().into_bound(py))
         } else {
             None
@@ -1343,13 +1376,19 @@ impl<'py> Dumper<'py> {
                     Err(_) => {
                         return Err(pickling_error(
                             py,
-                            format!("Can't pickle {}: extension code {} isn't an integer", safe_repr(obj), safe_repr(&code)),
+                            format!(
+                                "Can't pickle {}: extension code {} isn't an integer",
+                                safe_repr(obj),
+                                safe_repr(&code)
+                            ),
                         ))
                     }
                 };
                 if code_val <= 0 || code_val > 0x7fff_ffff {
                     if cfg!(Py_3_13) {
-                        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!("extension code {code_val} is out of range")));
+                        return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                            "extension code {code_val} is out of range"
+                        )));
                     }
                     return Err(pickling_error(
                         py,
@@ -1402,7 +1441,11 @@ impl<'py> Dumper<'py> {
     }
 
     /// `GLOBAL module\nname\n`, through fix_imports below protocol 3.
-    fn write_toplevel_by_name(&mut self, module_name: &Bound<'py, PyString>, global_name: &Bound<'py, PyString>) -> SaveResult {
+    fn write_toplevel_by_name(
+        &mut self,
+        module_name: &Bound<'py, PyString>,
+        global_name: &Bound<'py, PyString>,
+    ) -> SaveResult {
         let py = self.py;
         {
             let (mut m, mut g) = (module_name.clone(), global_name.clone());
@@ -1411,7 +1454,10 @@ impl<'py> Dumper<'py> {
             }
             let encode = |s: &Bound<'py, PyString>, what: &str| -> PyResult<Vec<u8>> {
                 let text = s.to_cow().map_err(|_| {
-                    pickling_error(py, format!("can't pickle {what} identifier '{}' using pickle protocol {}", s, self.proto))
+                    pickling_error(
+                        py,
+                        format!("can't pickle {what} identifier '{}' using pickle protocol {}", s, self.proto),
+                    )
                 })?;
                 if self.proto != 3 && !text.is_ascii() {
                     return Err(pickling_error(
@@ -1430,7 +1476,10 @@ impl<'py> Dumper<'py> {
 }
 
 /// `_PyObject_LookupAttr`: Ok(None) when the attribute is missing (AttributeError swallowed).
-pub(crate) fn lookup_attr<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+pub(crate) fn lookup_attr<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     match obj.getattr(name) {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => Ok(None),
@@ -1448,19 +1497,54 @@ pub(crate) fn safe_repr(obj: &Bound<'_, PyAny>) -> String {
 
 /// Depth guard: the interpreter's own recursion limit (so RecursionError comes where pickle's
 /// does), and a native stack check so a raised limit can never overflow our stack.
+///
+/// From CPython 3.13 on, `Py_EnterRecursiveCall` counts against a fixed C recursion budget
+/// (10 000 on Linux) instead of `sys.getrecursionlimit()`: alone, it would let a chain of
+/// 2 000 functions (which upstream's Python-level reducers refuse under the default limit of
+/// 1 000) through, and ignore a limit the user lowered. So on 3.13+ the walk also counts its own
+/// depth (per thread, across nested dumps) against `sys.getrecursionlimit()`.
 struct RecursionGuard;
 
+#[cfg(Py_3_13)]
+thread_local! {
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// `sys.getrecursionlimit()` (read on 3.13+ only; see [`RecursionGuard`]).
+fn python_recursion_limit(py: Python<'_>) -> u32 {
+    if !cfg!(Py_3_13) {
+        return u32::MAX;
+    }
+    py.import("sys")
+        .and_then(|s| s.call_method0("getrecursionlimit"))
+        .and_then(|l| l.extract::<u32>())
+        .unwrap_or(1000)
+}
+
 impl RecursionGuard {
-    /// `stack_floor`: see [`stack_floor`].
+    /// `stack_floor`: see [`stack_floor`]; `depth_limit`: [`python_recursion_limit`].
     #[inline]
-    fn enter(py: Python<'_>, stack_floor: usize) -> PyResult<Self> {
+    fn enter(py: Python<'_>, stack_floor: usize, depth_limit: u32) -> PyResult<Self> {
         // SAFETY: we hold the GIL; the matching Py_LeaveRecursiveCall is in Drop.
         if unsafe { ffi::Py_EnterRecursiveCall(c" while pickling an object".as_ptr()) } != 0 {
             return Err(PyErr::fetch(py));
         }
+        #[cfg(Py_3_13)]
+        let depth = DEPTH.with(|d| {
+            d.set(d.get() + 1);
+            d.get()
+        });
         let guard = RecursionGuard;
+        #[cfg(Py_3_13)]
+        if depth > depth_limit {
+            return Err(PyRecursionError::new_err("maximum recursion depth exceeded while pickling an object"));
+        }
+        #[cfg(not(Py_3_13))]
+        let _ = depth_limit;
         if stack_address() < stack_floor {
-            return Err(PyRecursionError::new_err("maximum recursion depth exceeded while pickling an object (native stack)"));
+            return Err(PyRecursionError::new_err(
+                "maximum recursion depth exceeded while pickling an object (native stack)",
+            ));
         }
         Ok(guard)
     }
@@ -1508,6 +1592,8 @@ const MIN_RED_ZONE: usize = 32 * 1024;
 impl Drop for RecursionGuard {
     #[inline]
     fn drop(&mut self) {
+        #[cfg(Py_3_13)]
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
         // SAFETY: paired with the successful Py_EnterRecursiveCall in `enter`.
         unsafe { ffi::Py_LeaveRecursiveCall() };
     }
@@ -1528,7 +1614,8 @@ impl BufferView {
         Ok(BufferView { view })
     }
     fn is_contiguous(&self) -> bool {
-        self.view.suboffsets.is_null() && unsafe { ffi::PyBuffer_IsContiguous(&*self.view, b'A' as std::os::raw::c_char) } != 0
+        self.view.suboffsets.is_null()
+            && unsafe { ffi::PyBuffer_IsContiguous(&*self.view, b'A' as std::os::raw::c_char) } != 0
     }
     fn readonly(&self) -> bool {
         self.view.readonly != 0
@@ -1548,4 +1635,3 @@ impl Drop for BufferView {
         unsafe { ffi::PyBuffer_Release(&mut *self.view) };
     }
 }
-

@@ -108,7 +108,12 @@ impl ErrorPath {
     #[cold]
     pub(crate) fn reduce_args(&mut self, py: Python<'_>, err: PyErr, obj: &Bound<'_, PyAny>) -> PyErr {
         let t = type_name(obj);
-        self.push(py, err, format!("when serializing {t} reconstructor arguments"), format!(" ({t} reconstructor arguments)"))
+        self.push(
+            py,
+            err,
+            format!("when serializing {t} reconstructor arguments"),
+            format!(" ({t} reconstructor arguments)"),
+        )
     }
 
     #[cold]
@@ -134,7 +139,11 @@ impl ErrorPath {
             for seg in self.segments.iter().rev() {
                 path.push_str(seg);
             }
-            add_note(py, &err, &format!("path to the object that failed, from the {} being pickled: {path}", type_name(root)));
+            add_note(
+                py,
+                &err,
+                &format!("path to the object that failed, from the {} being pickled: {path}", type_name(root)),
+            );
         }
         self.segments.clear();
         self.truncated = false;

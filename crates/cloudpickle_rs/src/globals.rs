@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyAttributeError, PyRuntimeError};
-use pyo3::sync::PyOnceLock;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::dumper::{lookup_attr, safe_repr, Dumper};
@@ -22,7 +22,9 @@ pub(crate) fn dotted_path<'py>(name: &Bound<'py, PyString>) -> PyResult<Vec<Boun
     for p in parts.iter() {
         let s = p.cast_into::<PyString>()?;
         if s.to_cow()? == "<locals>" {
-            return Err(PyAttributeError::new_err(format!("Can't pickle local object {}", safe_repr(name.as_any()))));
+            // `_pickle.c`'s wording, which 3.13 changed.
+            let verb = if cfg!(Py_3_13) { "get" } else { "pickle" };
+            return Err(PyAttributeError::new_err(format!("Can't {verb} local object {}", safe_repr(name.as_any()))));
         }
         out.push(s);
     }
@@ -133,7 +135,11 @@ struct FoundGlobal {
 const GLOBAL_CACHE_LIMIT: usize = 4096;
 static GLOBAL_CACHE: PyOnceLock<Mutex<crate::addr::AddrMap<Arc<FoundGlobal>>>> = PyOnceLock::new();
 
-pub(crate) fn save_global<'py>(d: &mut Dumper<'py>, obj: &Bound<'py, PyAny>, name: Option<&Bound<'py, PyString>>) -> PyResult<()> {
+pub(crate) fn save_global<'py>(
+    d: &mut Dumper<'py>,
+    obj: &Bound<'py, PyAny>,
+    name: Option<&Bound<'py, PyString>>,
+) -> PyResult<()> {
     let py = d.py;
     let cache = GLOBAL_CACHE.get_or_init(py, || Mutex::new(Default::default()));
     if name.is_none() {

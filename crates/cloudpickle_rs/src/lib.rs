@@ -32,12 +32,14 @@ struct OneShot<'a, 'py> {
     pickle_by_reference: Option<Bound<'py, PyAny>>,
     fix_imports: bool,
     reconstructor_module: &'a str,
+    target_python: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl<'py> OneShot<'_, 'py> {
     /// Validate the arguments (in `_pickle.c`'s order) and make the Dumper.
     fn dumper(self, py: Python<'py>, file: Option<&Bound<'py, PyAny>>) -> PyResult<Dumper<'py>> {
         let by_source = bysource::BySource::parse(self.by_source)?;
+        let target_python = bysource::parse_target_python(self.target_python)?;
         let proto = parse_protocol(self.protocol)?;
         let buffer_callback = self.buffer_callback.filter(|b| !b.is_none());
         check_buffer_callback(proto, &buffer_callback)?;
@@ -50,14 +52,21 @@ impl<'py> OneShot<'_, 'py> {
         };
         let hooks = Hooks { buffer_callback, ..Hooks::default() };
         let globals_ref = pyo3::types::PyDict::new(py);
-        let cloud = cloud::Cloud::new(py, self.reconstructor_module, globals_ref, self.pickle_by_reference, by_source)?;
+        let cloud = cloud::Cloud::new(
+            py,
+            self.reconstructor_module,
+            globals_ref,
+            self.pickle_by_reference,
+            by_source,
+            target_python,
+        )?;
         Dumper::new(py, proto, self.fix_imports, write, hooks, Memo::default(), Some(cloud))
     }
 }
 
 /// Return the pickled representation of `obj` as bytes.
 #[pyfunction]
-#[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle"))]
+#[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle", target_python=None))]
 #[allow(clippy::too_many_arguments)]
 fn dumps<'py>(
     py: Python<'py>,
@@ -68,8 +77,17 @@ fn dumps<'py>(
     pickle_by_reference: Option<Bound<'py, PyAny>>,
     fix_imports: bool,
     reconstructor_module: &str,
+    target_python: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let options = OneShot { protocol, buffer_callback, by_source, pickle_by_reference, fix_imports, reconstructor_module };
+    let options = OneShot {
+        protocol,
+        buffer_callback,
+        by_source,
+        pickle_by_reference,
+        fix_imports,
+        reconstructor_module,
+        target_python,
+    };
     let mut dumper = options.dumper(py, None)?;
     dumper.dump(obj)?;
     dumper.into_bytes()
@@ -77,7 +95,7 @@ fn dumps<'py>(
 
 /// Write the pickled representation of `obj` to the open file object `file`.
 #[pyfunction]
-#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle"))]
+#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle", target_python=None))]
 #[allow(clippy::too_many_arguments)]
 fn dump<'py>(
     py: Python<'py>,
@@ -89,8 +107,17 @@ fn dump<'py>(
     pickle_by_reference: Option<Bound<'py, PyAny>>,
     fix_imports: bool,
     reconstructor_module: &str,
+    target_python: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
-    let options = OneShot { protocol, buffer_callback, by_source, pickle_by_reference, fix_imports, reconstructor_module };
+    let options = OneShot {
+        protocol,
+        buffer_callback,
+        by_source,
+        pickle_by_reference,
+        fix_imports,
+        reconstructor_module,
+        target_python,
+    };
     let mut dumper = options.dumper(py, Some(file))?;
     dumper.dump(obj)
 }

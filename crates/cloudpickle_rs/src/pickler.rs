@@ -5,9 +5,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
-use crate::dumper::{lookup_attr, Dumper, Hooks};
 use crate::bysource::BySource;
 use crate::cloud::{Cloud, DEFAULT_RECONSTRUCTOR_MODULE};
+use crate::dumper::{lookup_attr, Dumper, Hooks};
 use crate::memo::Memo;
 use crate::statics::pickling_error;
 use pickle_wire::{DEFAULT_PROTOCOL, HIGHEST_PROTOCOL};
@@ -43,7 +43,12 @@ fn protocol_via_int(p: &Bound<'_, PyAny>) -> Option<PyResult<i64>> {
              and may be removed in a future version of Python.",
             p.get_type().name()?
         );
-        PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(), &std::ffi::CString::new(message)?, 1)?;
+        PyErr::warn(
+            py,
+            &py.get_type::<pyo3::exceptions::PyDeprecationWarning>(),
+            &std::ffi::CString::new(message)?,
+            1,
+        )?;
         p.call_method0(pyo3::intern!(py, "__int__"))?.extract()
     };
     Some(warn())
@@ -83,6 +88,7 @@ pub struct PicklerBase {
     /// cloudpickle's by-value layer (functions, classes, modules by value) is on.
     cloud_layer: bool,
     by_source: BySource,
+    target_python: crate::bysource::TargetPython,
     /// Always true once the instance holds a `PicklerBase`. pyo3 (0.28 and later) makes the
     /// instance with `object.__new__`, which on CPython 3.11/3.12 allocates the instance
     /// `__dict__` before pyo3 writes these fields: a GC pass in that allocation calls
@@ -98,7 +104,6 @@ impl PicklerBase {
     fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         PicklerBase::make(cls, args, kwargs, false)
     }
-
 
     #[pyo3(signature = (*args, **kwargs))]
     fn __init__(&mut self, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<()> {
@@ -129,38 +134,75 @@ impl PicklerBase {
                 let name = slf.get_type().name()?;
                 return Err(pickling_error(py, format!("Pickler.__init__() was not called by {name}.__init__()")));
             };
-            let cloud = (me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone(), me.cloud_layer, me.by_source);
+            let cloud = (
+                me.globals_ref.clone_ref(py),
+                me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)),
+                me.reconstructor_module.clone(),
+                me.cloud_layer,
+                me.by_source,
+                me.target_python,
+            );
             if me.dumping {
                 return Err(busy_error());
             }
             let memo = me.memo.take().ok_or_else(busy_error)?;
             me.dumping = true;
-            (write, me.proto, me.fix_imports, me.fast, me.buffer_callback.as_ref().map(|b| b.clone_ref(py)), memo, cloud)
+            (
+                write,
+                me.proto,
+                me.fix_imports,
+                me.fast,
+                me.buffer_callback.as_ref().map(|b| b.clone_ref(py)),
+                memo,
+                cloud,
+            )
         };
-        let cloud = match cloud.3.then(|| Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py)), cloud.4)).transpose() {
+        let cloud = match cloud
+            .3
+            .then(|| {
+                Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py)), cloud.4, cloud.5)
+            })
+            .transpose()
+        {
             Ok(c) => c,
             Err(e) => {
-                { let mut me = slf.borrow_mut(); me.memo = Some(memo); me.dumping = false; }
+                {
+                    let mut me = slf.borrow_mut();
+                    me.memo = Some(memo);
+                    me.dumping = false;
+                }
                 return Err(e);
             }
         };
         let hooks = match instance_hooks(slf, buffer_callback.map(|b| b.into_bound(py))) {
             Ok(h) => h,
             Err(e) => {
-                { let mut me = slf.borrow_mut(); me.memo = Some(memo); me.dumping = false; }
+                {
+                    let mut me = slf.borrow_mut();
+                    me.memo = Some(memo);
+                    me.dumping = false;
+                }
                 return Err(e);
             }
         };
         let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo, cloud) {
             Ok(d) => d,
             Err(e) => {
-                { let mut me = slf.borrow_mut(); me.memo = Some(Memo::default()); me.dumping = false; }
+                {
+                    let mut me = slf.borrow_mut();
+                    me.memo = Some(Memo::default());
+                    me.dumping = false;
+                }
                 return Err(e);
             }
         };
         dumper.fast = fast;
         let result = dumper.dump(obj);
-        { let mut me = slf.borrow_mut(); me.memo = Some(dumper.into_memo()); me.dumping = false; }
+        {
+            let mut me = slf.borrow_mut();
+            me.memo = Some(dumper.into_memo());
+            me.dumping = false;
+        }
         result
     }
 
@@ -211,9 +253,11 @@ impl PicklerBase {
         };
         let mut memo = Memo::default();
         for (_, v) in dict.iter() {
-            let t = v.cast::<PyTuple>().ok().filter(|t| t.len() == 2).ok_or_else(|| {
-                PyTypeError::new_err("'memo' values must be 2-item tuples")
-            })?;
+            let t = v
+                .cast::<PyTuple>()
+                .ok()
+                .filter(|t| t.len() == 2)
+                .ok_or_else(|| PyTypeError::new_err("'memo' values must be 2-item tuples"))?;
             let idx: usize = t.get_item(0)?.extract()?;
             memo.insert_at(&t.get_item(1)?, idx);
         }
@@ -265,7 +309,12 @@ impl PicklerBase {
 }
 
 impl PicklerBase {
-    fn make(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>, cloud_layer: bool) -> PyResult<Self> {
+    fn make(
+        cls: &Bound<'_, PyType>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        cloud_layer: bool,
+    ) -> PyResult<Self> {
         let mut me = PicklerBase {
             write: None,
             proto: DEFAULT_PROTOCOL,
@@ -279,12 +328,13 @@ impl PicklerBase {
             reconstructor_module: DEFAULT_RECONSTRUCTOR_MODULE.to_owned(),
             cloud_layer,
             by_source: BySource::Off,
+            target_python: None,
             constructed: true,
         };
         // A subclass may have an `__init__` of another signature: it calls ours through
         // super().__init__(); only the class itself is initialised from the constructor call.
         let py = cls.py();
-        if cls.is(&py.get_type::<Pickler>()) || cls.is(&py.get_type::<PicklerBase>()) {
+        if cls.is(py.get_type::<Pickler>()) || cls.is(py.get_type::<PicklerBase>()) {
             me.init_from(args, kwargs)?;
         }
         Ok(me)
@@ -331,10 +381,15 @@ impl PicklerBase {
                     "fix_imports" => fix_imports = v.is_truthy()?,
                     "buffer_callback" => buffer_callback = Some(v).filter(|b| !b.is_none()),
                     "by_source" => self.by_source = BySource::parse(Some(&v))?,
-                    "pickle_by_reference" => self.pickle_by_reference = Some(v).filter(|c| !c.is_none()).map(Bound::unbind),
+                    "target_python" => self.target_python = crate::bysource::parse_target_python(Some(&v))?,
+                    "pickle_by_reference" => {
+                        self.pickle_by_reference = Some(v).filter(|c| !c.is_none()).map(Bound::unbind)
+                    }
                     "reconstructor_module" => self.reconstructor_module = v.extract()?,
                     other => {
-                        return Err(PyTypeError::new_err(format!("Pickler() got an unexpected keyword argument '{other}'")))
+                        return Err(PyTypeError::new_err(format!(
+                            "Pickler() got an unexpected keyword argument '{other}'"
+                        )))
                     }
                 }
             }
@@ -364,21 +419,29 @@ fn busy_error() -> PyErr {
 
 /// Whether `bound`, found as attribute `name` of the pickler `slf`, is `T`'s own native method
 /// bound to `slf` (neither replaced in a subclass nor set on the instance).
-fn is_own_method<T: pyo3::PyTypeInfo>(slf: &Bound<'_, PicklerBase>, bound: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+fn is_own_method<T: pyo3::PyTypeInfo>(
+    slf: &Bound<'_, PicklerBase>,
+    bound: &Bound<'_, PyAny>,
+    name: &Bound<'_, PyString>,
+) -> PyResult<bool> {
     let py = slf.py();
     let ours = py.get_type::<T>().getattr(name)?;
     let from_class = lookup_attr(slf.get_type().as_any(), name)?;
     // SAFETY: PyCFunction_Check only reads the type; PyCFunction_GetSelf returns a borrowed
     // pointer we only compare.
     let bound_native = unsafe {
-        pyo3::ffi::PyCFunction_Check(bound.as_ptr()) != 0 && pyo3::ffi::PyCFunction_GetSelf(bound.as_ptr()) == slf.as_ptr()
+        pyo3::ffi::PyCFunction_Check(bound.as_ptr()) != 0
+            && pyo3::ffi::PyCFunction_GetSelf(bound.as_ptr()) == slf.as_ptr()
     };
     Ok(from_class.is_some_and(|c| c.is(&ours)) && bound_native)
 }
 
 /// The hooks a Pickler instance (or its Python subclass) brings: looked up once per dump, as
 /// `_pickle.c` looks up `reducer_override` once per dump.
-fn instance_hooks<'py>(slf: &Bound<'py, PicklerBase>, buffer_callback: Option<Bound<'py, PyAny>>) -> PyResult<Hooks<'py>> {
+fn instance_hooks<'py>(
+    slf: &Bound<'py, PicklerBase>,
+    buffer_callback: Option<Bound<'py, PyAny>>,
+) -> PyResult<Hooks<'py>> {
     let py = slf.py();
     let obj = slf.as_any();
     let persistent_id = match lookup_attr(obj, intern!(py, "persistent_id"))? {
@@ -405,7 +468,11 @@ impl Pickler {
     #[new]
     #[classmethod]
     #[pyo3(signature = (*args, **kwargs))]
-    fn new(cls: &Bound<'_, PyType>, args: &Bound<'_, PyTuple>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<PyClassInitializer<Self>> {
+    fn new(
+        cls: &Bound<'_, PyType>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<PyClassInitializer<Self>> {
         Ok(PyClassInitializer::from(PicklerBase::make(cls, args, kwargs, true)?).add_subclass(Pickler))
     }
 
@@ -417,12 +484,17 @@ impl Pickler {
         let slf = slf.as_super();
         let (proto, globals_ref, pbr, module) = {
             let me = slf.try_borrow().map_err(|_| busy_error())?;
-            (me.proto, me.globals_ref.clone_ref(py), me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)), me.reconstructor_module.clone())
+            (
+                me.proto,
+                me.globals_ref.clone_ref(py),
+                me.pickle_by_reference.as_ref().map(|c| c.clone_ref(py)),
+                me.reconstructor_module.clone(),
+            )
         };
         // Upstream's reduce tuples carry code objects: this hook is bytecode-only.
-        let cloud = Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)), BySource::Off)?;
+        let cloud =
+            Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)), BySource::Off, None)?;
         let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(cloud))?;
         Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
     }
-
 }

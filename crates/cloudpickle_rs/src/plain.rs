@@ -95,7 +95,12 @@ fn decide(py: Python<'_>, tp: *mut ffi::PyTypeObject) -> bool {
             }
         }
         // The pickling protocol is object's own throughout.
-        for name in [intern!(py, "__reduce_ex__"), intern!(py, "__reduce__"), intern!(py, "__getstate__"), intern!(py, "__class__")] {
+        for name in [
+            intern!(py, "__reduce_ex__"),
+            intern!(py, "__reduce__"),
+            intern!(py, "__getstate__"),
+            intern!(py, "__class__"),
+        ] {
             let mine = _PyType_Lookup(tp, name.as_ptr());
             if mine.is_null() || mine != _PyType_Lookup(object, name.as_ptr()) {
                 return false;
@@ -124,7 +129,8 @@ pub(crate) fn instance_state<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Result<Op
     let py = obj.py();
     // SAFETY: `obj` is an instance of a plain class, which has a `__dict__`; the call returns a
     // new reference or NULL with an exception set.
-    let dict = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))? };
+    let dict =
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyObject_GenericGetDict(obj.as_ptr(), std::ptr::null_mut()))? };
     let dict = dict.cast_into::<pyo3::types::PyDict>()?;
     if dict.is_empty() {
         return Ok(Ok(None));

@@ -51,12 +51,7 @@ pub struct CacheStats {
 impl ParseCache {
     /// A cache holding at most `capacity` files (at least one).
     pub fn new(capacity: usize) -> Self {
-        ParseCache {
-            capacity: capacity.max(1),
-            entries: HashMap::new(),
-            clock: 0,
-            stats: CacheStats::default(),
-        }
+        ParseCache { capacity: capacity.max(1), entries: HashMap::new(), clock: 0, stats: CacheStats::default() }
     }
 
     /// The parsed file for `name` with content `text`, parsing it if it is not cached.
@@ -92,14 +87,7 @@ impl ParseCache {
             self.evict_least_recently_used();
         }
         self.clock += 1;
-        self.entries.insert(
-            name.into(),
-            Entry {
-                text: text.into(),
-                result,
-                last_used: self.clock,
-            },
-        );
+        self.entries.insert(name.into(), Entry { text: text.into(), result, last_used: self.clock });
     }
 
     /// Drops every entry.
@@ -124,11 +112,7 @@ impl ParseCache {
 
     fn evict_least_recently_used(&mut self) {
         // Linear in the capacity, but only runs next to a parse, which costs far more.
-        let oldest = self
-            .entries
-            .iter()
-            .min_by_key(|(_, entry)| entry.last_used)
-            .map(|(name, _)| name.clone());
+        let oldest = self.entries.iter().min_by_key(|(_, entry)| entry.last_used).map(|(name, _)| name.clone());
         if let Some(name) = oldest {
             self.entries.remove(&name);
             self.stats.evictions += 1;

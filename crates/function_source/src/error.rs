@@ -111,36 +111,25 @@ impl fmt::Display for Error {
             Error::SourceTooLarge { bytes, limit } => {
                 write!(f, "source of {bytes} bytes exceeds the limit of {limit} bytes")
             }
-            Error::Syntax {
-                message,
-                line,
-                column,
-            } => write!(f, "source does not parse at line {line}, byte column {column}: {message}"),
+            Error::Syntax { message, line, column } => {
+                write!(f, "source does not parse at line {line}, byte column {column}: {message}")
+            }
             Error::ParserFailure { message } => write!(f, "the Python parser failed: {message}"),
             Error::TooDeeplyNested { depth } => {
                 write!(f, "source nests {depth} levels deep, more than supported")
             }
-            Error::NotFound {
-                name,
-                first_line,
-                reason,
-            } => write!(f, "cannot find `{name}` defined at line {first_line}: {reason}"),
-            Error::Ambiguous {
-                name,
-                first_line,
-                candidates,
-            } => write!(
-                f,
-                "{candidates} definitions match `{name}` at line {first_line} equally well"
-            ),
+            Error::NotFound { name, first_line, reason } => {
+                write!(f, "cannot find `{name}` defined at line {first_line}: {reason}")
+            }
+            Error::Ambiguous { name, first_line, candidates } => {
+                write!(f, "{candidates} definitions match `{name}` at line {first_line} equally well")
+            }
             Error::InvalidFreeVariable { name } => {
                 write!(f, "free variable name {name:?} is not a Python identifier")
             }
-            Error::UnboundFreeVariables { names } => write!(
-                f,
-                "no enclosing function in the source binds the free variables {}",
-                names.join(", ")
-            ),
+            Error::UnboundFreeVariables { names } => {
+                write!(f, "no enclosing function in the source binds the free variables {}", names.join(", "))
+            }
             Error::UnsupportedLayout { detail } => {
                 write!(f, "cannot rebuild this function from source: {detail}")
             }

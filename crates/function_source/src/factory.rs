@@ -111,12 +111,8 @@ impl LocatedFunction<'_> {
             }
         }
         let neutral = self.neutralised_lines()?;
-        let chain: Vec<&Scope> = self
-            .file
-            .ancestors(self.index)
-            .into_iter()
-            .filter_map(|i| self.file.scope(i))
-            .collect();
+        let chain: Vec<&Scope> =
+            self.file.ancestors(self.index).into_iter().filter_map(|i| self.file.scope(i)).collect();
         let plan = Plan::new(self, &chain, code, neutral.start_column)?;
 
         let mut body = neutral.lines;
@@ -143,10 +139,7 @@ impl LocatedFunction<'_> {
                 FactoryLayout::InPlace
             }
             _ => FactoryLayout::Reparsed {
-                line_shift: prologue_end
-                    .saturating_add(needed)
-                    .saturating_add(1)
-                    .saturating_sub(first_line),
+                line_shift: prologue_end.saturating_add(needed).saturating_add(1).saturating_sub(first_line),
             },
         };
         lines.extend(above);
@@ -185,12 +178,8 @@ impl LocatedFunction<'_> {
         };
         let end_line = file.line_index().line_of(last.end);
         let end = file.line_index().line_content_end(end_line).unwrap_or(last.end);
-        let mut window =
-            crate::neutralise::Window::new(file.text(), Span::new(0, end)).ok_or_else(|| {
-                Error::UnsupportedLayout {
-                    detail: "future imports outside the text".to_owned(),
-                }
-            })?;
+        let mut window = crate::neutralise::Window::new(file.text(), Span::new(0, end))
+            .ok_or_else(|| Error::UnsupportedLayout { detail: "future imports outside the text".to_owned() })?;
         let mut kept_until = 0;
         for import in &file.future_imports {
             window.blank(Span::new(kept_until, import.start));
@@ -220,9 +209,7 @@ impl Plan {
         code: &CodeQuery,
         start_column: u32,
     ) -> Result<Plan, Error> {
-        let unsupported = |detail: &str| Error::UnsupportedLayout {
-            detail: detail.to_owned(),
-        };
+        let unsupported = |detail: &str| Error::UnsupportedLayout { detail: detail.to_owned() };
         let is_lambda = function.kind() == FunctionKind::Lambda;
         // Statement scopes (def, class) come first; once inside an expression scope
         // (lambda, comprehension) only expression scopes can follow.
@@ -231,9 +218,7 @@ impl Plan {
             .position(|s| matches!(s.kind, ScopeKind::Lambda | ScopeKind::Comprehension(_)))
             .unwrap_or(chain.len());
         let (statements, expressions) = chain.split_at(split);
-        if expressions
-            .iter()
-            .any(|s| matches!(s.kind, ScopeKind::Function { .. } | ScopeKind::Class))
+        if expressions.iter().any(|s| matches!(s.kind, ScopeKind::Function { .. } | ScopeKind::Class))
             || (!is_lambda && !expressions.is_empty())
         {
             return Err(unsupported("statement scope inside an expression scope"));
@@ -242,24 +227,13 @@ impl Plan {
         // An enclosing class provides `__class__` (for zero-argument `super()`).
         let has_class = chain.iter().any(|s| s.kind == ScopeKind::Class);
         let implicit = |name: &&str| has_class && *name == "__class__";
-        let declared: Vec<&str> = code
-            .free_vars
-            .iter()
-            .map(String::as_str)
-            .filter(|name| !implicit(name))
-            .collect();
+        let declared: Vec<&str> = code.free_vars.iter().map(String::as_str).filter(|name| !implicit(name)).collect();
         let host = chain.iter().rposition(|s| s.kind.is_function_like());
         if host.is_none() && !declared.is_empty() {
-            return Err(Error::UnboundFreeVariables {
-                names: declared.iter().map(|s| s.to_string()).collect(),
-            });
+            return Err(Error::UnboundFreeVariables { names: declared.iter().map(|s| s.to_string()).collect() });
         }
 
-        let parameters = declared
-            .iter()
-            .map(|name| format!("{name}=None"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let parameters = declared.iter().map(|name| format!("{name}=None")).collect::<Vec<_>>().join(", ");
 
         // Indentation of the header of statement wrapper `level`. A def keeps its original
         // indentation, so the wrappers use prefixes of it: shorter prefixes of the same
@@ -338,13 +312,8 @@ impl Plan {
             after.push(format!("{ASSIGN_RESULT}{}", getter(outermost)));
         }
 
-        let fits_on_first_line =
-            is_lambda && above.last().is_some_and(|l| l.len() <= start_column as usize);
-        Ok(Plan {
-            above,
-            after,
-            fits_on_first_line,
-        })
+        let fits_on_first_line = is_lambda && above.last().is_some_and(|l| l.len() <= start_column as usize);
+        Ok(Plan { above, after, fits_on_first_line })
     }
 }
 
@@ -381,25 +350,13 @@ fn expression_wrapper(kind: ScopeKind, names: &[&str]) -> (String, String) {
     let generators = format!(" for {target} in {values}");
     match kind {
         ScopeKind::Lambda => {
-            let params = names
-                .iter()
-                .map(|name| format!(" {name}=None"))
-                .collect::<Vec<_>>()
-                .join(",");
+            let params = names.iter().map(|name| format!(" {name}=None")).collect::<Vec<_>>().join(",");
             (format!("(lambda{params}: "), ")()".to_owned())
         }
-        ScopeKind::Comprehension(ComprehensionKind::List) => {
-            ("[(".to_owned(), format!("){generators}][0]"))
-        }
-        ScopeKind::Comprehension(ComprehensionKind::Set) => {
-            ("[*{(".to_owned(), format!("){generators}}}][0]"))
-        }
-        ScopeKind::Comprehension(ComprehensionKind::Dict) => {
-            ("[*{(".to_owned(), format!("): None{generators}}}][0]"))
-        }
-        ScopeKind::Comprehension(ComprehensionKind::Generator) => {
-            ("[*((".to_owned(), format!("){generators})][0]"))
-        }
+        ScopeKind::Comprehension(ComprehensionKind::List) => ("[(".to_owned(), format!("){generators}][0]")),
+        ScopeKind::Comprehension(ComprehensionKind::Set) => ("[*{(".to_owned(), format!("){generators}}}][0]")),
+        ScopeKind::Comprehension(ComprehensionKind::Dict) => ("[*{(".to_owned(), format!("): None{generators}}}][0]")),
+        ScopeKind::Comprehension(ComprehensionKind::Generator) => ("[*((".to_owned(), format!("){generators})][0]")),
         ScopeKind::Function { .. } | ScopeKind::Class => (String::new(), String::new()),
     }
 }
@@ -455,10 +412,9 @@ pub(crate) fn python_string(text: &str) -> String {
 }
 
 const KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if",
-    "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
-    "while", "with", "yield",
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue", "def", "del",
+    "elif", "else", "except", "finally", "for", "from", "global", "if", "import", "in", "is", "lambda", "nonlocal",
+    "not", "or", "pass", "raise", "return", "try", "while", "with", "yield",
 ];
 
 /// Whether `name` can be written as a Python identifier.

@@ -44,10 +44,7 @@ impl LineIndex {
             }
         }
         content_ends.push(limit as u32);
-        LineIndex {
-            starts,
-            content_ends,
-        }
+        LineIndex { starts, content_ends }
     }
 
     /// Number of lines; a text ending in a line break has an empty last line.
@@ -87,10 +84,7 @@ impl LineIndex {
     pub fn line_column(&self, offset: u32) -> LineColumn {
         let line = self.line_of(offset);
         let start = self.line_start(line).unwrap_or(0);
-        LineColumn {
-            line,
-            column: offset.saturating_sub(start),
-        }
+        LineColumn { line, column: offset.saturating_sub(start) }
     }
 }
 
@@ -107,11 +101,7 @@ mod tests {
         assert_eq!(index.line_content_end(2), Some(4));
         assert_eq!(index.line_start(3), Some(6));
         assert_eq!(index.line_start(4), Some(8));
-        assert_eq!(
-            index.offset(LineColumn { line: 2, column: 2 }),
-            Some(4),
-            "end of content is addressable"
-        );
+        assert_eq!(index.offset(LineColumn { line: 2, column: 2 }), Some(4), "end of content is addressable");
         assert_eq!(index.offset(LineColumn { line: 2, column: 3 }), None);
         assert_eq!(index.offset(LineColumn { line: 0, column: 0 }), None);
         assert_eq!(index.offset(LineColumn { line: 9, column: 0 }), None);

@@ -186,18 +186,12 @@ impl<'a> LocatedFunction<'a> {
     /// assert_eq!(f.syntax_since((3, 7)).len(), 2); // the walrus needs 3.8
     /// ```
     pub fn syntax_since(&self, oldest: (u8, u8)) -> Vec<NewerSyntax> {
-        let blanked: Vec<Span> = self
-            .scope
-            .signature
-            .as_deref()
-            .map(|s| s.outer_regions().collect())
-            .unwrap_or_default();
+        let blanked: Vec<Span> =
+            self.scope.signature.as_deref().map(|s| s.outer_regions().collect()).unwrap_or_default();
         self.file
             .newer_syntax
             .iter()
-            .filter(|v| {
-                self.scope.range.contains(v.span) && !blanked.iter().any(|b| b.contains(v.span))
-            })
+            .filter(|v| self.scope.range.contains(v.span) && !blanked.iter().any(|b| b.contains(v.span)))
             .filter(|v| v.since.is_none_or(|since| since > oldest))
             .map(|v| NewerSyntax {
                 message: v.message.to_string(),
@@ -225,11 +219,7 @@ impl SourceFile {
     pub fn functions(&self) -> impl Iterator<Item = LocatedFunction<'_>> + '_ {
         self.scopes.iter().enumerate().filter_map(move |(index, scope)| {
             scope.signature.as_ref()?;
-            Some(LocatedFunction {
-                file: self,
-                index: u32::try_from(index).ok()?,
-                scope,
-            })
+            Some(LocatedFunction { file: self, index: u32::try_from(index).ok()?, scope })
         })
     }
 
@@ -245,11 +235,7 @@ impl SourceFile {
                 first_line: query.first_line,
                 candidates: 0,
             }),
-            n => Err(Error::Ambiguous {
-                name: query.name.clone(),
-                first_line: query.first_line,
-                candidates: n,
-            }),
+            n => Err(Error::Ambiguous { name: query.name.clone(), first_line: query.first_line, candidates: n }),
         }
     }
 
@@ -262,15 +248,9 @@ impl SourceFile {
     /// candidate's factory, compile it, and keep the first whose code object equals the
     /// original; candidates with equal code are interchangeable.
     pub fn locate_candidates(&self, query: &CodeQuery) -> Result<Vec<LocatedFunction<'_>>, Error> {
-        let not_found = |reason| Error::NotFound {
-            name: query.name.clone(),
-            first_line: query.first_line,
-            reason,
-        };
+        let not_found = |reason| Error::NotFound { name: query.name.clone(), first_line: query.first_line, reason };
         let is_lambda = query.name == "<lambda>";
-        let from = self
-            .by_first_line
-            .partition_point(|&(line, _)| line < query.first_line);
+        let from = self.by_first_line.partition_point(|&(line, _)| line < query.first_line);
         let mut candidates: Vec<u32> = self
             .by_first_line
             .get(from..)
@@ -303,20 +283,16 @@ impl SourceFile {
         }
 
         let places = self.places(&query.positions);
-        candidates.retain(|&index| {
-            self.positions_fit(index, &places, false) || self.positions_fit(index, &places, true)
-        });
+        candidates
+            .retain(|&index| self.positions_fit(index, &places, false) || self.positions_fit(index, &places, true));
         if candidates.is_empty() {
             return Err(not_found(NotFoundReason::PositionMismatch));
         }
 
         if candidates.len() > 1 {
             if let Some(names) = &query.nested_code_names {
-                let matching: Vec<u32> = candidates
-                    .iter()
-                    .copied()
-                    .filter(|&index| self.nested_names_match(index, names))
-                    .collect();
+                let matching: Vec<u32> =
+                    candidates.iter().copied().filter(|&index| self.nested_names_match(index, names)).collect();
                 if !matching.is_empty() {
                     candidates = matching;
                 }
@@ -325,13 +301,7 @@ impl SourceFile {
         candidates.sort_unstable_by_key(|&index| self.scope(index).map(|s| s.range.start));
         Ok(candidates
             .into_iter()
-            .filter_map(|index| {
-                Some(LocatedFunction {
-                    file: self,
-                    index,
-                    scope: self.scope(index)?,
-                })
-            })
+            .filter_map(|index| Some(LocatedFunction { file: self, index, scope: self.scope(index)? }))
             .collect())
     }
 
@@ -341,11 +311,7 @@ impl SourceFile {
         };
         let class = self.mangling_class(index);
         signature.params.len() == wanted.len()
-            && signature
-                .params
-                .iter()
-                .zip(wanted)
-                .all(|(param, name)| mangle(class, &param.name) == *name)
+            && signature.params.iter().zip(wanted).all(|(param, name)| mangle(class, &param.name) == *name)
     }
 
     /// Converts positions to offsets once, deduplicated (a code object repeats most spans).
@@ -355,10 +321,7 @@ impl SourceFile {
             .filter_map(|p| {
                 let line = p.line?;
                 let end_line = p.end_line.unwrap_or(line).max(line);
-                let lines = Place::Lines {
-                    first: line,
-                    last: end_line,
-                };
+                let lines = Place::Lines { first: line, last: end_line };
                 let (Some(column), Some(end_column)) = (p.column, p.end_column) else {
                     return Some(lines);
                 };
@@ -366,10 +329,7 @@ impl SourceFile {
                     return Some(lines);
                 }
                 let start = self.offset(LineColumn { line, column });
-                let end = self.offset(LineColumn {
-                    line: end_line,
-                    column: end_column,
-                });
+                let end = self.offset(LineColumn { line: end_line, column: end_column });
                 Some(match (start, end) {
                     (Some(start), Some(end)) if start <= end => Place::Bytes(Span { start, end }),
                     _ => Place::Outside,
@@ -391,15 +351,8 @@ impl SourceFile {
         let first_line = self.line_index().line_of(scope.range.start);
         let last_line = self.line_index().line_of(scope.range.end);
         let own_statement = Span::new(scope.statement_start, scope.range.end);
-        let outer: Vec<Span> = scope
-            .signature
-            .as_deref()
-            .map(|s| s.outer_regions().collect())
-            .unwrap_or_default();
-        let descendants = self
-            .scopes
-            .get(index as usize + 1..scope.subtree_end as usize)
-            .unwrap_or_default();
+        let outer: Vec<Span> = scope.signature.as_deref().map(|s| s.outer_regions().collect()).unwrap_or_default();
+        let descendants = self.scopes.get(index as usize + 1..scope.subtree_end as usize).unwrap_or_default();
         places.iter().all(|place| match *place {
             Place::Outside => false,
             Place::Lines { first, last } => first_line <= first && last <= last_line,
@@ -453,8 +406,7 @@ impl SourceFile {
 /// 3.12 inlines (so a 3.12 `f.<locals>.<lambda>` matches a lambda in a list comprehension).
 fn qualnames_match(computed: &str, wanted: &str) -> bool {
     fn without_inlined(q: &str) -> impl Iterator<Item = &str> {
-        q.split('.')
-            .filter(|s| !matches!(*s, "<listcomp>" | "<setcomp>" | "<dictcomp>"))
+        q.split('.').filter(|s| !matches!(*s, "<listcomp>" | "<setcomp>" | "<dictcomp>"))
     }
     computed == wanted || without_inlined(computed).eq(without_inlined(wanted))
 }
@@ -487,56 +439,34 @@ mod tests {
     fn nested_lambdas_without_qualname() {
         // Positions taken from CPython 3.11 for `outer = lambda: lambda: 1`.
         let file = SourceFile::parse("n.py", "outer = lambda: lambda: 1\n").unwrap();
-        let outer = file
-            .locate(&lambda_query(1, &[(1, 1, 0, 0), (1, 1, 16, 25), (1, 1, 16, 25)]))
-            .unwrap();
+        let outer = file.locate(&lambda_query(1, &[(1, 1, 0, 0), (1, 1, 16, 25), (1, 1, 16, 25)])).unwrap();
         assert_eq!(outer.original_text(), "lambda: lambda: 1");
-        let inner = file
-            .locate(&lambda_query(1, &[(1, 1, 0, 0), (1, 1, 24, 25)]))
-            .unwrap();
+        let inner = file.locate(&lambda_query(1, &[(1, 1, 0, 0), (1, 1, 24, 25)])).unwrap();
         assert_eq!(inner.original_text(), "lambda: 1");
     }
 
     #[test]
     fn lambda_default_of_lambda() {
         let file = SourceFile::parse("d.py", "dflt = lambda f=lambda: 1: f()\n").unwrap();
-        let inner = file
-            .locate(&lambda_query(1, &[(1, 1, 0, 0), (1, 1, 24, 25)]))
-            .unwrap();
+        let inner = file.locate(&lambda_query(1, &[(1, 1, 0, 0), (1, 1, 24, 25)])).unwrap();
         assert_eq!(inner.original_text(), "lambda: 1");
         let mut q = lambda_query(1, &[(1, 1, 27, 28), (1, 1, 27, 30)]);
         q.arg_names = vec!["f".into()];
-        assert_eq!(
-            file.locate(&q).unwrap().original_text(),
-            "lambda f=lambda: 1: f()"
-        );
+        assert_eq!(file.locate(&q).unwrap().original_text(), "lambda f=lambda: 1: f()");
     }
 
     #[test]
     fn stale_source_is_rejected() {
         let file = SourceFile::parse("s.py", "f = lambda: 1\n").unwrap();
         let err = file.locate(&lambda_query(1, &[(1, 1, 30, 31)])).unwrap_err();
-        assert!(matches!(
-            err,
-            Error::NotFound {
-                reason: NotFoundReason::PositionMismatch,
-                ..
-            }
-        ));
+        assert!(matches!(err, Error::NotFound { reason: NotFoundReason::PositionMismatch, .. }));
     }
 
     #[test]
     fn identical_lambdas_without_columns_are_ambiguous() {
         let file = SourceFile::parse("a.py", "x = (lambda: 1, lambda: 1)\n").unwrap();
-        let q = CodeQuery {
-            name: "<lambda>".into(),
-            first_line: 1,
-            ..CodeQuery::default()
-        };
-        assert!(matches!(
-            file.locate(&q),
-            Err(Error::Ambiguous { candidates: 2, .. })
-        ));
+        let q = CodeQuery { name: "<lambda>".into(), first_line: 1, ..CodeQuery::default() };
+        assert!(matches!(file.locate(&q), Err(Error::Ambiguous { candidates: 2, .. })));
     }
 
     #[test]

@@ -85,11 +85,7 @@ impl LocatedFunction<'_> {
             last_line: self.file.line_index().line_of(self.scope.range.end),
             start_column: self.start().column,
             defaults: self.defaults(),
-            decorator_count: self
-                .scope
-                .signature
-                .as_deref()
-                .map_or(0, |s| s.decorators.len()),
+            decorator_count: self.scope.signature.as_deref().map_or(0, |s| s.decorators.len()),
             newer_syntax: self.newer_syntax(),
         })
     }
@@ -98,14 +94,8 @@ impl LocatedFunction<'_> {
         let Some(signature) = self.scope.signature.as_deref() else {
             return Vec::new();
         };
-        let positional = signature
-            .params
-            .iter()
-            .filter(|p| p.kind != ParamKind::KeywordOnly);
-        let keyword_only = signature
-            .params
-            .iter()
-            .filter(|p| p.kind == ParamKind::KeywordOnly);
+        let positional = signature.params.iter().filter(|p| p.kind != ParamKind::KeywordOnly);
+        let keyword_only = signature.params.iter().filter(|p| p.kind == ParamKind::KeywordOnly);
         positional
             .chain(keyword_only)
             .filter_map(|p| {
@@ -124,21 +114,14 @@ impl LocatedFunction<'_> {
     pub(crate) fn neutralised_lines(&self) -> Result<NeutralisedLines, Error> {
         let file = self.file;
         let scope = self.scope;
-        let unsupported = |detail: &str| Error::UnsupportedLayout {
-            detail: detail.to_owned(),
-        };
-        let signature = scope
-            .signature
-            .as_deref()
-            .ok_or_else(|| unsupported("not a function node"))?;
+        let unsupported = |detail: &str| Error::UnsupportedLayout { detail: detail.to_owned() };
+        let signature = scope.signature.as_deref().ok_or_else(|| unsupported("not a function node"))?;
         if signature.returns_unresolved {
             return Err(unsupported("the return annotation's `->` or `:` was not found"));
         }
         let first_line = file.line_index().line_of(scope.range.start);
-        let line_start = file
-            .line_index()
-            .line_start(first_line)
-            .ok_or_else(|| unsupported("node outside the text"))?;
+        let line_start =
+            file.line_index().line_start(first_line).ok_or_else(|| unsupported("node outside the text"))?;
         let mut window = Window::new(file.text(), Span::new(line_start, scope.range.end))
             .ok_or_else(|| unsupported("node not on character boundaries"))?;
 
@@ -153,10 +136,7 @@ impl LocatedFunction<'_> {
             let def_line = file.line_index().line_of(scope.statement_start);
             let def_line_start = file.line_index().line_start(def_line).unwrap_or(scope.statement_start);
             window.blank(Span::new(first.range.start, def_line_start));
-            identity_decorator = Some((
-                file.line_column(first.range.start),
-                file.line_column(first.expression_start),
-            ));
+            identity_decorator = Some((file.line_column(first.range.start), file.line_column(first.expression_start)));
         }
         for param in &signature.params {
             if let Some(annotation) = param.annotation {
@@ -164,9 +144,7 @@ impl LocatedFunction<'_> {
             }
             if let Some(default) = param.default {
                 window.blank(default);
-                let room = file
-                    .slice(default)
-                    .map_or(0, |s| s.find(['\n', '\r']).unwrap_or(s.len()));
+                let room = file.slice(default).map_or(0, |s| s.find(['\n', '\r']).unwrap_or(s.len()));
                 window.write_ascii(default.start, if room >= 4 { "None" } else { "0" });
             }
         }
@@ -178,11 +156,10 @@ impl LocatedFunction<'_> {
                 // brackets. The `(` goes right after `->` (never a line break: a bare line
                 // break cannot follow `->`), the `)` on the annotation's last character.
                 let open = returns.start.saturating_add(2);
-                let close = last_char_start(file.text(), returns.end)
-                    .ok_or_else(|| unsupported("empty return annotation"))?;
-                let open_is_break = file
-                    .slice(Span::new(open, open.saturating_add(1)))
-                    .is_none_or(|c| c == "\n" || c == "\r");
+                let close =
+                    last_char_start(file.text(), returns.end).ok_or_else(|| unsupported("empty return annotation"))?;
+                let open_is_break =
+                    file.slice(Span::new(open, open.saturating_add(1))).is_none_or(|c| c == "\n" || c == "\r");
                 if open_is_break || close <= open {
                     return Err(unsupported("unexpected return annotation layout"));
                 }
@@ -215,11 +192,7 @@ impl LocatedFunction<'_> {
                 rewrite(expression, IDENTITY_DECORATOR_REST)?;
             }
         }
-        Ok(NeutralisedLines {
-            first_line,
-            start_column: self.start().column,
-            lines,
-        })
+        Ok(NeutralisedLines { first_line, start_column: self.start().column, lines })
     }
 }
 
@@ -250,10 +223,7 @@ pub(crate) struct Window {
 impl Window {
     pub fn new(text: &str, span: Span) -> Option<Window> {
         let slice = text.get(span.start as usize..span.end as usize)?;
-        Some(Window {
-            start: span.start,
-            bytes: slice.as_bytes().to_vec(),
-        })
+        Some(Window { start: span.start, bytes: slice.as_bytes().to_vec() })
     }
 
     /// Replaces every byte of `span` (clipped to the window) by a space, except line breaks.
@@ -281,9 +251,8 @@ impl Window {
 
     /// Splits into lines at `\n`, `\r\n` and `\r`, dropping the line breaks.
     pub fn into_lines(self) -> Result<Vec<String>, Error> {
-        let text = String::from_utf8(self.bytes).map_err(|_| Error::UnsupportedLayout {
-            detail: "an edit split a character".to_owned(),
-        })?;
+        let text = String::from_utf8(self.bytes)
+            .map_err(|_| Error::UnsupportedLayout { detail: "an edit split a character".to_owned() })?;
         let mut lines = Vec::new();
         let mut rest = text.as_str();
         loop {
@@ -291,10 +260,7 @@ impl Window {
                 Some(at) => {
                     let (line, tail) = rest.split_at(at);
                     lines.push(line.to_owned());
-                    rest = tail
-                        .strip_prefix("\r\n")
-                        .or_else(|| tail.get(1..))
-                        .unwrap_or("");
+                    rest = tail.strip_prefix("\r\n").or_else(|| tail.get(1..)).unwrap_or("");
                 }
                 None => {
                     lines.push(rest.to_owned());
@@ -349,12 +315,7 @@ mod tests {
 
     #[test]
     fn multi_line_return_annotation_becomes_empty_tuple() {
-        let n = neutralise(
-            "def f(\n    x,\n) -> Dict[\n    str, int\n]:\n    pass\n",
-            "f",
-            1,
-            &["x"],
-        );
+        let n = neutralise("def f(\n    x,\n) -> Dict[\n    str, int\n]:\n    pass\n", "f", 1, &["x"]);
         assert_eq!(n.text, "def f(\n    x,\n) ->(     \n            \n):\n    pass\n");
     }
 

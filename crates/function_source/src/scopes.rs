@@ -34,10 +34,7 @@ pub(crate) struct Span {
 impl Span {
     /// A span from two offsets; reversed offsets give an empty span at `start`.
     pub fn new(start: u32, end: u32) -> Span {
-        Span {
-            start,
-            end: end.max(start),
-        }
+        Span { start, end: end.max(start) }
     }
 
     pub fn of(range: TextRange) -> Span {
@@ -139,10 +136,7 @@ impl Signature {
     /// Parts of the node that CPython evaluates in the enclosing scope, not in the function.
     pub fn outer_regions(&self) -> impl Iterator<Item = Span> + '_ {
         let decorators = self.decorators.iter().map(|d| d.range);
-        let params = self
-            .params
-            .iter()
-            .flat_map(|p| p.annotation.into_iter().chain(p.default));
+        let params = self.params.iter().flat_map(|p| p.annotation.into_iter().chain(p.default));
         decorators.chain(params).chain(self.returns)
     }
 }
@@ -179,19 +173,10 @@ pub(crate) struct ScopeTable {
 
 /// Builds the scope table of a parsed module.
 pub(crate) fn build(module: &ast::ModModule, tokens: &[Token]) -> ScopeTable {
-    let mut builder = Builder {
-        tokens,
-        scopes: Vec::new(),
-        stack: Vec::new(),
-        globals: vec![Vec::new()],
-        depth: 0,
-        max_depth: 0,
-    };
+    let mut builder =
+        Builder { tokens, scopes: Vec::new(), stack: Vec::new(), globals: vec![Vec::new()], depth: 0, max_depth: 0 };
     builder.visit_body(&module.body);
-    ScopeTable {
-        scopes: builder.scopes,
-        max_depth: builder.max_depth,
-    }
+    ScopeTable { scopes: builder.scopes, max_depth: builder.max_depth }
 }
 
 struct Builder<'t> {
@@ -238,17 +223,12 @@ impl Builder<'_> {
     /// CPython consults `global` declarations of the enclosing scope for qualified names only
     /// when that scope is not the module.
     fn declared_global(&self, name: &str) -> bool {
-        !self.stack.is_empty()
-            && self
-                .globals
-                .last()
-                .is_some_and(|names| names.iter().any(|n| &**n == name))
+        !self.stack.is_empty() && self.globals.last().is_some_and(|names| names.iter().any(|n| &**n == name))
     }
 
     /// Index of the first token starting at or after `offset`.
     fn token_index_at(&self, offset: u32) -> usize {
-        self.tokens
-            .partition_point(|token| u32::from(token.start()) < offset)
+        self.tokens.partition_point(|token| u32::from(token.start()) < offset)
     }
 
     fn token(&self, index: usize) -> Option<&Token> {
@@ -263,10 +243,7 @@ impl Builder<'_> {
         if def.kind() != TokenKind::Def {
             return None;
         }
-        let is_async = def_index
-            .checked_sub(1)
-            .and_then(|i| self.token(i))
-            .filter(|t| t.kind() == TokenKind::Async);
+        let is_async = def_index.checked_sub(1).and_then(|i| self.token(i)).filter(|t| t.kind() == TokenKind::Async);
         Some(is_async.unwrap_or(def).start().into())
     }
 
@@ -280,18 +257,11 @@ impl Builder<'_> {
     /// The span from `->` to the end of the return annotation's last token, found from the
     /// tokens because ruff's annotation range leaves out enclosing parentheses.
     fn return_annotation_span(&self, parameters_end: u32, returns_end: u32) -> Option<Span> {
-        let arrow = self
-            .tokens
-            .get(self.token_index_at(parameters_end)..)?
-            .iter()
-            .find(|t| t.kind() == TokenKind::Rarrow)?;
+        let arrow =
+            self.tokens.get(self.token_index_at(parameters_end)..)?.iter().find(|t| t.kind() == TokenKind::Rarrow)?;
         let after_annotation = self.token_index_at(returns_end);
         let colon = after_annotation
-            + self
-                .tokens
-                .get(after_annotation..)?
-                .iter()
-                .position(|t| t.kind() == TokenKind::Colon)?;
+            + self.tokens.get(after_annotation..)?.iter().position(|t| t.kind() == TokenKind::Colon)?;
         // The last token before the colon: the annotation's own, or a closing parenthesis.
         let last = self
             .tokens
@@ -321,36 +291,21 @@ impl Builder<'_> {
         let decorators: Vec<DecoratorSpan> = def
             .decorator_list
             .iter()
-            .map(|d| DecoratorSpan {
-                range: Span::of(d.range),
-                expression_start: d.expression.start().into(),
-            })
+            .map(|d| DecoratorSpan { range: Span::of(d.range), expression_start: d.expression.start().into() })
             .collect();
-        let first_line_offset = decorators
-            .first()
-            .map_or(statement_start, |d| d.expression_start);
+        let first_line_offset = decorators.first().map_or(statement_start, |d| d.expression_start);
         let (returns, returns_unresolved) = match &def.returns {
             None => (None, false),
             Some(annotation) => {
-                match self.return_annotation_span(
-                    def.parameters.range.end().into(),
-                    annotation.end().into(),
-                ) {
+                match self.return_annotation_span(def.parameters.range.end().into(), annotation.end().into()) {
                     Some(span) => (Some(span), false),
                     None => (None, true),
                 }
             }
         };
-        let signature = Signature {
-            params: params_of(&def.parameters),
-            decorators,
-            returns,
-            returns_unresolved,
-        };
+        let signature = Signature { params: params_of(&def.parameters), decorators, returns, returns_unresolved };
         let index = self.open(Scope {
-            kind: ScopeKind::Function {
-                is_async: def.is_async,
-            },
+            kind: ScopeKind::Function { is_async: def.is_async },
             name: def.name.as_str().into(),
             parent: None,
             subtree_end: 0,
@@ -400,11 +355,7 @@ impl Builder<'_> {
         }
         let range = Span::of(lambda.range);
         let signature = Signature {
-            params: lambda
-                .parameters
-                .as_deref()
-                .map(params_of)
-                .unwrap_or_default(),
+            params: lambda.parameters.as_deref().map(params_of).unwrap_or_default(),
             ..Signature::default()
         };
         let index = self.open(Scope {
@@ -488,18 +439,9 @@ impl<'a> Visitor<'a> for Builder<'_> {
     fn visit_expr(&mut self, expr: &'a Expr) {
         self.nested(|this| match expr {
             Expr::Lambda(lambda) => this.lambda(lambda),
-            Expr::ListComp(c) => {
-                this.comprehension(ComprehensionKind::List, c.range, &[&c.elt], &c.generators)
-            }
-            Expr::SetComp(c) => {
-                this.comprehension(ComprehensionKind::Set, c.range, &[&c.elt], &c.generators)
-            }
-            Expr::Generator(c) => this.comprehension(
-                ComprehensionKind::Generator,
-                c.range,
-                &[&c.elt],
-                &c.generators,
-            ),
+            Expr::ListComp(c) => this.comprehension(ComprehensionKind::List, c.range, &[&c.elt], &c.generators),
+            Expr::SetComp(c) => this.comprehension(ComprehensionKind::Set, c.range, &[&c.elt], &c.generators),
+            Expr::Generator(c) => this.comprehension(ComprehensionKind::Generator, c.range, &[&c.elt], &c.generators),
             Expr::DictComp(c) => {
                 let mut elements: Vec<&Expr> = c.key.as_deref().into_iter().collect();
                 elements.push(&c.value);
@@ -527,17 +469,12 @@ fn params_of(parameters: &ast::Parameters) -> Vec<Param> {
         Param {
             name: p.name.as_str().into(),
             kind,
-            annotation: p
-                .annotation
-                .as_ref()
-                .map(|_| Span::new(p.name.range.end().into(), p.range.end().into())),
+            annotation: p.annotation.as_ref().map(|_| Span::new(p.name.range.end().into(), p.range.end().into())),
             default: default.map(|d| Span::of(d.range())),
         }
     }
     let with_defaults = |list: &[ast::ParameterWithDefault], kind: ParamKind| {
-        list.iter()
-            .map(move |p| param(&p.parameter, kind, p.default.as_deref()))
-            .collect::<Vec<_>>()
+        list.iter().map(move |p| param(&p.parameter, kind, p.default.as_deref())).collect::<Vec<_>>()
     };
     let mut params = with_defaults(&parameters.posonlyargs, ParamKind::PositionalOnly);
     params.extend(with_defaults(&parameters.args, ParamKind::Positional));

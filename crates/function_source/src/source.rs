@@ -59,11 +59,8 @@ pub(crate) struct VersionedSyntax {
 impl VersionedSyntax {
     fn of(error: &ruff_python_parser::UnsupportedSyntaxError) -> VersionedSyntax {
         let detected = error.to_string();
-        let worded = ruff_python_parser::UnsupportedSyntaxError {
-            target_version: RECEIVER_VERSION,
-            ..error.clone()
-        }
-        .to_string();
+        let worded = ruff_python_parser::UnsupportedSyntaxError { target_version: RECEIVER_VERSION, ..error.clone() }
+            .to_string();
         VersionedSyntax {
             span: Span::of(error.range()),
             message: worded.into_boxed_str(),
@@ -119,10 +116,7 @@ impl SourceFile {
     pub fn parse(name: impl Into<String>, text: &str) -> Result<SourceFile, Error> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if text.len() > MAX_SOURCE_BYTES {
-            return Err(Error::SourceTooLarge {
-                bytes: text.len(),
-                limit: MAX_SOURCE_BYTES,
-            });
+            return Err(Error::SourceTooLarge { bytes: text.len(), limit: MAX_SOURCE_BYTES });
         }
         let lines = LineIndex::new(text);
         let options = ParseOptions::from(Mode::Module).with_target_version(PARSE_VERSION);
@@ -130,20 +124,12 @@ impl SourceFile {
         let parsed = panic::catch_unwind(AssertUnwindSafe(|| {
             ruff_python_parser::parse_unchecked(text, options).try_into_module()
         }))
-        .map_err(|payload| Error::ParserFailure {
-            message: panic_message(payload.as_ref()),
-        })?
-        .ok_or_else(|| Error::ParserFailure {
-            message: "the parser did not return a module".to_owned(),
-        })?;
+        .map_err(|payload| Error::ParserFailure { message: panic_message(payload.as_ref()) })?
+        .ok_or_else(|| Error::ParserFailure { message: "the parser did not return a module".to_owned() })?;
 
         if let Some(error) = parsed.errors().first() {
             let at = lines.line_column(error.location.start().into());
-            return Err(Error::Syntax {
-                message: error.error.to_string(),
-                line: at.line,
-                column: at.column,
-            });
+            return Err(Error::Syntax { message: error.error.to_string(), line: at.line, column: at.column });
         }
 
         let table = scopes::build(parsed.syntax(), parsed.tokens());
@@ -153,17 +139,11 @@ impl SourceFile {
             // tree is leaked (once per parse, bounded by the file size) rather than risk
             // aborting the process.
             std::mem::forget(parsed);
-            return Err(Error::TooDeeplyNested {
-                depth: table.max_depth,
-            });
+            return Err(Error::TooDeeplyNested { depth: table.max_depth });
         }
 
         let future_imports = future_import_spans(&parsed.syntax().body);
-        let newer_syntax = parsed
-            .unsupported_syntax_errors()
-            .iter()
-            .map(VersionedSyntax::of)
-            .collect();
+        let newer_syntax = parsed.unsupported_syntax_errors().iter().map(VersionedSyntax::of).collect();
         let stack = table.max_depth.saturating_mul(DROP_STACK_PER_LEVEL) + 64 * 1024;
         stacker::maybe_grow(stack, stack, move || drop(parsed));
 
@@ -216,9 +196,7 @@ impl SourceFile {
     /// The byte offset of `position`, if it lies on a character boundary within a line.
     pub fn offset(&self, position: LineColumn) -> Option<u32> {
         let offset = self.lines.offset(position)?;
-        self.text
-            .is_char_boundary(offset as usize)
-            .then_some(offset)
+        self.text.is_char_boundary(offset as usize).then_some(offset)
     }
 
     /// Text of `line` (1-based) without its line break.
@@ -309,12 +287,11 @@ fn future_import_spans(body: &[Stmt]) -> Vec<Span> {
     for (i, stmt) in body.iter().enumerate() {
         match stmt {
             Stmt::Expr(expr) if i == 0 && expr.value.is_string_literal_expr() => {}
-            Stmt::ImportFrom(ast::StmtImportFrom {
-                module: Some(module),
-                level: 0,
-                range,
-                ..
-            }) if module.as_str() == "__future__" => spans.push(Span::of(*range)),
+            Stmt::ImportFrom(ast::StmtImportFrom { module: Some(module), level: 0, range, .. })
+                if module.as_str() == "__future__" =>
+            {
+                spans.push(Span::of(*range))
+            }
             _ => break,
         }
     }
@@ -366,9 +343,7 @@ mod tests {
     fn qualnames() {
         let src = "def f():\n    class C:\n        def m(self):\n            return lambda: [lambda: 1 for _ in ()]\n";
         let file = SourceFile::parse("q.py", src).unwrap();
-        let names: Vec<String> = (0..file.scopes.len() as u32)
-            .map(|i| file.qualname(i))
-            .collect();
+        let names: Vec<String> = (0..file.scopes.len() as u32).map(|i| file.qualname(i)).collect();
         assert_eq!(
             names,
             [

@@ -41,10 +41,10 @@ fn committed_dumps_match_this_interpreter_when_it_is_3_11() {
         let committed: Value = serde_json::from_str(&committed).unwrap();
         assert_eq!(committed["python"][1], 11, "{}", fixture.display());
         if is_311 {
-            let live: Value =
-                serde_json::from_str(&common::run_script("dump_codes.py", &[&fixture])).unwrap();
+            let live: Value = serde_json::from_str(&common::run_script("dump_codes.py", &[&fixture])).unwrap();
             assert_eq!(
-                committed["codes"], live["codes"],
+                committed["codes"],
+                live["codes"],
                 "{}: stale, regenerate with tests/python/dump_codes.py",
                 fixture.display()
             );

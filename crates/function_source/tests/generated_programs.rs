@@ -21,10 +21,7 @@ fn bytes(seed: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn generated_programs_rebuild_to_equal_code_objects() {
-    let count: u64 = std::env::var("FUNCTION_SOURCE_PROGRAMS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(150);
+    let count: u64 = std::env::var("FUNCTION_SOURCE_PROGRAMS").ok().and_then(|n| n.parse().ok()).unwrap_or(150);
     let scratch = common::scratch_dir("generated");
     let paths: Vec<_> = (0..count)
         .map(|seed| {
@@ -36,11 +33,6 @@ fn generated_programs_rebuild_to_equal_code_objects() {
     let outcome = common::roundtrip(&paths, &scratch);
     outcome.assert_all_rebuilt();
     // Most generated programs must be valid, or the test checks little.
-    assert!(
-        outcome.skipped * 4 < paths.len(),
-        "CPython rejected {} of {} programs",
-        outcome.skipped,
-        paths.len()
-    );
+    assert!(outcome.skipped * 4 < paths.len(), "CPython rejected {} of {} programs", outcome.skipped, paths.len());
     assert!(outcome.functions > paths.len(), "only {} functions", outcome.functions);
 }

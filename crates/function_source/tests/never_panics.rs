@@ -20,12 +20,7 @@ fn position() -> impl Strategy<Value = CodePosition> {
         option::of(column()),
         option::of(column()),
     )
-        .prop_map(|(line, end_line, column, end_column)| CodePosition {
-            line,
-            end_line,
-            column,
-            end_column,
-        })
+        .prop_map(|(line, end_line, column, end_column)| CodePosition { line, end_line, column, end_column })
 }
 
 fn name() -> impl Strategy<Value = String> {
@@ -49,19 +44,15 @@ fn query() -> impl Strategy<Value = CodeQuery> {
         option::of(vec(name(), 0..3)),
         vec(name(), 0..3),
     )
-        .prop_map(
-            |(name, qualname, first_line, arg_names, positions, nested_code_names, free_vars)| {
-                CodeQuery {
-                    name,
-                    qualname,
-                    first_line,
-                    arg_names,
-                    positions,
-                    nested_code_names,
-                    free_vars,
-                }
-            },
-        )
+        .prop_map(|(name, qualname, first_line, arg_names, positions, nested_code_names, free_vars)| CodeQuery {
+            name,
+            qualname,
+            first_line,
+            arg_names,
+            positions,
+            nested_code_names,
+            free_vars,
+        })
 }
 
 /// Every entry point, on whatever `locate` finds.
@@ -82,10 +73,51 @@ fn exercise(file: &SourceFile, query: &CodeQuery) {
 /// Fragments that make up Python-looking text, valid or not.
 fn fragment() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
-        "lambda", "def ", "async ", "class ", "f", "x", "é", " ", "\n", "\r\n", "\r", "\t",
-        "    ", "(", ")", "[", "]", "{", "}", ":", "=", ",", "@", "->", "'", "\"", "\"\"\"",
-        "\\", "\\\n", "#", "*", "**", "/", "for ", " in ", "if ", "else ", "global ", "return ",
-        "from __future__ import annotations\n", "\u{feff}", "\x0c", "\0", "match ", "case ",
+        "lambda",
+        "def ",
+        "async ",
+        "class ",
+        "f",
+        "x",
+        "é",
+        " ",
+        "\n",
+        "\r\n",
+        "\r",
+        "\t",
+        "    ",
+        "(",
+        ")",
+        "[",
+        "]",
+        "{",
+        "}",
+        ":",
+        "=",
+        ",",
+        "@",
+        "->",
+        "'",
+        "\"",
+        "\"\"\"",
+        "\\",
+        "\\\n",
+        "#",
+        "*",
+        "**",
+        "/",
+        "for ",
+        " in ",
+        "if ",
+        "else ",
+        "global ",
+        "return ",
+        "from __future__ import annotations\n",
+        "\u{feff}",
+        "\x0c",
+        "\0",
+        "match ",
+        "case ",
     ])
 }
 

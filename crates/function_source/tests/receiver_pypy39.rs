@@ -53,9 +53,7 @@ fn factories_compile_and_run_on_the_receiver() {
             .arg(&fixture)
             .arg(&entries_path)
             .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run receiver {receiver:?} (set FUNCTION_SOURCE_RECEIVER): {e}")
-            });
+            .unwrap_or_else(|e| panic!("cannot run receiver {receiver:?} (set FUNCTION_SOURCE_RECEIVER): {e}"));
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         let results: Value = serde_json::from_slice(&output.stdout).unwrap();
         for (i, problems) in results.as_array().unwrap().iter().enumerate() {

@@ -33,16 +33,8 @@ fn report(fixture: &std::path::Path) -> String {
             }
         };
         let (start, end) = (function.start(), function.end());
-        writeln!(
-            out,
-            "span {}:{}-{}:{} {:?}",
-            start.line,
-            start.column,
-            end.line,
-            end.column,
-            function.kind()
-        )
-        .unwrap();
+        writeln!(out, "span {}:{}-{}:{} {:?}", start.line, start.column, end.line, end.column, function.kind())
+            .unwrap();
         match function.neutralise() {
             Ok(n) => {
                 for d in &n.defaults {
@@ -59,8 +51,7 @@ fn report(fixture: &std::path::Path) -> String {
                     .unwrap();
                 }
                 for s in &n.newer_syntax {
-                    writeln!(out, "newer syntax at {}:{}: {}", s.start.line, s.start.column, s.message)
-                        .unwrap();
+                    writeln!(out, "newer syntax at {}:{}: {}", s.start.line, s.start.column, s.message).unwrap();
                 }
                 writeln!(out, "--- neutralised (lines {}-{})", n.first_line, n.last_line).unwrap();
                 out.push_str(&n.text);

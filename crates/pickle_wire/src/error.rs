@@ -19,7 +19,9 @@ impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             WireError::StrTooLarge => "serializing a string larger than 4 GiB requires pickle protocol 4 or higher",
-            WireError::BytesTooLarge => "serializing a bytes object larger than 4 GiB requires pickle protocol 4 or higher",
+            WireError::BytesTooLarge => {
+                "serializing a bytes object larger than 4 GiB requires pickle protocol 4 or higher"
+            }
             WireError::IntTooLarge => "int too large to pickle",
             WireError::MemoTooLarge => "memo id too large for LONG_BINPUT",
         })

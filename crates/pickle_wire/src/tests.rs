@@ -12,14 +12,8 @@ fn stream(proto: u8, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
 fn ints_match_cpython_encodings() {
     assert_eq!(stream(2, |w| w.int(-1)), b"\x80\x02J\xff\xff\xff\xff.");
     assert_eq!(stream(2, |w| w.int(255)), b"\x80\x02K\xff.");
-    assert_eq!(
-        stream(2, |w| w.int(1 << 31)),
-        b"\x80\x02\x8a\x05\x00\x00\x00\x80\x00."
-    );
-    assert_eq!(
-        stream(2, |w| w.int(-(1 << 31) - 1)),
-        b"\x80\x02\x8a\x05\xff\xff\xff\x7f\xff."
-    );
+    assert_eq!(stream(2, |w| w.int(1 << 31)), b"\x80\x02\x8a\x05\x00\x00\x00\x80\x00.");
+    assert_eq!(stream(2, |w| w.int(-(1 << 31) - 1)), b"\x80\x02\x8a\x05\xff\xff\xff\x7f\xff.");
     assert_eq!(stream(1, |w| w.int(1 << 31)), b"L2147483648L\n.");
     assert_eq!(stream(0, |w| w.int(-5)), b"I-5\n.");
 }
@@ -30,20 +24,14 @@ fn minimal_twos_complement_strips_sign_bytes() {
     assert_eq!(minimal_twos_complement(&(-1i64).to_le_bytes()), b"\xff");
     assert_eq!(minimal_twos_complement(&128i64.to_le_bytes()), b"\x80\x00");
     assert_eq!(minimal_twos_complement(&(-128i64).to_le_bytes()), b"\x80");
-    assert_eq!(
-        minimal_twos_complement(&(-129i64).to_le_bytes()),
-        b"\x7f\xff"
-    );
+    assert_eq!(minimal_twos_complement(&(-129i64).to_le_bytes()), b"\x7f\xff");
 }
 
 #[test]
 fn protocol0_unicode_escapes_like_pickle_c() {
     let s = "\r\0\x1a\\ \n\u{80}\u{100}\u{10000}";
     let out = stream(0, |w| w.unicode_text(s.chars().map(u32::from)));
-    assert_eq!(
-        out,
-        b"V\\u000d\\u0000\\u001a\\u005c \\u000a\x80\\u0100\\U00010000\n.".to_vec()
-    );
+    assert_eq!(out, b"V\\u000d\\u0000\\u001a\\u005c \\u000a\x80\\u0100\\U00010000\n.".to_vec());
 }
 
 #[test]
@@ -80,8 +68,7 @@ fn serde_pickle_reads_a_list_of_ints() {
             }
             w.op(opcodes::APPENDS);
         });
-        let value: Vec<i64> =
-            serde_pickle::from_slice(&out, Default::default()).unwrap_or_else(|e| panic!("{e}"));
+        let value: Vec<i64> = serde_pickle::from_slice(&out, Default::default()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(value, vec![1, -2, 70000, 1 << 40], "protocol {proto}");
     }
 }
@@ -124,20 +111,11 @@ fn int_boundaries() {
     assert_eq!(body(1, |w| w.int(256)), b"M\x00\x01");
     assert_eq!(body(1, |w| w.int(65535)), b"M\xff\xff");
     assert_eq!(body(1, |w| w.int(65536)), b"J\x00\x00\x01\x00");
-    assert_eq!(
-        body(1, |w| w.int(i64::from(i32::MIN))),
-        b"J\x00\x00\x00\x80"
-    );
+    assert_eq!(body(1, |w| w.int(i64::from(i32::MIN))), b"J\x00\x00\x00\x80");
     assert_eq!(body(0, |w| w.int(i64::from(i32::MAX))), b"I2147483647\n");
     assert_eq!(body(0, |w| w.int(i64::MIN)), b"L-9223372036854775808L\n");
-    assert_eq!(
-        body(2, |w| w.int(i64::MIN)),
-        b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80"
-    );
-    assert_eq!(
-        body(2, |w| w.int(i64::MAX)),
-        b"\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f"
-    );
+    assert_eq!(body(2, |w| w.int(i64::MIN)), b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80");
+    assert_eq!(body(2, |w| w.int(i64::MAX)), b"\x8a\x08\xff\xff\xff\xff\xff\xff\xff\x7f");
     // LONG4 from 256 bytes of payload on.
     let le = vec![0x11u8; 256];
     let out = body(2, |w| w.long_le_bytes(&le).unwrap_or_else(|e| panic!("{e}")));
@@ -148,14 +126,8 @@ fn int_boundaries() {
 
 #[test]
 fn floats() {
-    assert_eq!(
-        body(1, |w| w.binfloat(1.5)),
-        b"G?\xf8\x00\x00\x00\x00\x00\x00"
-    );
-    assert_eq!(
-        body(1, |w| w.binfloat(-0.0)),
-        b"G\x80\x00\x00\x00\x00\x00\x00\x00"
-    );
+    assert_eq!(body(1, |w| w.binfloat(1.5)), b"G?\xf8\x00\x00\x00\x00\x00\x00");
+    assert_eq!(body(1, |w| w.binfloat(-0.0)), b"G\x80\x00\x00\x00\x00\x00\x00\x00");
     assert_eq!(body(0, |w| w.float_text(b"1e+16")), b"F1e+16\n");
 }
 
@@ -163,23 +135,13 @@ fn floats() {
 fn str_headers_choose_by_length_and_protocol() {
     assert_eq!(body(4, |w| ok(w.unicode(b"ab"))), b"\x8c\x02ab");
     assert_eq!(body(3, |w| ok(w.unicode(b"ab"))), b"X\x02\x00\x00\x00ab");
-    assert_eq!(
-        &body(4, |w| ok(w.unicode(&[b'a'; 256])))[..5],
-        b"X\x00\x01\x00\x00"
-    );
+    assert_eq!(&body(4, |w| ok(w.unicode(&[b'a'; 256])))[..5], b"X\x00\x01\x00\x00");
     // Headers only: no 4 GiB allocation needed to check the large cases.
     let huge = 1usize << 32;
-    assert_eq!(
-        Writer::new(3).unicode_header(huge),
-        Err(WireError::StrTooLarge)
-    );
+    assert_eq!(Writer::new(3).unicode_header(huge), Err(WireError::StrTooLarge));
     assert_eq!(Writer::new(3).unicode_header(huge - 1).map(|_| ()), Ok(()));
     let mut w = Writer::new(4);
-    assert_eq!(
-        w.unicode_header(huge),
-        Ok(Payload::Inline),
-        "framing is off until start()"
-    );
+    assert_eq!(w.unicode_header(huge), Ok(Payload::Inline), "framing is off until start()");
     assert_eq!(w.as_bytes(), b"\x8d\x00\x00\x00\x00\x01\x00\x00\x00");
 }
 
@@ -187,22 +149,13 @@ fn str_headers_choose_by_length_and_protocol() {
 fn bytes_headers_choose_by_length_and_protocol() {
     assert_eq!(body(3, |w| ok(w.bytes(b""))), b"C\x00");
     assert_eq!(body(3, |w| ok(w.bytes(&[1; 255])))[..2], *b"C\xff");
-    assert_eq!(
-        body(3, |w| ok(w.bytes(&[1; 256])))[..5],
-        *b"B\x00\x01\x00\x00"
-    );
+    assert_eq!(body(3, |w| ok(w.bytes(&[1; 256])))[..5], *b"B\x00\x01\x00\x00");
     let huge = 1usize << 32;
-    assert_eq!(
-        Writer::new(3).bytes_header(huge),
-        Err(WireError::BytesTooLarge)
-    );
+    assert_eq!(Writer::new(3).bytes_header(huge), Err(WireError::BytesTooLarge));
     let mut w = Writer::new(4);
     assert_eq!(w.bytes_header(huge), Ok(Payload::Inline));
     assert_eq!(w.as_bytes(), b"\x8e\x00\x00\x00\x00\x01\x00\x00\x00");
-    assert_eq!(
-        body(5, |w| w.bytearray(b"ab")),
-        b"\x96\x02\x00\x00\x00\x00\x00\x00\x00ab"
-    );
+    assert_eq!(body(5, |w| w.bytearray(b"ab")), b"\x96\x02\x00\x00\x00\x00\x00\x00\x00ab");
 }
 
 #[test]
@@ -213,25 +166,12 @@ fn memo_indices_per_protocol() {
     assert_eq!(body(1, |w| ok(w.memo_put(256))), b"r\x00\x01\x00\x00");
     assert_eq!(body(3, |w| ok(w.memo_get(255))), b"h\xff");
     assert_eq!(body(3, |w| ok(w.memo_get(256))), b"j\x00\x01\x00\x00");
-    assert_eq!(
-        body(3, |w| ok(w.memo_get(0xffff_ffff))),
-        b"j\xff\xff\xff\xff"
-    );
+    assert_eq!(body(3, |w| ok(w.memo_get(0xffff_ffff))), b"j\xff\xff\xff\xff");
     assert_eq!(body(4, |w| ok(w.memo_put(100_000))), b"\x94");
     assert_eq!(body(4, |w| ok(w.memo_get(100_000))), b"j\xa0\x86\x01\x00");
-    assert_eq!(
-        Writer::new(3).memo_put(1 << 32),
-        Err(WireError::MemoTooLarge)
-    );
-    assert_eq!(
-        Writer::new(5).memo_get(1 << 32),
-        Err(WireError::MemoTooLarge)
-    );
-    assert_eq!(
-        Writer::new(5).memo_put(1 << 32),
-        Ok(()),
-        "MEMOIZE has no index to overflow"
-    );
+    assert_eq!(Writer::new(3).memo_put(1 << 32), Err(WireError::MemoTooLarge));
+    assert_eq!(Writer::new(5).memo_get(1 << 32), Err(WireError::MemoTooLarge));
+    assert_eq!(Writer::new(5).memo_put(1 << 32), Ok(()), "MEMOIZE has no index to overflow");
 }
 
 #[test]
@@ -269,17 +209,10 @@ fn empty_containers_and_tuples() {
     for proto in 0..=HIGHEST_PROTOCOL {
         let w = Writer::new(proto);
         for len in 1..=5 {
-            assert_eq!(
-                w.tuple_uses_mark(len),
-                proto < 2 || len > 3,
-                "proto {proto} len {len}"
-            );
+            assert_eq!(w.tuple_uses_mark(len), proto < 2 || len > 3, "proto {proto} len {len}");
         }
     }
-    assert_eq!(
-        body(2, |w| (1..=4).for_each(|n| w.tuple_end(n))),
-        b"\x85\x86\x87t"
-    );
+    assert_eq!(body(2, |w| (1..=4).for_each(|n| w.tuple_end(n))), b"\x85\x86\x87t");
     assert_eq!(body(1, |w| w.tuple_end(2)), b"t");
     // A tuple found in the memo after its items: the items are dropped.
     assert_eq!(body(2, |w| w.discard_tuple_items(2, false)), b"00");
@@ -298,15 +231,9 @@ fn frames_commit_at_the_target_and_report_it() {
         if w.opcode_boundary() {
             commits += 1;
             // A committed frame sits at the end of the buffer, header filled in.
-            assert_eq!(
-                written, FRAME_SIZE_TARGET,
-                "commit exactly when the frame reaches the target"
-            );
+            assert_eq!(written, FRAME_SIZE_TARGET, "commit exactly when the frame reaches the target");
             assert_eq!(w.as_bytes()[2], opcodes::FRAME);
-            assert_eq!(
-                &w.as_bytes()[3..11],
-                &(FRAME_SIZE_TARGET as u64).to_le_bytes()
-            );
+            assert_eq!(&w.as_bytes()[3..11], &(FRAME_SIZE_TARGET as u64).to_le_bytes());
             assert_eq!(w.len(), 2 + 9 + FRAME_SIZE_TARGET);
             w.clear(); // a file-backed pickler flushed it
             assert!(w.is_empty());
@@ -344,11 +271,7 @@ fn payload_bypass_reports_and_reopens_frames() {
     // The frame holding NONE was too small to keep its header; the big header is unframed.
     assert_eq!(w.as_bytes(), b"\x80\x04NB\x00\x00\x01\x00");
     w.payload(&vec![0u8; big]);
-    assert_eq!(
-        ok(w.bytes_header(big - 1)),
-        Payload::Inline,
-        "just under the target stays framed"
-    );
+    assert_eq!(ok(w.bytes_header(big - 1)), Payload::Inline, "just under the target stays framed");
 }
 
 /// A buffer with a fixed room: a write that does not fit drops everything held, as the Python

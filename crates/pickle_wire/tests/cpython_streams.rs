@@ -32,10 +32,7 @@ fn hex(s: &str) -> Vec<u8> {
     if s == "-" {
         return Vec::new();
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
 /// `hex` or `hex*count`.
@@ -51,24 +48,16 @@ fn ids(args: &[&str]) -> Vec<usize> {
 }
 
 fn parse_node(graph: &mut Graph, kind: &str, args: &[&str]) -> Node {
-    let range = |a: &[&str]| -> std::ops::Range<i64> {
-        a[0].parse().expect("start")..a[1].parse().expect("stop")
-    };
+    let range = |a: &[&str]| -> std::ops::Range<i64> { a[0].parse().expect("start")..a[1].parse().expect("stop") };
     match kind {
         "N" => Node::None,
         "T" => Node::Bool(true),
         "F" => Node::Bool(false),
         "I" => Node::Int(args[0].parse().expect("int")),
-        "L" => Node::BigInt {
-            le: hex(args[0]),
-            decimal: args[1].to_owned(),
-        },
+        "L" => Node::BigInt { le: hex(args[0]), decimal: args[1].to_owned() },
         "D" => {
             let bits: [u8; 8] = hex(args[0]).try_into().expect("8 bytes");
-            Node::Float {
-                value: f64::from_be_bytes(bits),
-                repr: args[1].to_owned(),
-            }
+            Node::Float { value: f64::from_be_bytes(bits), repr: args[1].to_owned() }
         }
         "S" => Node::Str(packed(args[0])),
         "B" => Node::Bytes(packed(args[0])),
@@ -80,16 +69,8 @@ fn parse_node(graph: &mut Graph, kind: &str, args: &[&str]) -> Node {
         "d" => Node::Dict(ids(args).chunks(2).map(|kv| (kv[0], kv[1])).collect()),
         // Compact forms for large containers of small ints (atoms get a node per occurrence).
         "R" => Node::List(range(args).map(|i| graph.add(Node::Int(i))).collect()),
-        "RS" => Node::Set(
-            args.iter()
-                .map(|a| graph.add(Node::Int(a.parse().expect("int"))))
-                .collect(),
-        ),
-        "RD" => Node::Dict(
-            range(args)
-                .map(|i| (graph.add(Node::Int(i)), graph.add(Node::Int(i))))
-                .collect(),
-        ),
+        "RS" => Node::Set(args.iter().map(|a| graph.add(Node::Int(a.parse().expect("int")))).collect()),
+        "RD" => Node::Dict(range(args).map(|i| (graph.add(Node::Int(i)), graph.add(Node::Int(i)))).collect()),
         other => panic!("unknown node kind {other}"),
     }
 }
@@ -100,27 +81,16 @@ fn cases() -> Vec<Case> {
     // Node ids in the fixture are positions; compact forms append extra nodes at the end, so the
     // fixture's nodes are parsed into their slots first and compact children go after them.
     let mut pending: Vec<(usize, String, Vec<String>)> = Vec::new();
-    for line in FIXTURE
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-    {
+    for line in FIXTURE.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let words: Vec<&str> = line.split(' ').collect();
         match words[0] {
             "case" => {
-                current = Some(Case {
-                    name: words[1].to_owned(),
-                    graph: Graph::default(),
-                    expects: Vec::new(),
-                });
+                current = Some(Case { name: words[1].to_owned(), graph: Graph::default(), expects: Vec::new() });
                 pending.clear();
             }
             "node" => {
                 let id: usize = words[1].parse().expect("id");
-                pending.push((
-                    id,
-                    words[2].to_owned(),
-                    words[3..].iter().map(|s| (*s).to_owned()).collect(),
-                ));
+                pending.push((id, words[2].to_owned(), words[3..].iter().map(|s| (*s).to_owned()).collect()));
             }
             "root" => {
                 let case = current.as_mut().expect("case");
@@ -153,10 +123,7 @@ fn cases() -> Vec<Case> {
 }
 
 fn first_difference(a: &[u8], b: &[u8]) -> usize {
-    a.iter()
-        .zip(b)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.len().min(b.len()))
+    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
 }
 
 #[test]
@@ -180,11 +147,7 @@ fn writer_matches_the_c_pickler_byte_for_byte() {
                     at,
                     e.bytes
                         .as_deref()
-                        .map(|t| format!(
-                            "ours:\n{}theirs:\n{}",
-                            disassemble(&ours, 40),
-                            disassemble(t, 40)
-                        ))
+                        .map(|t| format!("ours:\n{}theirs:\n{}", disassemble(&ours, 40), disassemble(t, 40)))
                         .unwrap_or_default()
                 ));
             }
@@ -195,12 +158,7 @@ fn writer_matches_the_c_pickler_byte_for_byte() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} mismatches:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
 }
 
 #[test]

@@ -12,19 +12,10 @@ use serde_pickle::{DeOptions, Value};
 
 fn check_all_protocols(graph: &Graph) -> Result<(), TestCaseError> {
     for proto in needs_protocol(graph)..=HIGHEST_PROTOCOL {
-        let data =
-            MiniPickler::dumps(graph, proto).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let value = serde_pickle::value_from_slice(&data, DeOptions::new()).map_err(|e| {
-            TestCaseError::fail(format!(
-                "protocol {proto}: serde-pickle refused the stream: {e}"
-            ))
-        })?;
-        prop_assert_eq!(
-            from_serde(&value),
-            expected(graph, graph.root, proto),
-            "protocol {}",
-            proto
-        );
+        let data = MiniPickler::dumps(graph, proto).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let value = serde_pickle::value_from_slice(&data, DeOptions::new())
+            .map_err(|e| TestCaseError::fail(format!("protocol {proto}: serde-pickle refused the stream: {e}")))?;
+        prop_assert_eq!(from_serde(&value), expected(graph, graph.root, proto), "protocol {}", proto);
     }
     Ok(())
 }
@@ -34,20 +25,14 @@ fn check_all_protocols(graph: &Graph) -> Result<(), TestCaseError> {
 fn int(g: &mut Graph, i: i128) -> usize {
     match i64::try_from(i) {
         Ok(small) => g.add(Node::Int(small)),
-        Err(_) => g.add(Node::BigInt {
-            le: i.to_le_bytes().to_vec(),
-            decimal: i.to_string(),
-        }),
+        Err(_) => g.add(Node::BigInt { le: i.to_le_bytes().to_vec(), decimal: i.to_string() }),
     }
 }
 
 fn float(g: &mut Graph, f: f64) -> usize {
     // `{:?}` is the shortest text that reads back exactly ("1e16", "inf", "NaN"), which is what
     // protocol 0 needs from a repr; Python's float() reads these spellings too.
-    g.add(Node::Float {
-        value: f,
-        repr: format!("{f:?}"),
-    })
+    g.add(Node::Float { value: f, repr: format!("{f:?}") })
 }
 
 fn string(g: &mut Graph, s: &str) -> usize {
@@ -79,29 +64,10 @@ fn serde_pickle_reads_fixed_values() {
     ] {
         items.push(int(&mut g, i));
     }
-    for f in [
-        0.0,
-        -0.0,
-        1.5,
-        0.1,
-        1e16,
-        1e-300,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::MAX,
-        f64::MIN_POSITIVE,
-    ] {
+    for f in [0.0, -0.0, 1.5, 0.1, 1e16, 1e-300, f64::INFINITY, f64::NEG_INFINITY, f64::MAX, f64::MIN_POSITIVE] {
         items.push(float(&mut g, f));
     }
-    for s in [
-        "",
-        "a",
-        "héllo",
-        "€uro",
-        "line\nbreak\r\0\u{1a}\\",
-        "\u{10ffff}",
-        &"x".repeat(300),
-    ] {
+    for s in ["", "a", "héllo", "€uro", "line\nbreak\r\0\u{1a}\\", "\u{10ffff}", &"x".repeat(300)] {
         items.push(string(&mut g, s));
     }
     items.push(g.add(Node::None));
@@ -166,16 +132,7 @@ fn any_int() -> impl Strategy<Value = i128> {
         any::<i32>().prop_map(i128::from),
         any::<i64>().prop_map(i128::from),
         any::<i128>(),
-        prop::sample::select(vec![
-            255i128,
-            256,
-            65535,
-            65536,
-            1 << 31,
-            -(1 << 31) - 1,
-            1 << 63,
-            -(1 << 63) - 1
-        ]),
+        prop::sample::select(vec![255i128, 256, 65535, 65536, 1 << 31, -(1 << 31) - 1, 1 << 63, -(1 << 63) - 1]),
     ]
 }
 
@@ -185,15 +142,8 @@ fn tree() -> impl Strategy<Value = Tree> {
         any::<bool>().prop_map(Tree::Bool),
         any_int().prop_map(Tree::Int),
         any::<f64>().prop_map(Tree::Float),
-        prop::sample::select(vec![
-            f64::NAN,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            -0.0,
-            1e16,
-            5e-324
-        ])
-        .prop_map(Tree::Float),
+        prop::sample::select(vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e16, 5e-324])
+            .prop_map(Tree::Float),
         any::<String>().prop_map(Tree::Str),
         "[a-z\\\\\n\r\u{0}\u{1a}é€😀]{0,300}".prop_map(Tree::Str),
         prop::collection::vec(any::<u8>(), 0..300).prop_map(Tree::Bytes),
@@ -202,10 +152,8 @@ fn tree() -> impl Strategy<Value = Tree> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..8).prop_map(Tree::List),
             prop::collection::vec(inner.clone(), 0..5).prop_map(Tree::Tuple),
-            prop::collection::btree_map("[a-z]{0,6}", inner, 0..6)
-                .prop_map(|m| Tree::Dict(m.into_iter().collect())),
-            prop::collection::btree_set(any::<i64>(), 0..20)
-                .prop_map(|s| Tree::Set(s.into_iter().collect())),
+            prop::collection::btree_map("[a-z]{0,6}", inner, 0..6).prop_map(|m| Tree::Dict(m.into_iter().collect())),
+            prop::collection::btree_set(any::<i64>(), 0..20).prop_map(|s| Tree::Set(s.into_iter().collect())),
         ]
     })
 }
@@ -235,10 +183,7 @@ fn build(g: &mut Graph, t: &Tree, strings: &mut Vec<(String, usize)>) -> usize {
             g.add(Node::Tuple(ids))
         }
         Tree::Dict(items) => {
-            let ids = items
-                .iter()
-                .map(|(k, v)| (string(g, k), build(g, v, strings)))
-                .collect();
+            let ids = items.iter().map(|(k, v)| (string(g, k), build(g, v, strings))).collect();
             g.add(Node::Dict(ids))
         }
         Tree::Set(items) => {

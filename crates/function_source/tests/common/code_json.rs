@@ -5,12 +5,7 @@ use function_source::{CodePosition, CodeQuery};
 use serde_json::Value;
 
 fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect()
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
 }
 
 fn number(value: &Value) -> Option<u32> {

@@ -37,14 +37,8 @@ pub fn run_script(script: &str, args: &[&Path]) -> String {
         .arg(crate_dir().join("tests/python").join(script))
         .args(args)
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run python3 (set FUNCTION_SOURCE_PYTHON to a CPython 3.11+): {e}")
-        });
-    assert!(
-        output.status.success(),
-        "{script} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .unwrap_or_else(|e| panic!("cannot run python3 (set FUNCTION_SOURCE_PYTHON to a CPython 3.11+): {e}"));
+    assert!(output.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -60,20 +54,16 @@ pub fn parse_dump(json: &str) -> Vec<CodeRecord> {
 }
 
 fn records(codes: &Value) -> Vec<CodeRecord> {
-    codes
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|code| CodeRecord { query: code_json::query(code) })
-        .collect()
+    codes.as_array().unwrap().iter().map(|code| CodeRecord { query: code_json::query(code) }).collect()
 }
 
 /// What a fixture's committed `.codes.json` (CPython 3.11 output) holds.
 pub fn committed_dump(fixture: &Path) -> Vec<CodeRecord> {
     let path = fixture.with_extension("codes.json");
-    parse_dump(&std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; regenerate with tests/python/dump_codes.py", path.display())
-    }))
+    parse_dump(
+        &std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; regenerate with tests/python/dump_codes.py", path.display())),
+    )
 }
 
 /// What a round trip through CPython found.
@@ -155,8 +145,7 @@ pub fn roundtrip(paths: &[PathBuf], scratch: &Path) -> Outcome {
     }
     let factories_path = scratch.join("factories.json");
     std::fs::write(&factories_path, Value::Array(factories).to_string()).unwrap();
-    let results: Value =
-        serde_json::from_str(&run_script("check_factories.py", &[&factories_path])).unwrap();
+    let results: Value = serde_json::from_str(&run_script("check_factories.py", &[&factories_path])).unwrap();
     for result in results.as_array().unwrap() {
         let candidates = result["candidates"].as_array().unwrap();
         if !candidates.iter().any(|problems| problems.as_array().unwrap().is_empty()) {

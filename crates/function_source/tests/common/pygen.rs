@@ -42,14 +42,7 @@ const VARIABLES: &[&str] = &["a", "b", "x", "k", "__p", "é", "self", "_"];
 const FUNCTIONS: &[&str] = &["f", "g", "h", "__m", "ünï", "outer", "make"];
 const CLASSES: &[&str] = &["C", "D", "_E", "__F"];
 const INDENTS: &[&str] = &["    ", "\t", "  ", " "];
-const STRINGS: &[&str] = &[
-    "'lambda: x'",
-    "\"a:b\"",
-    "'é # not a comment'",
-    "'''multi\nline'''",
-    "b'bytes'",
-    "'ü'",
-];
+const STRINGS: &[&str] = &["'lambda: x'", "\"a:b\"", "'é # not a comment'", "'''multi\nline'''", "b'bytes'", "'ü'"];
 
 /// A random program from `bytes`.
 pub fn program(bytes: &[u8]) -> String {
@@ -158,16 +151,9 @@ fn parameters(c: &mut Choices, indent: &str, depth: usize, annotated: bool) -> S
     let mut parts = Vec::new();
     let defaults_from = c.below(names.len() + 1);
     for (i, name) in names.iter().enumerate() {
-        let annotation = if annotated && c.chance(3) {
-            format!(": {}", atom(c, indent, depth + 2))
-        } else {
-            String::new()
-        };
-        let default = if i >= defaults_from {
-            format!(" = {}", expr(c, indent, depth + 2))
-        } else {
-            String::new()
-        };
+        let annotation =
+            if annotated && c.chance(3) { format!(": {}", atom(c, indent, depth + 2)) } else { String::new() };
+        let default = if i >= defaults_from { format!(" = {}", expr(c, indent, depth + 2)) } else { String::new() };
         parts.push(format!("{name}{annotation}{default}"));
     }
     if c.chance(4) {
@@ -193,9 +179,7 @@ fn expr(c: &mut Choices, indent: &str, depth: usize) -> String {
         7 => format!("f({}, key={})", expr(c, indent, d), expr(c, indent, d)),
         8 => format!("[{}, {}]", expr(c, indent, d), expr(c, indent, d)),
         9 => {
-            let (open, close) = *[("[", "]"), ("{", "}"), ("(", ")")]
-                .get(c.below(3))
-                .unwrap_or(&("[", "]"));
+            let (open, close) = *[("[", "]"), ("{", "}"), ("(", ")")].get(c.below(3)).unwrap_or(&("[", "]"));
             let element = expr(c, indent, d);
             let target = c.pick(VARIABLES);
             let iterable = atom(c, indent, d);

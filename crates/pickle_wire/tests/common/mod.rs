@@ -57,10 +57,8 @@ impl Graph {
 
 /// Whether the node is one the pickler memoizes (atoms and the empty tuple are not).
 fn memoized(node: &Node) -> bool {
-    !matches!(
-        node,
-        Node::None | Node::Bool(_) | Node::Int(_) | Node::BigInt { .. } | Node::Float { .. }
-    ) && *node != Node::Tuple(Vec::new())
+    !matches!(node, Node::None | Node::Bool(_) | Node::Int(_) | Node::BigInt { .. } | Node::Float { .. })
+        && *node != Node::Tuple(Vec::new())
 }
 
 /// The code points of "surrogatepass" UTF-8 (which `str::from_utf8` refuses when it holds
@@ -97,11 +95,7 @@ pub struct MiniPickler<'g> {
 
 impl<'g> MiniPickler<'g> {
     pub fn new(graph: &'g Graph, proto: u8) -> Self {
-        MiniPickler {
-            w: Writer::new(proto),
-            graph,
-            memo: HashMap::new(),
-        }
+        MiniPickler { w: Writer::new(proto), graph, memo: HashMap::new() }
     }
 
     /// The whole stream for the graph's root.
@@ -171,10 +165,7 @@ impl<'g> MiniPickler<'g> {
                 self.memoize(id)
             }
             Node::Bytes(data) => {
-                assert!(
-                    self.proto() >= 3,
-                    "bytes reduce through _codecs below protocol 3"
-                );
+                assert!(self.proto() >= 3, "bytes reduce through _codecs below protocol 3");
                 self.w.bytes(data)?;
                 self.memoize(id)
             }
@@ -327,15 +318,10 @@ pub fn from_serde(v: &Value) -> Norm {
         Value::List(items) => Norm::List(items.iter().map(from_serde).collect()),
         Value::Tuple(items) => Norm::Tuple(items.iter().map(from_serde).collect()),
         Value::Set(items) => Norm::Set(sorted(items.iter().map(from_hashable).collect())),
-        Value::FrozenSet(items) => {
-            Norm::FrozenSet(sorted(items.iter().map(from_hashable).collect()))
+        Value::FrozenSet(items) => Norm::FrozenSet(sorted(items.iter().map(from_hashable).collect())),
+        Value::Dict(items) => {
+            Norm::Dict(sorted(items.iter().map(|(k, v)| (from_hashable(k), from_serde(v))).collect()))
         }
-        Value::Dict(items) => Norm::Dict(sorted(
-            items
-                .iter()
-                .map(|(k, v)| (from_hashable(k), from_serde(v)))
-                .collect(),
-        )),
     }
 }
 
@@ -351,11 +337,9 @@ pub fn expected(graph: &Graph, id: usize, proto: u8) -> Norm {
         Node::Bool(b) => Norm::Bool(*b),
         Node::Int(i) => Norm::Int(i.to_string()),
         Node::BigInt { decimal, .. } => Norm::Int(decimal.clone()),
-        Node::Float { value, repr } => Norm::Float(if proto == 0 {
-            repr.parse::<f64>().expect("repr").to_bits()
-        } else {
-            value.to_bits()
-        }),
+        Node::Float { value, repr } => {
+            Norm::Float(if proto == 0 { repr.parse::<f64>().expect("repr").to_bits() } else { value.to_bits() })
+        }
         Node::Str(s) => Norm::Str(String::from_utf8(s.clone()).expect("no surrogates here")),
         Node::Bytes(b) | Node::ByteArray(b) => Norm::Bytes(b.clone()),
         Node::List(items) => Norm::List(items.iter().map(e).collect()),
@@ -473,10 +457,7 @@ pub struct Op {
 }
 
 fn take<'a>(data: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], String> {
-    let end = pos
-        .checked_add(n)
-        .filter(|&e| e <= data.len())
-        .ok_or_else(|| format!("truncated at {}", *pos))?;
+    let end = pos.checked_add(n).filter(|&e| e <= data.len()).ok_or_else(|| format!("truncated at {}", *pos))?;
     let out = &data[*pos..end];
     *pos = end;
     Ok(out)
@@ -484,10 +465,7 @@ fn take<'a>(data: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], Strin
 
 fn line<'a>(data: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
     let rest = &data[*pos..];
-    let n = rest
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| format!("unterminated line at {}", *pos))?;
+    let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| format!("unterminated line at {}", *pos))?;
     *pos += n + 1;
     Ok(&rest[..n])
 }
@@ -495,11 +473,7 @@ fn line<'a>(data: &'a [u8], pos: &mut usize) -> Result<&'a [u8], String> {
 fn render(bytes: &[u8], text: bool) -> String {
     const SHOW: usize = 24;
     let shown = &bytes[..bytes.len().min(SHOW)];
-    let more = if bytes.len() > SHOW {
-        format!("... ({} bytes)", bytes.len())
-    } else {
-        String::new()
-    };
+    let more = if bytes.len() > SHOW { format!("... ({} bytes)", bytes.len()) } else { String::new() };
     if text {
         format!("{:?}{more}", String::from_utf8_lossy(shown))
     } else {
@@ -521,8 +495,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<Op>, String> {
     loop {
         let start = pos;
         let code = *take(data, &mut pos, 1)?.first().ok_or("empty")?;
-        let (name, kind) =
-            describe(code).ok_or_else(|| format!("unknown opcode 0x{code:02x} at {start}"))?;
+        let (name, kind) = describe(code).ok_or_else(|| format!("unknown opcode 0x{code:02x} at {start}"))?;
         let mut frame_len = None;
         let arg = match kind {
             Arg::None => String::new(),
@@ -550,13 +523,9 @@ pub fn decode(data: &[u8]) -> Result<Vec<Op>, String> {
                     Arg::Len4 => 4,
                     _ => 8,
                 };
-                let n =
-                    usize::try_from(u64_le(take(data, &mut pos, width)?)).map_err(|_| "length")?;
+                let n = usize::try_from(u64_le(take(data, &mut pos, width)?)).map_err(|_| "length")?;
                 let payload = take(data, &mut pos, n)?;
-                let text = matches!(
-                    code,
-                    op::BINUNICODE | op::SHORT_BINUNICODE | op::BINUNICODE8
-                );
+                let text = matches!(code, op::BINUNICODE | op::SHORT_BINUNICODE | op::BINUNICODE8);
                 if matches!(code, op::LONG1 | op::LONG4) {
                     format!("{n} bytes {}", render(payload, false))
                 } else {
@@ -564,13 +533,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<Op>, String> {
                 }
             }
         };
-        ops.push(Op {
-            pos: start,
-            code,
-            name,
-            arg,
-            frame_len,
-        });
+        ops.push(Op { pos: start, code, name, arg, frame_len });
         if code == op::STOP {
             if pos != data.len() {
                 return Err(format!("{} bytes after STOP", data.len() - pos));
@@ -603,40 +566,22 @@ pub fn disassemble(data: &[u8], max_lines: usize) -> String {
 /// are allowed (they bypass framing).
 pub fn check_frames(data: &[u8]) -> Result<(), String> {
     let ops = decode(data)?;
-    let boundaries: Vec<usize> = ops
-        .iter()
-        .map(|o| o.pos)
-        .chain(std::iter::once(data.len()))
-        .collect();
+    let boundaries: Vec<usize> = ops.iter().map(|o| o.pos).chain(std::iter::once(data.len())).collect();
     for o in &ops {
         if let Some(n) = o.frame_len {
             let start = o.pos + 9;
-            let end = start
-                .checked_add(usize::try_from(n).map_err(|_| "frame length")?)
-                .ok_or("frame overflow")?;
+            let end = start.checked_add(usize::try_from(n).map_err(|_| "frame length")?).ok_or("frame overflow")?;
             if end > data.len() {
                 return Err(format!("frame at {} runs past the end", o.pos));
             }
             if !boundaries.contains(&end) {
-                return Err(format!(
-                    "frame at {} ends inside an opcode (at {end})",
-                    o.pos
-                ));
+                return Err(format!("frame at {} ends inside an opcode (at {end})", o.pos));
             }
             if n < 4 {
-                return Err(format!(
-                    "frame at {} holds {n} bytes: should have lost its header",
-                    o.pos
-                ));
+                return Err(format!("frame at {} holds {n} bytes: should have lost its header", o.pos));
             }
-            if let Some(nested) = ops
-                .iter()
-                .find(|x| x.pos > o.pos && x.pos < end && x.frame_len.is_some())
-            {
-                return Err(format!(
-                    "frame at {} contains another frame at {}",
-                    o.pos, nested.pos
-                ));
+            if let Some(nested) = ops.iter().find(|x| x.pos > o.pos && x.pos < end && x.frame_len.is_some()) {
+                return Err(format!("frame at {} contains another frame at {}", o.pos, nested.pos));
             }
         }
     }
@@ -661,7 +606,5 @@ pub fn strip_frames(data: &[u8]) -> Result<Vec<u8>, String> {
 
 /// FNV-1a 64, as the fixture generator computes it for streams too large to store.
 pub fn fnv1a64(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
