@@ -1379,5 +1379,69 @@ S("bom_file_unicode_class_enum_super_metaclass", """
   expect=["aé", "ü", "E:E.A", ["meta", 3]], encoding="utf-8-sig")
 
 
+# ------------------------------------------------------------------------------------------------
+# Per-version syntax and library objects (issue 13)
+
+S("forward_refs_in_dataclass_annotations", """
+    import dataclasses
+    from typing import List, Optional
+    @dataclasses.dataclass
+    class TreeNode:
+        value: int
+        left: Optional["TreeNode"] = None
+        kids: List["TreeNode"] = dataclasses.field(default_factory=list)
+        def total(self) -> int:
+            return self.value + (self.left.total() if self.left else 0) + sum(k.total() for k in self.kids)
+    OBJ = TreeNode
+""", """
+t = obj(1, obj(2), [obj(3), obj(4, obj(5))])
+ann = obj.__annotations__
+result = [t.total(), ann["left"].__args__[0].__forward_arg__, ann["kids"].__args__[0].__forward_arg__,
+          type(ann["left"].__args__[0]).__name__]
+""", expect=[15, "TreeNode", "TreeNode", "ForwardRef"])
+
+S("parenthesized_context_managers", """
+    import contextlib
+    def f(log):
+        with (contextlib.nullcontext(1) as a,
+              contextlib.nullcontext(2) as b):
+            log.append(a + b)
+        return log
+    OBJ = f
+""", "result = obj([])", expect=[3], needs=(3, 9))
+
+S("pep695_generic_function_and_class", """
+    def first[T](xs: list[T]) -> T:
+        return xs[0]
+    class Box[T]:
+        def __init__(self, v: T):
+            self.v = v
+        def get(self) -> T:
+            return self.v
+    OBJ = (first, Box)
+""", """
+f, B = obj
+result = [f([3, 4]), B(5).get(), [p.__name__ for p in f.__type_params__],
+          [p.__name__ for p in B.__type_params__]]
+""", expect=[3, 5, ["T"], ["T"]], needs=(3, 12), pypy="syntax")
+
+S("pep701_fstrings", """
+    def f(xs):
+        return f"{'\\n'.join(xs)}|{f"{xs[0]!r}"}|{
+            len(xs)  # a comment inside the braces
+        }"
+    OBJ = f
+""", "result = obj(['a', 'b'])", expect="a\nb|'a'|2", needs=(3, 12), pypy="syntax")
+
+S("lambdas_in_inlined_comprehension", """
+    def make(n):
+        fs = [lambda x, i=i: x * i for i in range(n)]
+        gs = {k: (lambda y, k=k: y + k) for k in "ab"}
+        return fs, gs
+    fs, gs = make(3)
+    OBJ = (fs[2], gs["b"], make)
+""", "f, g, m = obj\nresult = [f(5), g('z'), [h(2) for h in m(2)[0]]]",
+  expect=[10, "zb", [0, 2]])
+
 def by_name():
     return {s.name: s for s in SCENARIOS}

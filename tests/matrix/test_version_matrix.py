@@ -103,8 +103,8 @@ def _batch(env_name, sender, mode, produced, tmp_path_factory):
         if snd != sender or run["meta"] is None or "expected" not in run["meta"]:
             continue
         pkl = produced["root"] / sender / "out" / (name + suffix)
-        if not pkl.exists():
-            continue
+        if not pkl.exists() or _expectation(bs_scenarios.by_name()[name], sender, env_name, mode) is None:
+            continue  # e.g. by_source="auto"'s bytecode on another version: it may even segfault
         shutil.copy(pkl, batch / f"{name}.pkl")
         cases[name] = {"check": bs_scenarios.by_name()[name].check, "script": run["meta"]["script"]}
     (batch / "load_cases.json").write_text(json.dumps(cases))
@@ -150,7 +150,20 @@ def _expectation(scen, sender, receiver, mode):
     return "pass"
 
 
-def _outcome(scen, meta, result, expectation):
+def _no_source_lines(value):
+    """A bytecode stream carries no source lines (as upstream's): the receiver's tracebacks show
+    none once the script is deleted. The scenarios' frames_in() summaries are compared without
+    the source text of each frame."""
+    if isinstance(value, dict):
+        if "frames" in value and "shown" in value:
+            return {**value, "frames": [f[:3] for f in value["frames"]], "shown": None}
+        return {k: _no_source_lines(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_source_lines(v) for v in value]
+    return value
+
+
+def _outcome(scen, meta, result, expectation, mode):
     """(counted as, problem or None)."""
     if result is None:
         return "failed", "no result from the loader"
@@ -169,7 +182,10 @@ def _outcome(scen, meta, result, expectation):
         return "failed", f"loading printed {result['load_output']!r}"
     if result.get("script_exists"):
         return "failed", "the script still exists"
-    if result.get("result") != meta["expected"]:
+    got, want = result.get("result"), meta["expected"]
+    if mode == "bytecode":
+        got, want = _no_source_lines(got), _no_source_lines(want)
+    if got != want:
         return "failed", f"gives {result.get('result')!r}, the original gave {meta['expected']!r}"
     return "passed", None
 
@@ -198,7 +214,7 @@ def _evaluate(produced, loaded):
                 probs.append(f"{scen.name}: the sender produced nothing: {run['stderr'][-1500:]}"
                              f"{(meta or {}).get('check_error', '')}{(meta or {}).get('bytecode_error', '')}")
                 continue
-            kind, problem = _outcome(scen, meta, results.get(scen.name), expectation)
+            kind, problem = _outcome(scen, meta, results.get(scen.name), expectation, mode)
             counts[kind] = counts.get(kind, 0) + 1
             if problem:
                 probs.append(f"{scen.name}: {problem}")

@@ -251,6 +251,12 @@ impl<'py> Dumper<'py> {
         self.save_padded_source(built)?;
         let src = self.memo_reserve()?;
         self.w.op(pickle_wire::opcodes::SETITEM);
+        if built.source.contains(function_source::KEEP_NAME) {
+            // ns[KEEP_NAME] = copy.copy: the decorator the factory puts in place of the real ones.
+            self.save(b.keep_name.bind(py).as_any(), false)?;
+            self.save_named_global(b.copy.bind(py), "copy", "copy")?;
+            self.w.op(pickle_wire::opcodes::SETITEM);
+        }
         self.w.op(POP);
         // exec(compile(SRC, filename, 'exec'), ns)
         self.save_named_global(b.exec.bind(py), "builtins", "exec")?;
@@ -526,6 +532,10 @@ struct Builtins {
     result_name: Py<PyString>,
     /// [`TEXT_NAME`], likewise.
     text_name: Py<PyString>,
+    /// `function_source::KEEP_NAME`, the identity decorator of decorated functions' factories.
+    keep_name: Py<PyString>,
+    /// `copy.copy`, which returns a function unchanged: what KEEP_NAME is bound to.
+    copy: Py<PyAny>,
 }
 
 static BUILTINS: PyOnceLock<Builtins> = PyOnceLock::new();
@@ -548,6 +558,8 @@ fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
             len: b.getattr("len")?.unbind(),
             repeat: py.import("itertools")?.getattr("repeat")?.unbind(),
             result_name: PyString::new(py, RESULT_NAME).unbind(),
+            keep_name: PyString::new(py, function_source::KEEP_NAME).unbind(),
+            copy: py.import("copy")?.getattr("copy")?.unbind(),
             text_name: PyString::new(py, TEXT_NAME).unbind(),
             linecache_cache: py.import("linecache")?.getattr("cache")?.unbind(),
         })
@@ -779,6 +791,7 @@ fn verify_factory(py: Python<'_>, code: &Bound<'_, PyAny>, source: &str, filenam
     let rebuilt = (|| -> PyResult<Bound<'_, PyAny>> {
         let compiled = b.compile.bind(py).call1((source, filename, "exec"))?;
         let ns = PyDict::new(py);
+        ns.set_item(b.keep_name.bind(py), b.copy.bind(py))?;
         b.exec.bind(py).call1((compiled, &ns))?;
         ns.get_item(RESULT_NAME)?
             .ok_or_else(|| PyValueError::new_err("factory left no result"))?

@@ -122,6 +122,9 @@ impl<'py> Dumper<'py> {
                 None => Handled::Pass,
             });
         }
+        if tp.is(it.forwardref_type.bind(py)) {
+            return Ok(Handled::Reduce(forwardref_reduce(obj, it.forwardref_type.bind(py))?));
+        }
         if tp.is(it.dataclass_field_type.bind(py)) && cloud.by_source != crate::bysource::BySource::Off {
             return Ok(Handled::Reduce(portable_field_reduce(py, obj)?));
         }
@@ -756,6 +759,36 @@ impl<'py> Dumper<'py> {
         let partial = py.import("functools")?.getattr("partial")?;
         Ok(Some(partial.call((dataclass,), Some(&kwargs))?))
     }
+}
+
+/// `typing.ForwardRef("TreeNode")` rebuilt from its text on the receiver. Its default reduce
+/// (copyreg's, from `__slots__`) carries `__forward_code__`, a code object compiled from
+/// `<string>`: bytecode of this version, which a by_source stream must not carry and no other
+/// version can load. The evaluated value is a cache and is left out. Arguments past the text
+/// are given only when they differ from the defaults (`module` exists from 3.9.7 on).
+fn forwardref_reduce<'py>(obj: &Bound<'py, PyAny>, forwardref: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = obj.py();
+    let arg = obj.getattr(intern!(py, "__forward_arg__"))?;
+    let is_argument = lookup_attr(obj, intern!(py, "__forward_is_argument__"))?.map_or(Ok(true), |v| v.is_truthy())?;
+    let module = lookup_attr(obj, intern!(py, "__forward_module__"))?.filter(|m| !m.is_none());
+    let mut args: Vec<Bound<'py, PyAny>> = vec![arg];
+    if !is_argument || module.is_some() {
+        args.push(pyo3::types::PyBool::new(py, is_argument).to_owned().into_any());
+    }
+    if let Some(m) = module {
+        args.push(m);
+    }
+    let ctor = forwardref.clone();
+    let is_class = lookup_attr(obj, intern!(py, "__forward_is_class__"))?.map_or(Ok(false), |v| v.is_truthy())?;
+    let ctor = if is_class {
+        // Keyword-only (3.10+): through functools.partial, which pickles by reference.
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("is_class", true)?;
+        py.import("functools")?.getattr("partial")?.call((ctor,), Some(&kwargs))?
+    } else {
+        ctor
+    };
+    Ok(PyTuple::new(py, [ctor, PyTuple::new(py, args)?.into_any()])?.into_any())
 }
 
 /// A function's non-empty `__type_params__` (CPython 3.12+; None before and when empty).

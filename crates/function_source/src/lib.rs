@@ -90,6 +90,12 @@ pub mod source;
 pub use cache::{CacheStats, ParseCache, ParseResult};
 pub use error::{Error, NotFoundReason};
 pub use factory::{Factory, FactoryLayout, RESULT_NAME};
+
+/// The name a factory's text uses as the decorator of a decorated function (see
+/// [`neutralise`]): the namespace the factory is executed in must bind it to an identity
+/// function, e.g. `{KEEP_NAME: copy.copy}` (`copy.copy(f) is f` for every function) or
+/// `lambda f: f`. Present in the text only when the function is decorated.
+pub const KEEP_NAME: &str = "__function_source_keep__";
 pub use lines::{LineColumn, LineIndex};
 pub use locate::{CodePosition, CodeQuery, FunctionKind, LocatedFunction};
 pub use neutralise::{DefaultValue, NeutralisedFunction};

@@ -8,8 +8,12 @@
 //! so taking them out leaves `co_code`, `co_positions()` and the rest unchanged:
 //!
 //! - decorators are blanked (with any comment lines between them), except that the first one
-//!   becomes `@(lambda f: f)`, an identity: the line of the first decorator's expression is
-//!   the code's `co_firstlineno`, which a decorator-less `def` would move to the `def` line;
+//!   becomes `@__function_source_keep__` ([`crate::KEEP_NAME`]), which the namespace the factory
+//!   runs in binds to an identity (`copy.copy` returns a function unchanged): the line of the
+//!   first decorator's expression is the code's `co_firstlineno`, which a decorator-less `def`
+//!   would move to the `def` line. A plain name is Python 3.8 grammar; `@(lambda f: f)` (used
+//!   before) needs 3.9's relaxed decorators. Only when the original decorator's `@` and its
+//!   expression are on different lines (itself 3.9 syntax, `@(\n deco)`) is it `@(\n name)`;
 //! - each default value becomes `None` (or `0` where fewer than 4 bytes are available on its
 //!   first line) padded with spaces to the original width; a multi-line default keeps its
 //!   line breaks, which are inside the parameter list's parentheses;
@@ -28,10 +32,10 @@ use crate::source::NewerSyntax;
 use crate::Error;
 
 /// The decorator written in place of the first one; see the module documentation.
-const IDENTITY_DECORATOR: &str = "@(lambda f: f)";
+const IDENTITY_DECORATOR: &str = "@__function_source_keep__";
 /// The same, split where the expression may move to a later line.
 const IDENTITY_DECORATOR_OPEN: &str = "@(";
-const IDENTITY_DECORATOR_REST: &str = "lambda f: f)";
+const IDENTITY_DECORATOR_REST: &str = "__function_source_keep__)";
 
 /// A default value that was replaced, so the caller can check it against the function's
 /// `__defaults__` (positional) and `__kwdefaults__` (keyword-only).
@@ -171,7 +175,7 @@ impl LocatedFunction<'_> {
 
         let mut lines = window.into_lines()?;
         if let Some((at_sign, expression)) = identity_decorator {
-            // `@(lambda f: f)`, with `lambda` on the line of the original decorator's
+            // `@__function_source_keep__`, with the name on the line of the original decorator's
             // expression: that line is the function's `co_firstlineno`.
             let mut rewrite = |at: LineColumn, text: &str| -> Result<(), Error> {
                 let line = lines
@@ -299,7 +303,7 @@ mod tests {
         );
         assert_eq!(
             n.text,
-            "    @(lambda f: f)\n      \n    def f(self, x      = 0 , *a     , y=None, **k     )        :\n        return x\n"
+            "    @__function_source_keep__\n      \n    def f(self, x      = 0 , *a     , y=None, **k     )        :\n        return x\n"
         );
         assert_eq!(n.defaults.len(), 2);
         assert!(n.defaults[1].keyword_only);

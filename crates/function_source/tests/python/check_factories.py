@@ -50,7 +50,7 @@ def main():
         candidates = []
         for source in entry["sources"]:
             try:
-                namespace = {}
+                namespace = {"__function_source_keep__": lambda f: f}  # function_source::KEEP_NAME
                 exec(compile(source, path, "exec", dont_inherit=True), namespace)
                 rebuilt = namespace[entry["result_name"]].__code__
                 candidates.append(compare(original, rebuilt))

@@ -30,7 +30,7 @@ def check(entry, path):
         return ["does not compile: %r" % (exc,)]
     if entry["newer_syntax"]:
         return ["flagged as newer than 3.9 but compiles"]
-    namespace = {}
+    namespace = {"__function_source_keep__": lambda f: f}  # function_source::KEEP_NAME
     try:
         exec(code, namespace)
     except BaseException as exc:
