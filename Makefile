@@ -49,7 +49,7 @@ senders: $(STAMP) system-deps ## .venvs/send-3.X: each version's wheel installed
 test-versions: senders ## The pytest suite on the 3.9, 3.10, 3.12 and 3.13 wheels (3.11: test-python), 2 at a time
 	$(PY) tools/versions.py suite
 
-test-future: ## cargo check + clippy of the extension for CPython 3.14, 3.14t (free-threaded) and 3.15 (no interpreter)
+test-future: $(STAMP) ## cargo check + clippy of the extension for CPython 3.14, 3.14t (free-threaded) and 3.15 (no interpreter)
 	$(PY) tools/versions.py future
 
 demo: build system-deps ## Run the demo
@@ -64,7 +64,7 @@ fuzz: build ## Differential fuzzing vs stock cloudpickle, 100 000 examples (CI r
 integ-env: ## Build .venvs/integ (Dask, Ray, joblib, loky) ahead of the integration tests
 	$(PY) tests/integrations/integ_env.py build
 
-lint: ## cargo clippy and fmt check
+lint: $(STAMP) ## cargo clippy and fmt check (clippy needs the venv's python for pyo3)
 	cargo clippy --quiet --workspace --all-targets -- -D warnings
 	cargo fmt --all --check
 

@@ -12,6 +12,9 @@
 #   CP_SUITE_REBUILD=1 (default) | 0      0 = reuse the cloudpickle_rs already in the venv.
 #   CP_SUITE_TIMEOUT=300                  per-test timeout (pytest-timeout), seconds.
 #   CP_SUITE_EXCLUSIONS=tools/cloudpickle_suite_exclusions.txt   test ids to deselect.
+#   CP_SUITE_PYTHON=3.9                   run on that sender version instead of .venv's 3.11: its
+#       CPython (tests/support/pythons.py), its wheel from `tools/versions.py wheels 3.9`, and the
+#       venv .venvs/cp-suite-3.9.
 #
 # Nothing from the checkout is copied into this repository.  The suite runs from a staging copy
 # (.venvs/cp-suite/stage) of the checkout's tests/ and tox.ini.
@@ -64,7 +67,8 @@ CHECKOUT=$(cd "$1" && pwd) || usage
 shift
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-VENV="$REPO/.venvs/cp-suite"
+SUITE_PYTHON=${CP_SUITE_PYTHON:-}
+VENV="$REPO/.venvs/cp-suite${SUITE_PYTHON:+-$SUITE_PYTHON}"
 PY="$VENV/bin/python"
 STAGE="$VENV/stage"
 TARGET=${CP_SUITE_TARGET:-cloudpickle_rs}
@@ -72,8 +76,13 @@ REBUILD=${CP_SUITE_REBUILD:-1}
 TIMEOUT=${CP_SUITE_TIMEOUT:-300}
 EXCLUSIONS=${CP_SUITE_EXCLUSIONS:-$REPO/tools/cloudpickle_suite_exclusions.txt}
 BASE_PYTHON=${PYTHON:-python3}
+NUMPY=numpy==2.2.6
+if [[ -n "$SUITE_PYTHON" ]]; then
+    BASE_PYTHON=$(python3 -c "import sys; sys.path.insert(0, '$REPO/tests/support'); import pythons; print(pythons.find_cpython('$SUITE_PYTHON'))")
+    [[ "$SUITE_PYTHON" == 3.9 ]] && NUMPY=numpy==2.0.2   # the last numpy for 3.9
+fi
 # The suite's test deps (from its dev-requirements.txt), pinned.
-DEPS=(pytest==8.3.5 pytest-timeout==2.3.1 psutil==7.0.0 tornado==6.5.2 numpy==2.2.6 setuptools)
+DEPS=(pytest==8.3.5 pytest-timeout==2.3.1 psutil==7.0.0 tornado==6.5.2 "$NUMPY" setuptools)
 
 case "$TARGET" in cloudpickle_rs|stock) ;; *) echo "CP_SUITE_TARGET must be cloudpickle_rs or stock" >&2; exit 2;; esac
 [[ -f "$CHECKOUT/tests/cloudpickle_test.py" && -d "$CHECKOUT/tests/cloudpickle_testpkg" ]] \
@@ -89,7 +98,7 @@ t_start=$SECONDS
 
 # --- 1. venv with the suite's test deps (stamped, so reruns are quick) -------------------------
 mkdir -p "$REPO/.venvs"
-exec 9>"$REPO/.venvs/cp-suite.lock"
+exec 9>"$REPO/.venvs/cp-suite${SUITE_PYTHON:+-$SUITE_PYTHON}.lock"
 flock 9   # one runner at a time: the shim and the staging copy are shared
 DEPS_STAMP="$VENV/.deps-stamp"
 want_stamp="${DEPS[*]} | testpkg $(cd "$CHECKOUT/tests/cloudpickle_testpkg" && find . -type f -name '*.py' | sort | xargs cat | sha256sum | cut -c1-16)"
@@ -110,12 +119,18 @@ fi
 if [[ "$TARGET" == cloudpickle_rs ]]; then
     if [[ "$REBUILD" == 1 || -z "$("$PY" -c 'import importlib.util as u; print(u.find_spec("cloudpickle_rs") or "")' 2>/dev/null)" ]]; then
         [[ -x "$REPO/.venv/bin/maturin" ]] || make -C "$REPO" venv
-        echo "== building cloudpickle_rs (release wheel)"
-        WHEELS="$VENV/wheels"
-        rm -rf "$WHEELS"
-        (cd "$REPO" && VIRTUAL_ENV="$REPO/.venv" flock .build.lock "$REPO/.venv/bin/maturin" build \
-            --release --quiet -i "$REPO/.venv/bin/python" --out "$WHEELS")
-        "$PY" -m pip install -q --no-deps --force-reinstall "$WHEELS"/*.whl
+        if [[ -n "$SUITE_PYTHON" ]]; then
+            echo "== the $SUITE_PYTHON wheel (tools/versions.py)"
+            whl=$(python3 "$REPO/tools/versions.py" wheels "$SUITE_PYTHON" | tail -1)
+            "$PY" -m pip install -q --no-deps --force-reinstall "$whl"
+        else
+            echo "== building cloudpickle_rs (release wheel)"
+            WHEELS="$VENV/wheels"
+            rm -rf "$WHEELS"
+            (cd "$REPO" && VIRTUAL_ENV="$REPO/.venv" flock .build.lock "$REPO/.venv/bin/maturin" build \
+                --release --quiet -i "$REPO/.venv/bin/python" --out "$WHEELS")
+            "$PY" -m pip install -q --no-deps --force-reinstall "$WHEELS"/*.whl
+        fi
     fi
 fi
 

@@ -172,6 +172,8 @@ pub(crate) struct Interp {
     /// `_code_reduce`), interned; `code_name_field` is the index of `co_name`.
     pub code_fields: Vec<Py<PyString>>,
     pub code_name_field: usize,
+    /// Indices of `co_names`, `co_varnames`, `co_freevars`, `co_cellvars` in `code_fields`.
+    pub code_tuple_fields: Vec<usize>,
 }
 
 static INTERP: PyOnceLock<Interp> = PyOnceLock::new();
@@ -193,6 +195,31 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
         let version: (u8, u8) =
             py.import("sys")?.getattr("version_info")?.extract::<(u8, u8, u8, String, u8)>().map(|v| (v.0, v.1))?;
         let code_type = types.getattr("CodeType")?;
+        let field_names: Vec<&str> = {
+            let mut f: Vec<&str> = vec![
+                "co_argcount",
+                "co_posonlyargcount",
+                "co_kwonlyargcount",
+                "co_nlocals",
+                "co_stacksize",
+                "co_flags",
+                "co_code",
+                "co_consts",
+                "co_names",
+                "co_varnames",
+                "co_filename",
+                "co_name",
+            ];
+            if code_type.hasattr("co_exceptiontable")? {
+                f.extend(["co_qualname", "co_firstlineno", "co_linetable", "co_exceptiontable"]);
+            } else if code_type.hasattr("co_linetable")? {
+                f.extend(["co_firstlineno", "co_linetable"]);
+            } else {
+                f.extend(["co_firstlineno", "co_lnotab"]);
+            }
+            f.extend(["co_freevars", "co_cellvars"]);
+            f
+        };
         Ok(Interp {
             function_type: types.getattr("FunctionType")?.unbind(),
             cell_type: types.getattr("CellType")?.unbind(),
@@ -213,32 +240,12 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             extended_arg: op("EXTENDED_ARG")?,
             have_argument: opcode.getattr("HAVE_ARGUMENT")?.extract()?,
             load_global_shifted: version >= (3, 11),
-            code_fields: {
-                let mut f: Vec<&str> = vec![
-                    "co_argcount",
-                    "co_posonlyargcount",
-                    "co_kwonlyargcount",
-                    "co_nlocals",
-                    "co_stacksize",
-                    "co_flags",
-                    "co_code",
-                    "co_consts",
-                    "co_names",
-                    "co_varnames",
-                    "co_filename",
-                    "co_name",
-                ];
-                if code_type.hasattr("co_exceptiontable")? {
-                    f.extend(["co_qualname", "co_firstlineno", "co_linetable", "co_exceptiontable"]);
-                } else if code_type.hasattr("co_linetable")? {
-                    f.extend(["co_firstlineno", "co_linetable"]);
-                } else {
-                    f.extend(["co_firstlineno", "co_lnotab"]);
-                }
-                f.extend(["co_freevars", "co_cellvars"]);
-                f.into_iter().map(|n| PyString::intern(py, n).unbind()).collect()
-            },
-            code_name_field: 11,
+            code_tuple_fields: ["co_names", "co_varnames", "co_freevars", "co_cellvars"]
+                .iter()
+                .filter_map(|n| field_names.iter().position(|f| f == n))
+                .collect(),
+            code_fields: field_names.iter().map(|n| PyString::intern(py, n).unbind()).collect(),
+            code_name_field: field_names.iter().position(|f| *f == "co_name").unwrap_or(11),
             code_type: code_type.unbind(),
         })
     })
@@ -616,7 +623,18 @@ pub(crate) fn code_fields<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResul
         let v = code.getattr(name.bind(py))?;
         // Upstream's `"".join(co_name)`: a fresh string, so memo sharing (and the bytes) do
         // not depend on interning.
-        fields.push(if i == it.code_name_field { fresh_str(&v)? } else { v });
+        // And upstream's shallow copies of the four name tuples: the compiler of 3.8-3.10 shares
+        // equal ones between the code objects of a unit, the `CodeType` constructor copies them,
+        // so without copies a loaded function would pickle with different memo references (and
+        // bytes) than the original: cloudpickle's `..._subworker_tuple_memoization` test.
+        let v = if i == it.code_name_field {
+            fresh_str(&v)?
+        } else if it.code_tuple_fields.contains(&i) {
+            PyTuple::new(py, v.cast::<PyTuple>()?.iter())?.into_any()
+        } else {
+            v
+        };
+        fields.push(v);
     }
     let tuple = PyTuple::new(py, fields)?;
     code_cache_put(&FIELDS_CACHE, py, code, &tuple);

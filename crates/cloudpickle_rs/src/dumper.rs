@@ -1515,10 +1515,7 @@ fn python_recursion_limit(py: Python<'_>) -> u32 {
     if !cfg!(Py_3_13) {
         return u32::MAX;
     }
-    py.import("sys")
-        .and_then(|s| s.call_method0("getrecursionlimit"))
-        .and_then(|l| l.extract::<u32>())
-        .unwrap_or(1000)
+    py.import("sys").and_then(|s| s.call_method0("getrecursionlimit")).and_then(|l| l.extract::<u32>()).unwrap_or(1000)
 }
 
 impl RecursionGuard {
