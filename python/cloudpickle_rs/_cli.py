@@ -29,6 +29,7 @@ import io
 import json
 import os
 import pickletools
+import re
 import sys
 
 __all__ = ["analyse", "render", "requirements", "main"]
@@ -453,7 +454,7 @@ def _code_info(fn):
             free = args[-2] if len(args) >= 2 and isinstance(args[-2], Seq) else None
             if free is not None:
                 out["freevars"] = [_const(x, "?") for x in free.items]
-            out.update(mode="bytecode", file=strs[0] if strs else None,
+            out.update(mode="bytecode", file=strs[0] if strs else None, code_args=len(args),
                        code_name=strs[1] if len(strs) > 1 else None,
                        bytecode_size=len(blobs[0]) if blobs else None)
             try:
@@ -575,6 +576,17 @@ def analyse(data):
     }
 
 
+_REQUIRES = re.compile(r"^# cloudpickle-rs: requires Python (\d+)\.(\d+)\+$", re.M)
+
+
+def _source_python(source):
+    """Minimum receiver Python of a by_source factory: the sender marks text that needs more
+    than 3.8 (the oldest receiver) with a ``# cloudpickle-rs: requires Python X.Y+`` line."""
+    found = [(int(a), int(b)) for a, b in _REQUIRES.findall(source or "")]
+    major, minor = max(found) if found else (3, 8)
+    return f"{major}.{minor}+"
+
+
 def _describe_function(fn):
     state, _slots = _function_state(fn)
     get = (lambda k: state.get(k)) if state is not None else (lambda k: None)
@@ -587,8 +599,13 @@ def _describe_function(fn):
         out["line"] = _source_line(code.get("source"), name)
         out["source"] = _own_source(code.get("source"), name)
         out["factory_source"] = code.get("source")
+        out["python"] = _source_python(code.get("source"))
     elif code["mode"] == "bytecode":
         out["bytecode_size"] = code.get("bytecode_size")
+        # CodeType takes 18 arguments on 3.11+ (co_qualname, co_exceptiontable), 16 on 3.8-3.10;
+        # bytecode loads only on the sender's own version either way.
+        layout = "3.11+" if code.get("code_args", 0) >= 18 else "3.8-3.10"
+        out["python"] = f"the sender's version only ({layout} code layout)"
     glob = get("__globals__")
     if isinstance(glob, Dict):
         out["globals"] = {str(_const(k, "?")): _describe_value(v) for k, v in glob.pairs}
@@ -714,8 +731,10 @@ def render(info, source_lines=12):
     w(f"\nfunctions shipped by value: {len(fns)}\n")
     for f in fns:
         where = f"{f.get('file') or '?'}:{f.get('line') or '?'}"
-        how = "source" if f["mode"] == "source" else (
+        how = f"source, Python {f['python']}" if f["mode"] == "source" else (
             f"bytecode ({f['bytecode_size']} B of code)" if f.get("bytecode_size") else f["mode"])
+        if f["mode"] == "bytecode":
+            how += f", loads on {f['python']}"
         w(f"  {f['name']}  [{how}]  {where}  module {f.get('module')!s}  {_fmt_size(f['size'])}\n")
         if f.get("globals"):
             w("    globals: " + ", ".join(f"{k} = {v}" for k, v in f["globals"].items()) + "\n")

@@ -61,6 +61,18 @@ def finish(obj, check, mode="source", protocol=None):
             else:
                 with open(out + ".bytecode.pkl", "wb") as f:
                     f.write(bytecode)
+        if os.environ.get("BS_TARGET_PYTHONS"):
+            # The version matrix: the same dump with target_python=each receiver minor; the
+            # ones refused keep their message (it must name the construct and its version).
+            meta["target_python"] = {}
+            for minor in os.environ["BS_TARGET_PYTHONS"].split(","):
+                try:
+                    cloudpickle_rs.dumps(obj, protocol=protocol, by_source=by_source,
+                                         target_python=minor)
+                except pickle.PicklingError as e:
+                    meta["target_python"][minor] = str(e)
+                else:
+                    meta["target_python"][minor] = None
         try:
             meta["expected"] = _check(obj, check, script)
         except BaseException:

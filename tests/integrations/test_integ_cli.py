@@ -93,8 +93,11 @@ def test_inspect_json_functions_classes_modules(shipmod, tmp_path, by_source):
         assert "weight * float(numpy.sum(xs))" in fns["make_scorer.<locals>.score"]["source"]
         assert fns["Model.predict"]["source"].splitlines()[0].strip() == "def predict(self, x):"
         assert fns["<lambda>"]["source"] == "lambda v: v * v"
+        assert {fn["python"] for fn in fns.values()} == {"3.8+"}
     else:
         assert fns["Model.predict"]["bytecode_size"] > 0
+        layout = "3.11+" if sys.version_info >= (3, 11) else "3.8-3.10"
+        assert {fn["python"] for fn in fns.values()} == {f"the sender's version only ({layout} code layout)"}
     (cls,) = info["classes"]
     assert cls["name"] == "Model" and cls["module"] == "shipmod_cli"
     assert cls["methods"] == {"__init__": mode, "predict": mode}
@@ -109,12 +112,54 @@ def test_inspect_text_and_stdin(shipmod):
     data = cloudpickle_rs.dumps(payload(mod), by_source=True)
     rc, out, err = cli("inspect", "-", stdin=data)
     assert rc == 0, err
-    assert f"make_scorer.<locals>.score  [source]  {path}:6  module shipmod_cli" in out
+    assert f"make_scorer.<locals>.score  [source, Python 3.8+]  {path}:6  module shipmod_cli" in out
     assert "closure: weight = 2.5" in out
     assert "| def score(xs):" in out
     assert "class Model(builtins.object)" in out and "predict (source)" in out
     assert "numpy: import (subimport)" in out
     assert "'model': instance of class Model" in out
+
+
+NEWER = textwrap.dedent('''\
+    def classify(a, b):
+        with (
+            open(a) as f,
+            open(b) as g,
+        ):
+            return f.read() + g.read()
+
+
+    def first(xs):
+        if (n := len(xs)) > 0:
+            return xs[0], n
+        return None, 0
+''')
+
+
+def test_inspect_shows_minimum_python(tmp_path, monkeypatch):
+    """Each source-shipped function says which receivers can compile it: 3.8 (the oldest
+    receiver) unless its text needs more, here parenthesized context managers (3.9)."""
+    (tmp_path / "newer_cli.py").write_text(NEWER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    sys.modules.pop("newer_cli", None)
+    mod = importlib.import_module("newer_cli")
+    cloudpickle_rs.register_pickle_by_value(mod)
+    try:
+        data = cloudpickle_rs.dumps([mod.classify, mod.first], by_source=True)
+    finally:
+        cloudpickle_rs.unregister_pickle_by_value(mod)
+        sys.modules.pop("newer_cli", None)
+    f = tmp_path / "p.pkl"
+    f.write_bytes(data)
+    rc, out, err = cli("inspect", str(f), "--json")
+    assert rc == 0, err
+    assert {fn["name"]: fn["python"] for fn in json.loads(out)["functions"]} == {
+        "classify": "3.9+", "first": "3.8+"}
+    rc, out, err = cli("inspect", str(f))
+    assert rc == 0, err
+    assert "classify  [source, Python 3.9+]" in out and "first  [source, Python 3.8+]" in out
 
 
 def test_deps_requirements_lines(shipmod, tmp_path):

@@ -9,6 +9,7 @@ The by_source cases include workers sending back by source what they received by
 """
 import operator
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import integ_env  # noqa: E402
 
+import cloudpickle_rs  # noqa: E402
 from cloudpickle_rs.integrations import executor as cprs_exec  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)  # the pypy39 loader may be built on first use
@@ -177,10 +179,42 @@ def test_interpreter_pool_pypy_by_source_functions(pypy39, this_module_by_value)
 
 
 def test_interpreter_pool_pypy_bytecode_is_refused_there(pypy39):
-    # The control: the same lambda as CPython 3.11 bytecode does not load on PyPy 3.9.
-    with cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=1, by_source=False) as ex:
+    # The control: the same lambda as CPython 3.11 bytecode does not load on PyPy 3.9.  With
+    # target_python=None it is sent and fails on the worker; by default the pool knows its
+    # workers' version and refuses it at submit, naming the function.
+    with cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=1, by_source=False,
+                                           target_python=None) as ex:
         with pytest.raises(Exception):
             ex.submit(lambda x: x + 1, 41).result(timeout=60)
+        assert ex.submit(len, [1, 2]).result(timeout=60) == 2
+    with cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=1, by_source=False) as ex:
+        with pytest.raises(pickle.PicklingError, match=r"'<lambda>'.*bytecode for Python 3\.9.*by_source=True"):
+            ex.submit(lambda x: x + 1, 41)
+        assert ex.submit(len, [1, 2]).result(timeout=60) == 2
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="the sender must parse a match statement")
+def test_interpreter_pool_refuses_syntax_the_workers_lack(pypy39, tmp_path, monkeypatch):
+    # A by_source task whose text needs a newer Python than the workers' (a match statement on
+    # PyPy 3.9) is refused at submit, before anything reaches the worker.
+    (tmp_path / "needs310_exec.py").write_text(
+        "def classify(v):\n    match v:\n        case [x, *_]:\n            return x\n"
+        "        case _:\n            return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("needs310_exec", None)
+    import needs310_exec
+
+    cloudpickle_rs.register_pickle_by_value(needs310_exec)
+    try:
+        with cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=1, by_source=True) as ex:
+            with pytest.raises(pickle.PicklingError, match=r"classify.*`match` statement.*Python 3\.10\+"):
+                ex.submit(needs310_exec.classify, [1])
+            assert ex.submit(len, [1, 2]).result(timeout=60) == 2
+        with pytest.raises(ValueError, match="target_python"):
+            cprs_exec.InterpreterPoolExecutor(pypy39.python, max_workers=1, target_python="3.7")
+    finally:
+        cloudpickle_rs.unregister_pickle_by_value(needs310_exec)
+        sys.modules.pop("needs310_exec", None)
 
 
 def test_interpreter_pool_broken_worker_fails_futures(stock_cp312):

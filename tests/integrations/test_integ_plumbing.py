@@ -30,6 +30,48 @@ def test_resolve_by_source(monkeypatch):
     assert _common.dumps_kwargs("auto") == {"by_source": "auto"}
 
 
+def test_resolve_target_python(monkeypatch):
+    monkeypatch.delenv(_common.TARGET_PYTHON_ENV, raising=False)
+    assert _common.resolve_target_python(None) is None
+    monkeypatch.setenv(_common.TARGET_PYTHON_ENV, " 3.9 ")
+    assert _common.resolve_target_python(None) == "3.9"
+    assert _common.resolve_target_python((3, 12)) == (3, 12)
+    assert _common.dumps_kwargs(True, "3.9") == {"by_source": True, "target_python": "3.9"}
+    assert _common.dumps_kwargs(False, (3, 10)) == {"target_python": (3, 10)}
+    for bad in ("3", "three.nine", (2, 7)):
+        with pytest.raises(ValueError, match="target_python"):
+            _common.check_target_python(bad)
+    with pytest.raises(TypeError, match="target_python"):
+        _common.check_target_python(3.9)
+
+
+def test_dask_install_target_python(monkeypatch):
+    """The workers' Python given to install() reaches every dump: a lambda pickled as bytecode
+    for another version is refused on the client, before it is sent."""
+    import sys
+
+    from cloudpickle_rs.integrations import dask as cprs_dask
+
+    other = "3.9" if sys.version_info[:2] != (3, 9) else "3.10"
+    monkeypatch.delenv(_common.TARGET_PYTHON_ENV, raising=False)
+    try:
+        cprs_dask.install(by_source=False, target_python=other)
+        assert cprs_dask.shim.dumps([1, "a"]) == cloudpickle_rs.dumps([1, "a"])
+        with pytest.raises(pickle.PicklingError, match=f"bytecode for Python {other}"):
+            cprs_dask.shim.dumps(lambda x: x + 1)
+        cprs_dask.install(by_source=True)  # not given: the environment (unset: no check)
+        assert pickle.loads(cprs_dask.shim.dumps(lambda x: x + 1))(1) == 2
+        monkeypatch.setenv(_common.TARGET_PYTHON_ENV, other)
+        cprs_dask.install(by_source=False)
+        with pytest.raises(pickle.PicklingError, match=f"bytecode for Python {other}"):
+            cprs_dask.shim.dumps(lambda x: x + 1)
+        with pytest.raises(ValueError, match="target_python"):
+            cprs_dask.install(target_python="py39")
+    finally:
+        monkeypatch.delenv(_common.TARGET_PYTHON_ENV, raising=False)
+        cprs_dask.install(by_source=False)
+
+
 def test_dask_shim_passes_by_source(monkeypatch):
     from cloudpickle_rs.integrations import dask as cprs_dask
 
@@ -62,6 +104,10 @@ def test_ray_pickler_options_and_dispatch(monkeypatch):
                                           "by_source": True}
     monkeypatch.setitem(cprs_ray._state, "by_source", False)
     assert cprs_ray.pickler_options() == {"reconstructor_module": "ray.cloudpickle.cloudpickle"}
+    monkeypatch.setitem(cprs_ray._state, "target_python", (3, 10))
+    assert cprs_ray.pickler_options() == {"reconstructor_module": "ray.cloudpickle.cloudpickle",
+                                          "target_python": (3, 10)}
+    monkeypatch.setitem(cprs_ray._state, "target_python", None)
     # the dispatch table: what Ray registers, then copyreg's
     import copyreg
 

@@ -56,7 +56,7 @@ def _sender_pythons():
 def _produce(python, script, outbase):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
     env.update(PYTHONHASHSEED="1", PYTHONPATH=str(BS), PYTHONDONTWRITEBYTECODE="1",
-               BS_ALSO_BYTECODE="1")
+               BS_ALSO_BYTECODE="1", BS_TARGET_PYTHONS=",".join(pythons.RECEIVERS))
     proc = subprocess.run([str(python), str(script), str(outbase)], cwd=str(script.parent), env=env,
                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     try:
@@ -121,7 +121,8 @@ def _batch(env_name, sender, mode, produced, tmp_path_factory):
 
 def _pairs():
     pairs = [(s, r, "source") for s in SENDERS for r in SOURCE_RECEIVERS]
-    pairs += [(s, f"recv-{s}", "bytecode") for s in SENDERS]
+    pairs += [(s, r, "bytecode") for s in SENDERS for r in RECEIVER_VERSION
+              if r != "pypy39" and RECEIVER_VERSION[r] == pythons.version_tuple(s)]
     return pairs
 
 
@@ -137,9 +138,10 @@ def _expectation(scen, sender, receiver, mode):
     if scen.mode == "error":
         return None
     rv = RECEIVER_VERSION[receiver]
-    same_version = receiver == f"recv-{sender}"
-    if (mode == "bytecode" or scen.mode == "auto") and not same_version:
-        return None  # bytecode loads on the sender's version only
+    # the same CPython minor (another cloudpickle counts: recv-3.13-cp313, recv-3.9-cp300)
+    same_version = receiver != "pypy39" and rv == pythons.version_tuple(sender)
+    if scen.mode == "auto" and not same_version:
+        return None  # "auto" may fall back to bytecode, which loads on the sender's version only
     if receiver == "pypy39" and scen.pypy == "skip":
         return None
     if scen.needs > rv or (receiver == "pypy39" and scen.pypy == "syntax"):
@@ -185,6 +187,10 @@ def _outcome(scen, meta, result, expectation, mode):
     got, want = result.get("result"), meta["expected"]
     if mode == "bytecode":
         got, want = _no_source_lines(got), _no_source_lines(want)
+        for i in scen.source_lines_at:
+            if got[i] != "":
+                return "failed", f"item {i} of the result should be no source line, is {got[i]!r}"
+            got, want = got[:i] + [None] + got[i + 1:], want[:i] + [None] + want[i + 1:]
     if got != want:
         return "failed", f"gives {result.get('result')!r}, the original gave {meta['expected']!r}"
     return "passed", None
@@ -248,6 +254,36 @@ def test_every_sender_produced_every_scenario(produced):
         elif run["returncode"] != 0 or not meta or "expected" not in meta:
             bad.append(f"{sender} {name}: exit {run['returncode']}: {run['stderr'][-800:]}")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("sender", SENDERS)
+def test_target_python_refuses_at_dump_time(sender, produced):
+    """Every source scenario dumped again with target_python=3.8..3.13: refused exactly where the
+    matrix expects a SyntaxError (the scenario's syntax is newer than the target), with a
+    message naming the function's construct and the version it needs; accepted elsewhere."""
+    bad, refused = [], 0
+    for (snd, name), run in sorted(produced["runs"].items()):
+        scen = bs_scenarios.by_name()[name]
+        if snd != sender or scen.mode != "source" or not run["meta"]:
+            continue
+        got = run["meta"].get("target_python")
+        if got is None:
+            bad.append(f"{name}: the producer did not try target_python")
+            continue
+        for minor in pythons.RECEIVERS:
+            message = got.get(minor, "missing")
+            if scen.needs > pythons.version_tuple(minor):
+                refused += 1
+                want = f"Python {scen.needs[0]}.{scen.needs[1]}+"
+                if message is None:
+                    bad.append(f"{name}: target_python={minor} accepted syntax that needs {want}")
+                elif f"for Python {minor}" not in message or want not in message:
+                    bad.append(f"{name}: target_python={minor}: the message does not say "
+                               f"'for Python {minor}' and {want!r}: {message}")
+            elif message is not None:
+                bad.append(f"{name}: target_python={minor} refused a function {minor} can load: {message}")
+    assert not bad, "\n".join(bad)
+    assert refused > 0  # every sender parses something 3.8 cannot (3.9: parenthesized with)
 
 
 @pytest.mark.parametrize("sender,receiver,mode", _pairs(),

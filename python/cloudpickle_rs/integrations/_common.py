@@ -4,10 +4,13 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["BY_SOURCE_ENV", "resolve_by_source", "Counter"]
+__all__ = ["BY_SOURCE_ENV", "TARGET_PYTHON_ENV", "resolve_by_source", "resolve_target_python", "Counter"]
 
 #: Environment variable read by every integration when its ``by_source`` option is not given.
 BY_SOURCE_ENV = "CLOUDPICKLE_RS_BY_SOURCE"
+#: Environment variable read by every integration when its ``target_python`` option is not given:
+#: the workers' Python as "3.10" (unset or empty: no check).
+TARGET_PYTHON_ENV = "CLOUDPICKLE_RS_TARGET_PYTHON"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off", "none"}
@@ -33,10 +36,33 @@ def resolve_by_source(by_source=None):
     raise ValueError(f"by_source must be True, False or 'auto', not {by_source!r}")
 
 
-def dumps_kwargs(by_source):
+def resolve_target_python(target_python=None):
+    """The target_python an integration passes to cloudpickle_rs: None (no check), a "3.X"
+    string or a (major, minor) tuple.  ``None`` means "not given": read
+    :data:`TARGET_PYTHON_ENV`.  The value itself is checked where it is used (the first dump
+    raises ``ValueError`` on a malformed one), so the rules live in one place."""
+    if target_python is None:
+        raw = os.environ.get(TARGET_PYTHON_ENV, "").strip()
+        return raw or None
+    return target_python
+
+
+def dumps_kwargs(by_source, target_python=None):
     """Keyword arguments for ``cloudpickle_rs.dumps``/``Pickler``: by_source only when it is on,
-    so a build without by_source keeps working with the option off."""
-    return {"by_source": by_source} if by_source else {}
+    so a build without by_source keeps working with the option off; target_python only when set."""
+    kwargs = {"by_source": by_source} if by_source else {}
+    if target_python is not None:
+        kwargs["target_python"] = target_python
+    return kwargs
+
+
+def check_target_python(target_python):
+    """Raise ``ValueError`` now (at install time) for a target_python the pickler would refuse."""
+    if target_python is not None:
+        import cloudpickle_rs
+
+        cloudpickle_rs.dumps(None, target_python=target_python)
+    return target_python
 
 
 class Counter:

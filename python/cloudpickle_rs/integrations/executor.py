@@ -43,8 +43,9 @@ from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 import cloudpickle_rs as _rs
 
-from cloudpickle_rs.integrations._common import (Counter, audit_from_env, dumps_kwargs,
-                                                 resolve_by_source)
+from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_target_python,
+                                                 dumps_kwargs, resolve_by_source,
+                                                 resolve_target_python)
 
 __all__ = ["CloudProcessPoolExecutor", "InterpreterPoolExecutor", "stats", "WORKER_SOURCE"]
 
@@ -56,8 +57,8 @@ def stats():
     return _counter.snapshot()
 
 
-def _options(by_source, pickle_by_reference, protocol):
-    opts = dumps_kwargs(resolve_by_source(by_source))
+def _options(by_source, pickle_by_reference, protocol, target_python=None):
+    opts = dumps_kwargs(resolve_by_source(by_source), check_target_python(target_python))
     if pickle_by_reference is not None:
         opts["pickle_by_reference"] = pickle_by_reference
     return {"protocol": protocol, **opts}
@@ -261,13 +262,19 @@ class InterpreterPoolExecutor(cf.Executor):
     ``max_workers`` (default 2) workers start at once; each runs :data:`WORKER_SOURCE`.
     ``env``: the workers' environment (default: ours without PYTHON* variables; with
     ``isolated=True``, the default, they also run with ``-I``).  ``protocol`` defaults to 4 so
-    that older interpreters load the answers' framing.
+    that older interpreters load the answers' framing.  ``target_python``: the Python the tasks
+    are checked against when they are pickled (see ``cloudpickle_rs.dumps``); the default,
+    ``"workers"``, is the version the workers report when they start, so syntax or bytecode they
+    could not load is refused at ``submit`` with the function's name, never on the worker.
+    ``None`` turns the check off.
     """
 
     def __init__(self, python, max_workers=2, *, by_source=None, pickle_by_reference=None,
-                 protocol=4, env=None, isolated=True, start_timeout=60):
+                 protocol=4, env=None, isolated=True, start_timeout=60, target_python="workers"):
         self._python = os.fspath(python)
-        self._opts = _options(by_source, pickle_by_reference, protocol)
+        from_workers = isinstance(target_python, str) and target_python == "workers"
+        self._opts = _options(by_source, pickle_by_reference, protocol,
+                              None if from_workers else target_python)
         if env is None:
             env = {k: v for k, v in os.environ.items()
                    if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
@@ -284,6 +291,10 @@ class InterpreterPoolExecutor(cf.Executor):
                 if kind != "hello":
                     raise BrokenProcessPool(f"unexpected first message from worker: {kind!r}")
                 w.info = info
+            if from_workers:
+                versions = {tuple(w.info["version"][:2]) for w in self._workers}
+                if len(versions) == 1:
+                    self._opts["target_python"] = versions.pop()
         except BaseException:
             self._kill_all()
             raise
