@@ -122,7 +122,10 @@ fn dump<'py>(
     dumper.dump(obj)
 }
 
-#[pymodule]
+/// `gil_used = true`: on a free-threaded CPython (3.13t/3.14t) importing the module turns the GIL
+/// back on. The walk relies on it: the memo elision of unshared items compares `Py_REFCNT`, and
+/// the layout reads assume the GIL-ful object header (README, "Python versions").
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PicklerBase>()?;
     m.add_class::<Pickler>()?;

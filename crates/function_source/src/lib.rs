@@ -53,8 +53,10 @@
 //! - A node is returned only if it matches the code object's name, first line, qualified
 //!   name (when given), parameter names and every position; a file edited since the code
 //!   was compiled is reported ([`NotFoundReason::PositionMismatch`]), not guessed around.
-//! - The factory source uses Python 3.9 syntax and the standard library only; syntax newer
-//!   than 3.9 in the function itself is reported, not rewritten.
+//! - The factory source uses Python 3.8 syntax (the oldest receiver) and the standard library
+//!   only; what it adds around the function never needs more than the function's own text
+//!   (a decorator split as `@(\n deco)`, itself 3.9 syntax, stays split). Syntax newer than
+//!   3.8 in the function itself is reported ([`LocatedFunction::syntax_since`]), not rewritten.
 //!
 //! # Modules
 //!
