@@ -1341,3 +1341,52 @@ def shallow_in_thread_256KiB_stack(m):
 @case()
 def shallow_in_thread_128KiB_stack(m):
     return _run_in_thread(lambda: m.dumps([[1, [2, {"a": (3,)}]]]), 128 * 1024)
+
+
+# ----- Python subclasses of heap C types: C state a __dict__ cannot carry ---------------------------------------------
+
+
+def _heap_c_bases():
+    import _random
+    import _struct
+    import mmap
+    import sqlite3
+    import ssl
+    out = {"Random": (_random.Random, ()), "Struct": (_struct.Struct, ("i",)),
+           "mmap": (mmap.mmap, (-1, 16)), "Connection": (sqlite3.Connection, (":memory:",)),
+           "SSLContext": (ssl.SSLContext, (ssl.PROTOCOL_TLS_CLIENT,)),
+           "RLock": (type(threading.RLock()), ())}
+    return out
+
+
+HEAP_C_SUBCLASSES = {}
+for _name, (_base, _args) in _heap_c_bases().items():
+    HEAP_C_SUBCLASSES[_name] = globals()["HeapSub" + _name] = type("HeapSub" + _name, (_base,), {"__module__": __name__})
+    HEAP_C_SUBCLASSES[_name].args = _args
+
+
+def _make_heap_c_case(name):
+    def fn(m):
+        cls = HEAP_C_SUBCLASSES[name]
+        obj = cls(*cls.args)
+        obj.tag = "x"
+        results = []
+        for proto in range(2, pickle.HIGHEST_PROTOCOL + 1):
+            # Twice: the first attempt caches copyreg's __slotnames__ in the class, after which
+            # a fast path that only checks the class's pickling hooks would accept the instance.
+            for _ in range(2):
+                try:
+                    m.dumps(obj, protocol=proto)
+                    results.append("dumped")
+                except Exception as e:
+                    results.append(type(e).__name__)
+        return results
+
+    fn.__name__ = "heap_c_subclass_" + name
+    fn.__doc__ = (f"A Python subclass of {HEAP_C_SUBCLASSES[name].__mro__[1].__qualname__}: "
+                  "refused at every protocol, every time, as the C pickler refuses it.")
+    case()(fn)
+
+
+for _name in HEAP_C_SUBCLASSES:
+    _make_heap_c_case(_name)

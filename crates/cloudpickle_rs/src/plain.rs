@@ -23,6 +23,10 @@ extern "C" {
     fn _PyType_Lookup(tp: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
 }
 
+/// `Py_TPFLAGS_MANAGED_DICT` (3.11+): the `__dict__` pointer lives before the object, outside
+/// `tp_basicsize`. The bit is unused before 3.11, where no class has it set.
+const MANAGED_DICT: std::os::raw::c_ulong = 1 << 4;
+
 /// Verdicts of one dump, by type address.
 #[derive(Default)]
 pub(crate) struct PlainTypes {
@@ -93,6 +97,22 @@ fn decide(py: Python<'_>, tp: *mut ffi::PyTypeObject) -> bool {
                 ffi::PyErr_Clear();
                 return false;
             }
+        }
+        // CPython's rule for `object.__reduce_ex__(2)` without `__getnewargs__`: an instance
+        // larger than object plus its `__dict__` and `__weakref__` pointers holds C state a
+        // `__dict__` cannot carry ("cannot pickle 'X' object"). A Python subclass of a heap C
+        // type (`_random.Random`, `sqlite3.Connection`, `mmap.mmap`...) passes the MRO test
+        // above and is caught here; the long way then raises as the C pickler does.
+        let ptr = std::mem::size_of::<*mut ffi::PyObject>() as ffi::Py_ssize_t;
+        let mut expected = (*object).tp_basicsize;
+        if (*tp).tp_dictoffset != 0 && flags & MANAGED_DICT == 0 {
+            expected += ptr;
+        }
+        if (*tp).tp_weaklistoffset > 0 {
+            expected += ptr;
+        }
+        if (*tp).tp_basicsize > expected {
+            return false;
         }
         // The pickling protocol is object's own throughout.
         for name in [
