@@ -43,7 +43,13 @@ impl<'py> Dumper<'py> {
             if !tp.is(py.get_type::<PyType>()) && self.metaclass_has_reducer(tp)? {
                 return Ok(Handled::Pass);
             }
-            let Some(rv) = self.class_reduce(obj)? else { return Ok(Handled::Pass) };
+            let Some(rv) = self.class_reduce(obj)? else {
+                if let Some(alias) = self.c_class_alias(obj)? {
+                    self.save_global(obj, Some(&alias))?;
+                    return Ok(Handled::Done);
+                }
+                return Ok(Handled::Pass);
+            };
             let post = self.regenerated_dataclass(obj)?;
             self.save_reduce_value(obj, &rv)?;
             if let Some(apply) = post {
@@ -553,6 +559,34 @@ impl<'py> Dumper<'py> {
 
     // ----- classes -----------------------------------------------------------------------------
 
+    /// For a C class its qualname does not find, the name its module holds it under
+    /// (`_json.make_encoder` is the class `_json.Encoder`, `_thread.LockType` is `_thread.lock`):
+    /// the receiver's module finds it there. None when the qualname works, or nothing in the
+    /// module is the class (save_global then raises the C pickler's PicklingError).
+    fn c_class_alias(&mut self, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
+        let py = self.py;
+        let it = self.cloud()?.it;
+        let Ok(t) = cls.cast::<PyType>() else { return Ok(None) };
+        if !crate::cloud::is_c_defined(it, t) || self.cloud()?.lookup_module_and_qualname(cls, None)?.is_some() {
+            return Ok(None);
+        }
+        let Some(module_name) = crate::dumper::lookup_attr(cls, intern!(py, "__module__"))? else { return Ok(None) };
+        let modules = crate::globals::sys_modules(py)?;
+        let Ok(Some(module)) = modules.cast::<PyDict>().map(|d| d.get_item(&module_name).ok().flatten()) else {
+            return Ok(None);
+        };
+        let Some(dict) = crate::dumper::lookup_attr(&module, intern!(py, "__dict__"))? else { return Ok(None) };
+        let Ok(dict) = dict.cast_into::<PyDict>() else { return Ok(None) };
+        for (k, v) in dict.iter() {
+            if v.is(cls) {
+                if let Ok(k) = k.cast_into::<PyString>() {
+                    return Ok(Some(k));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// cloudpickle's `_class_reduce`: None means "by reference" (save_global).
     fn class_reduce(&mut self, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = self.py;
@@ -569,10 +603,12 @@ impl<'py> Dumper<'py> {
                 (rec.builtin_type.bind(py).clone(), (name.bind(py).clone(),)).into_pyobject(py)?.into_any(),
             ));
         }
-        if self.cloud()?.should_pickle_by_reference(cls, None)? {
+        let cls_t = cls.cast::<PyType>()?;
+        // A C class goes by reference even where it cannot be found: save_global then raises
+        // the C pickler's PicklingError before a byte of a stream that cannot load is written.
+        if crate::cloud::is_c_defined(it, cls_t) || self.cloud()?.should_pickle_by_reference(cls, None)? {
             return Ok(None);
         }
-        let cls_t = cls.cast::<PyType>()?;
         let is_enum = cls_t.is_subclass(it.enum_type.bind(py))?;
         let (mut clsdict, slotstate) = class_getstate(py, it, cls_t)?;
         if self.by_source() != crate::bysource::BySource::Off {

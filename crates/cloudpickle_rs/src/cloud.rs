@@ -161,6 +161,9 @@ pub(crate) struct Interp {
     /// The types of the `types` module by address (cloudpickle's `_BUILTIN_TYPE_NAMES`), looked
     /// up by identity: a class whose metaclass is unhashable must not break the lookup.
     pub builtin_type_names: crate::addr::AddrMap<Py<PyString>>,
+    /// `tp_dealloc` of classes made by a class statement (`type_new` always installs
+    /// `subtype_dealloc`), read from `enum.Enum`: see [`is_c_defined`].
+    pub subtype_dealloc: usize,
     pub load_global: u8,
     pub store_global: u8,
     pub delete_global: u8,
@@ -177,6 +180,23 @@ pub(crate) struct Interp {
 }
 
 static INTERP: PyOnceLock<Interp> = PyOnceLock::new();
+
+fn dealloc_of(t: &Bound<'_, PyType>) -> usize {
+    // SAFETY: reading a field of a live type object.
+    unsafe { (*t.as_type_ptr()).tp_dealloc.map_or(0, |f| f as usize) }
+}
+
+/// Whether a class was defined in C (a static type, or a heap type made by
+/// `PyType_FromSpec`), not by a class statement or `type(name, bases, dict)`. Such a class has
+/// no Python definition to send: it can only travel by reference, and where its module and
+/// qualname do not find it (`type(iter([]))`, `zlib.Compress`, `type(sys.flags)`), pickling
+/// it must fail here as the C pickler fails, not write a skeleton class that loads as an empty
+/// Python class (upstream does; the receiver then fails, or worse, runs without the C state).
+pub(crate) fn is_c_defined(it: &Interp, t: &Bound<'_, PyType>) -> bool {
+    // SAFETY: reading the flags of a live type object.
+    let flags = unsafe { pyo3::ffi::PyType_GetFlags(t.as_type_ptr()) };
+    flags & pyo3::ffi::Py_TPFLAGS_HEAPTYPE == 0 || dealloc_of(t) != it.subtype_dealloc
+}
 
 pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
     INTERP.get_or_try_init(py, || {
@@ -234,6 +254,7 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             dataclass_field_type: py.import("dataclasses")?.getattr("Field")?.unbind(),
             dataclasses_missing: py.import("dataclasses")?.getattr("MISSING")?.unbind(),
             builtin_type_names: names,
+            subtype_dealloc: dealloc_of(py.import("enum")?.getattr("Enum")?.cast::<PyType>()?),
             load_global: op("LOAD_GLOBAL")?,
             store_global: op("STORE_GLOBAL")?,
             delete_global: op("DELETE_GLOBAL")?,
@@ -427,11 +448,9 @@ impl<'py> Cloud<'py> {
         name: Option<&Bound<'py, PyString>>,
     ) -> PyResult<bool> {
         if let Some(cb) = &self.pickle_by_reference {
-            // Static (C) types can only be referenced: their definition is not Python data.
+            // C types (static or heap) can only be referenced: their definition is not Python data.
             if let Ok(t) = obj.cast::<PyType>() {
-                // SAFETY: reading the flags of a live type object.
-                let flags = unsafe { pyo3::ffi::PyType_GetFlags(t.as_ptr().cast()) };
-                if flags & pyo3::ffi::Py_TPFLAGS_HEAPTYPE == 0 {
+                if is_c_defined(self.it, t) {
                     return Ok(true);
                 }
             }
