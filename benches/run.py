@@ -261,7 +261,31 @@ def variants_for(bench, comps):
             out.append((name, comps[name], {}))
     if bench.by_source and "ours" in comps:
         out.append(("ours_src", comps["ours"], {"by_source": True}))
+        recv = bench_receiver(comps["ours"])
+        if recv is not None:
+            out.append(("ours_recv", comps["ours"], {"receiver": recv}))
     return out
+
+
+_RECEIVER = []
+
+
+def bench_receiver(ours):
+    """receiver= as a remote-code service would set it: this Python (bytecode loads), numpy
+    installed, NDIF's deny list: every check of the walk on (catalogue, imports, deny)."""
+    if not _RECEIVER:
+        cls = getattr(ours.module, "Receiver", None) if ours.available else None
+        _RECEIVER.append(None if cls is None else
+                         cls(python=sys.version_info[:2], modules=["numpy"], deny=cls.NDIF_DENY))
+    return _RECEIVER[0]
+
+
+def column_kwargs(column, ours):
+    if column == "ours_src":
+        return {"by_source": True}
+    if column == "ours_recv":
+        return {"receiver": bench_receiver(ours)}
+    return {}
 
 
 def first_call(bench, column, comp, kwargs, obj):
@@ -388,7 +412,7 @@ def preflight_child(pairs):
             continue
         obj = bench.build()
         for column in columns:
-            kwargs = {"by_source": True} if column == "ours_src" else {}
+            kwargs = column_kwargs(column, ours)
             print("START %s %s" % (bench.name, column), flush=True)
             try:
                 bufs = []
@@ -410,7 +434,7 @@ def preflight(selected, comps, log):
     t_start = time.perf_counter()
     wanted = set(selected) | ({"task_graph"} if "task_graph_loads" in selected else set())
     todo = [(b.name, col) for b in BENCHES if b.name in wanted and "ours" in b.competitors
-            for col in (("ours", "ours_src") if b.by_source else ("ours",))]
+            for col in (("ours", "ours_src", "ours_recv") if b.by_source else ("ours",))]
     crashed = {}
     while todo:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--_preflight",
@@ -745,6 +769,20 @@ def report(results, loads, memory, imports, facts, comps, args, wall):
             out.append(table(["payload", "ours bytecode", "ours by_source", "by_source/bytecode",
                               "by_source/cloudpickle", "size by_source/bytecode",
                               "size by_source/cp", "by_source first call (cold, wall)"], src_rows) + "\n")
+
+        recv_rows = []
+        for res in results:
+            c = res["cells"]
+            if "ours_recv" not in c:
+                continue
+            recv_rows.append([res["label"], cell_text(c.get("ours")), cell_text(c.get("ours_recv")),
+                              fmt_ratio(ratio(c.get("ours_recv"), c.get("ours"))),
+                              fmt_ratio(size_ratio(c.get("ours_recv"), c.get("ours")))])
+        if recv_rows:
+            out.append("### receiver= (ours, bytecode; Receiver(python=this, modules=['numpy'], "
+                       "deny=NDIF_DENY))\n")
+            out.append(table(["payload", "ours", "ours + receiver", "receiver/without",
+                              "size receiver/without"], recv_rows) + "\n")
 
     if loads:
         c = loads["cells"]

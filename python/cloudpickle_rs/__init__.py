@@ -11,6 +11,14 @@ receiver needs stock cloudpickle, not this package.
 from pickle import HIGHEST_PROTOCOL, PicklingError, load, loads
 
 from cloudpickle_rs._native import Pickler, PicklerBase, PicklingRecursionError, SourceFallbackWarning, dump, dumps
+from cloudpickle_rs._receiver import (
+    PayloadTooLargeError,
+    PicklingProhibitedError,
+    Receiver,
+    Report,
+    check,
+    check_stream,
+)
 
 
 # The by-value registry is stock cloudpickle's own set of module names (in the reconstructors'
@@ -61,6 +69,11 @@ __all__ = [
     "SourceFallbackWarning",
     "PicklingError",
     "PicklingProhibitedError",
+    "PayloadTooLargeError",
+    "Receiver",
+    "Report",
+    "check",
+    "check_stream",
     "dump",
     "dumps",
     "list_registry_pickle_by_value",
@@ -74,6 +87,3 @@ DEFAULT_PROTOCOL = 5
 
 CloudPickler = Pickler
 
-
-class PicklingProhibitedError(PicklingError):
-    """Raised by a ``pickle_by_reference`` callback to refuse an object; reaches the caller as is."""

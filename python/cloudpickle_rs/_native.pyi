@@ -43,7 +43,8 @@ class PicklerBase:
         by_source: _BySource = False,
         pickle_by_reference: Optional[Callable[[Any], bool]] = None,
         reconstructor_module: str = "cloudpickle.cloudpickle",
-    target_python: Union[str, tuple[int, ...], None] = None,
+        target_python: Union[str, tuple[int, ...], None] = None,
+        receiver: Optional[Any] = None,
     ) -> None: ...
     def dump(self, obj: Any) -> None: ...
     def clear_memo(self) -> None: ...
@@ -72,6 +73,7 @@ def dumps(
     fix_imports: bool = True,
     reconstructor_module: str = "cloudpickle.cloudpickle",
     target_python: Union[str, tuple[int, ...], None] = None,
+    receiver: Optional[Any] = None,
 ) -> bytes: ...
 def dump(
     obj: Any,
@@ -84,5 +86,6 @@ def dump(
     fix_imports: bool = True,
     reconstructor_module: str = "cloudpickle.cloudpickle",
     target_python: Union[str, tuple[int, ...], None] = None,
+    receiver: Optional[Any] = None,
 ) -> None: ...
 

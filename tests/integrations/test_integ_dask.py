@@ -110,3 +110,14 @@ if BY_SOURCE_CASES:  # defined only when there are cases: an empty parametrize w
         expected = BASIC if "basic" in case else EXPECTED
         check_covered(out, separate_scheduler=case[0] == "deploy", expected=expected,
                       by_source=True)
+
+
+def test_receiver_refuses_a_denied_task_on_the_client():
+    """install(receiver=Receiver(deny=NDIF_DENY)): the workload travels (dask's own modules are
+    added to the receiver's), and a task calling os.system is refused before it is sent, with
+    the receiver's message, where without a receiver it would run on the worker."""
+    out = run("local", "--workload", "basic", "--receiver", "ndif")
+    refused = out["results"].pop("refused")
+    check_covered(out, separate_scheduler=False, expected=BASIC)
+    assert refused is not None and refused[0] == "PicklingProhibitedError", refused
+    assert "uses 'os' (global: module os), which the receiver denies" in refused[1], refused

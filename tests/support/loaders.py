@@ -103,6 +103,9 @@ ENVS: Dict[str, EnvSpec] = {
                 "CPython 3.13 with only stock cloudpickle 3.1.3"),
         EnvSpec("recv-3.9-cp300", "cpython3.9", ("cloudpickle==3.0.0",), "3.0.0",
                 "CPython 3.9 with only stock cloudpickle 3.0.0"),
+        EnvSpec("recv-3.9-numpy", "cpython3.9", ("cloudpickle==3.1.2", "numpy==2.0.2"), "3.1.2",
+                "CPython 3.9 with stock cloudpickle 3.1.2 and numpy: a Receiver(python='3.9', "
+                "modules=['numpy']) for real"),
     )
 }
 

@@ -290,6 +290,8 @@ pub(crate) struct Cloud<'py> {
     pub target_python: crate::bysource::TargetPython,
     /// Per-dump state of the source path (None in bytecode mode).
     pub source: Option<crate::bysource::SourceDump>,
+    /// The `receiver=` session, when the caller described the other side.
+    pub receiver: Option<crate::receiver::ReceiverSession<'py>>,
 }
 
 impl<'py> Cloud<'py> {
@@ -300,17 +302,30 @@ impl<'py> Cloud<'py> {
         pickle_by_reference: Option<Bound<'py, PyAny>>,
         by_source: crate::bysource::BySource,
         target_python: crate::bysource::TargetPython,
+        receiver: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
+        let mut pickle_by_reference = pickle_by_reference.filter(|c| !c.is_none());
+        let mut target_python = target_python;
+        let mut session = None;
+        if let Some(r) = receiver.filter(|r| !r.is_none()) {
+            let begun = crate::receiver::ReceiverSession::begin(r, pickle_by_reference.as_ref())?;
+            pickle_by_reference = Some(begun.by_reference);
+            if target_python.is_none() {
+                target_python = crate::bysource::parse_target_python(begun.target_python.as_ref())?;
+            }
+            session = Some(begun.session);
+        }
         Ok(Cloud {
             rec: Reconstructors::get(py, module_name)?,
             it: interp(py)?,
             globals_ref,
-            pickle_by_reference: pickle_by_reference.filter(|c| !c.is_none()),
+            pickle_by_reference,
             cells_filled: Default::default(),
             module_index: None,
             by_source,
             target_python,
             source: (by_source != crate::bysource::BySource::Off).then(crate::bysource::SourceDump::default),
+            receiver: session,
         })
     }
 

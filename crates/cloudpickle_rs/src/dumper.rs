@@ -126,6 +126,9 @@ impl<'py> Dumper<'py> {
         }
         if let Err(err) = result {
             let err = self.err_path.finish(self.py, err, obj);
+            if let Some(r) = self.cloud.as_ref().and_then(|c| c.receiver.as_ref()) {
+                r.finish_error(&err);
+            }
             return Err(if self.cloud.is_some() { crate::statics::deep_recursion_error(self.py, err) } else { err });
         }
         self.w.finish();
@@ -135,8 +138,20 @@ impl<'py> Dumper<'py> {
         self.flush()
     }
 
-    pub(crate) fn into_memo(self) -> Memo {
-        self.memo
+    /// The `receiver=` session object of this dump, if any.
+    pub(crate) fn receiver_session(&self) -> Option<Bound<'py, PyAny>> {
+        self.cloud.as_ref().and_then(|c| c.receiver.as_ref()).map(|r| r.session.clone())
+    }
+
+    /// The memo's next index, before the dump: see `Memo::rollback`.
+    pub(crate) fn memo_mark(&self) -> usize {
+        self.memo.mark()
+    }
+
+    /// The memo, and the stream when it went to memory (`dumps`, or a receiver-checked dump).
+    pub(crate) fn into_memo_and_bytes(self) -> (Memo, PyResult<Bound<'py, PyBytes>>) {
+        let py = self.py;
+        (self.memo, self.w.into_buffer().into_bytes(py))
     }
 
     /// The stream written by [`Dumper::dump`], as the `bytes` object it was built in.
@@ -402,6 +417,12 @@ impl<'py> Dumper<'py> {
         let py = self.py;
         // SAFETY: `tp` is the live type object of `obj`.
         let type_obj = unsafe { Bound::from_borrowed_ptr(py, tp.cast::<ffi::PyObject>()) };
+        if let Some(r) = self.cloud.as_mut().and_then(|c| c.receiver.as_mut()) {
+            if r.prohibited(type_obj.cast::<PyType>()?)? {
+                let instead = r.refuse(obj)?;
+                return self.save(&instead, false);
+            }
+        }
         if let Some(ro) = self.hooks.reducer_override.clone() {
             let rv = ro.call1((obj,))?;
             if !rv.is(py.NotImplemented()) {
@@ -1363,6 +1384,9 @@ impl<'py> Dumper<'py> {
     ) -> SaveResult {
         use pickle_wire::opcodes::STACK_GLOBAL;
         let py = self.py;
+        if let Some(r) = self.cloud.as_ref().and_then(|c| c.receiver.as_ref()) {
+            r.check_global(obj, module_name, global_name)?;
+        }
         let registry = self.st.extension_registry.bind(py).cast::<PyDict>()?;
         if self.proto >= 2 && !registry.is_empty() {
             let key = PyTuple::new(py, [module_name.as_any(), global_name.as_any()])?;

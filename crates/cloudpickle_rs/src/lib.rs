@@ -15,6 +15,7 @@ mod memo;
 mod outbuf;
 mod pickler;
 mod plain;
+mod receiver;
 mod statics;
 
 use pyo3::prelude::*;
@@ -33,6 +34,7 @@ struct OneShot<'a, 'py> {
     fix_imports: bool,
     reconstructor_module: &'a str,
     target_python: Option<&'a Bound<'py, PyAny>>,
+    receiver: Option<&'a Bound<'py, PyAny>>,
 }
 
 impl<'py> OneShot<'_, 'py> {
@@ -50,7 +52,6 @@ impl<'py> OneShot<'_, 'py> {
             ),
             None => None,
         };
-        let hooks = Hooks { buffer_callback, ..Hooks::default() };
         let globals_ref = pyo3::types::PyDict::new(py);
         let cloud = cloud::Cloud::new(
             py,
@@ -59,14 +60,22 @@ impl<'py> OneShot<'_, 'py> {
             self.pickle_by_reference,
             by_source,
             target_python,
+            self.receiver,
         )?;
+        let buffer_callback = match (&cloud.receiver, buffer_callback) {
+            (Some(r), Some(cb)) => Some(r.count_buffers(cb)?),
+            (_, cb) => cb,
+        };
+        // With a receiver the stream is checked whole (its size budget) before a byte is written.
+        let write = if cloud.receiver.is_some() { None } else { write };
+        let hooks = Hooks { buffer_callback, ..Hooks::default() };
         Dumper::new(py, proto, self.fix_imports, write, hooks, Memo::default(), Some(cloud))
     }
 }
 
 /// Return the pickled representation of `obj` as bytes.
 #[pyfunction]
-#[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle", target_python=None))]
+#[pyo3(signature = (obj, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle", target_python=None, receiver=None))]
 #[allow(clippy::too_many_arguments)]
 fn dumps<'py>(
     py: Python<'py>,
@@ -78,6 +87,7 @@ fn dumps<'py>(
     fix_imports: bool,
     reconstructor_module: &str,
     target_python: Option<&Bound<'py, PyAny>>,
+    receiver: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let options = OneShot {
         protocol,
@@ -87,15 +97,21 @@ fn dumps<'py>(
         fix_imports,
         reconstructor_module,
         target_python,
+        receiver,
     };
     let mut dumper = options.dumper(py, None)?;
     dumper.dump(obj)?;
-    dumper.into_bytes()
+    let session = dumper.receiver_session();
+    let bytes = dumper.into_bytes()?;
+    if let Some(s) = session {
+        s.call_method1(pyo3::intern!(py, "check_size"), (obj, bytes.as_bytes().len()))?;
+    }
+    Ok(bytes)
 }
 
 /// Write the pickled representation of `obj` to the open file object `file`.
 #[pyfunction]
-#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle", target_python=None))]
+#[pyo3(signature = (obj, file, protocol=None, buffer_callback=None, by_source=None, pickle_by_reference=None, *, fix_imports=true, reconstructor_module="cloudpickle.cloudpickle", target_python=None, receiver=None))]
 #[allow(clippy::too_many_arguments)]
 fn dump<'py>(
     py: Python<'py>,
@@ -108,6 +124,7 @@ fn dump<'py>(
     fix_imports: bool,
     reconstructor_module: &str,
     target_python: Option<&Bound<'py, PyAny>>,
+    receiver: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<()> {
     let options = OneShot {
         protocol,
@@ -117,9 +134,19 @@ fn dump<'py>(
         fix_imports,
         reconstructor_module,
         target_python,
+        receiver,
     };
     let mut dumper = options.dumper(py, Some(file))?;
-    dumper.dump(obj)
+    dumper.dump(obj)?;
+    // With a receiver the dump went to memory: checked whole, then written in one call.
+    if let Some(s) = dumper.receiver_session() {
+        let bytes = dumper.into_bytes()?;
+        s.call_method1(pyo3::intern!(py, "check_size"), (obj, bytes.as_bytes().len()))?;
+        dumper::lookup_attr(file, pyo3::intern!(py, "write"))?
+            .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?
+            .call1((bytes,))?;
+    }
+    Ok(())
 }
 
 /// `gil_used = true`: on a free-threaded CPython (3.13t/3.14t) importing the module turns the GIL

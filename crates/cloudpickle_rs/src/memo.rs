@@ -163,6 +163,33 @@ impl Memo {
         idx
     }
 
+    /// The index the next memoized value gets: a mark for [`Memo::rollback`].
+    pub(crate) fn mark(&self) -> usize {
+        self.len + self.reserved
+    }
+
+    /// Forget every entry given an index at or after `mark` (a dump whose stream was never
+    /// written: a later dump must not refer to its values). Entries before the mark keep their
+    /// indices, and the next index is `mark` again, so none is given twice.
+    pub(crate) fn rollback(&mut self, py: Python<'_>, mark: usize) {
+        if self.mark() == mark {
+            return;
+        }
+        let old = std::mem::take(&mut self.slots);
+        self.len = 0;
+        self.grow_at = 0;
+        let (keep, drop): (Vec<Slot>, Vec<Slot>) =
+            old.into_iter().filter(|s| s.key.is_some()).partition(|s| s.value < mark);
+        for slot in &keep {
+            if let Some(key) = &slot.key {
+                self.insert_at(key.bind(py), slot.value);
+            }
+        }
+        release(keep);
+        release(drop);
+        self.reserved = mark - self.len;
+    }
+
     pub(crate) fn clear(&mut self) {
         release(std::mem::take(&mut self.slots));
         self.len = 0;

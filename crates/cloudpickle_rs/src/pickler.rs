@@ -89,6 +89,8 @@ pub struct PicklerBase {
     cloud_layer: bool,
     by_source: BySource,
     target_python: crate::bysource::TargetPython,
+    /// `receiver=`: the other side's description (`cloudpickle_rs.Receiver`), or None.
+    receiver: Option<Py<PyAny>>,
     /// Always true once the instance holds a `PicklerBase`. pyo3 (0.28 and later) makes the
     /// instance with `object.__new__`, which on CPython 3.11/3.12 allocates the instance
     /// `__dict__` before pyo3 writes these fields: a GC pass in that allocation calls
@@ -141,6 +143,7 @@ impl PicklerBase {
                 me.cloud_layer,
                 me.by_source,
                 me.target_python,
+                me.receiver.as_ref().map(|r| r.clone_ref(py)),
             );
             if me.dumping {
                 return Err(busy_error());
@@ -160,7 +163,16 @@ impl PicklerBase {
         let cloud = match cloud
             .3
             .then(|| {
-                Cloud::new(py, &cloud.2, cloud.0.into_bound(py), cloud.1.map(|c| c.into_bound(py)), cloud.4, cloud.5)
+                let receiver = cloud.6.map(|r| r.into_bound(py));
+                Cloud::new(
+                    py,
+                    &cloud.2,
+                    cloud.0.into_bound(py),
+                    cloud.1.map(|c| c.into_bound(py)),
+                    cloud.4,
+                    cloud.5,
+                    receiver.as_ref(),
+                )
             })
             .transpose()
         {
@@ -174,7 +186,23 @@ impl PicklerBase {
                 return Err(e);
             }
         };
-        let hooks = match instance_hooks(slf, buffer_callback.map(|b| b.into_bound(py))) {
+        let session = cloud.as_ref().and_then(|c| c.receiver.as_ref()).map(|r| r.session.clone());
+        let buffer_callback = buffer_callback.map(|b| b.into_bound(py));
+        let buffer_callback = match (cloud.as_ref().and_then(|c| c.receiver.as_ref()), buffer_callback) {
+            (Some(r), Some(cb)) => match r.count_buffers(cb) {
+                Ok(counted) => Some(counted),
+                Err(e) => {
+                    {
+                        let mut me = slf.borrow_mut();
+                        me.memo = Some(memo);
+                        me.dumping = false;
+                    }
+                    return Err(e);
+                }
+            },
+            (_, cb) => cb,
+        };
+        let hooks = match instance_hooks(slf, buffer_callback) {
             Ok(h) => h,
             Err(e) => {
                 {
@@ -185,7 +213,10 @@ impl PicklerBase {
                 return Err(e);
             }
         };
-        let mut dumper = match Dumper::new(py, proto, fix_imports, Some(write.into_bound(py)), hooks, memo, cloud) {
+        // With a receiver the stream is checked whole (its size budget) before a byte is written.
+        let write = write.into_bound(py);
+        let sink = if session.is_some() { None } else { Some(write.clone()) };
+        let mut dumper = match Dumper::new(py, proto, fix_imports, sink, hooks, memo, cloud) {
             Ok(d) => d,
             Err(e) => {
                 {
@@ -197,13 +228,28 @@ impl PicklerBase {
             }
         };
         dumper.fast = fast;
+        let mark = dumper.memo_mark();
         let result = dumper.dump(obj);
+        let (mut memo, bytes) = dumper.into_memo_and_bytes();
+        // With a receiver, a dump that fails or is refused writes nothing: the memo forgets
+        // what it added, or the next dump would refer to values the file never got.
+        let outcome = result.and_then(|()| match &session {
+            Some(s) => {
+                let bytes = bytes?;
+                s.call_method1(intern!(py, "check_size"), (obj, bytes.as_bytes().len()))?;
+                write.call1((bytes,)).map(drop)
+            }
+            None => Ok(()),
+        });
+        if outcome.is_err() && session.is_some() {
+            memo.rollback(py, mark);
+        }
         {
             let mut me = slf.borrow_mut();
-            me.memo = Some(dumper.into_memo());
+            me.memo = Some(memo);
             me.dumping = false;
         }
-        result
+        outcome
     }
 
     /// `_pickle.Pickler.persistent_id` of CPython 3.13+: None for every object, so that a
@@ -295,6 +341,9 @@ impl PicklerBase {
         if let Some(c) = &self.pickle_by_reference {
             visit.call(c)?;
         }
+        if let Some(r) = &self.receiver {
+            visit.call(r)?;
+        }
         Ok(())
     }
 
@@ -302,6 +351,7 @@ impl PicklerBase {
         self.write = None;
         self.buffer_callback = None;
         self.pickle_by_reference = None;
+        self.receiver = None;
         if let Some(m) = self.memo.as_mut() {
             m.clear();
         }
@@ -329,6 +379,7 @@ impl PicklerBase {
             cloud_layer,
             by_source: BySource::Off,
             target_python: None,
+            receiver: None,
             constructed: true,
         };
         // A subclass may have an `__init__` of another signature: it calls ours through
@@ -386,6 +437,7 @@ impl PicklerBase {
                         self.pickle_by_reference = Some(v).filter(|c| !c.is_none()).map(Bound::unbind)
                     }
                     "reconstructor_module" => self.reconstructor_module = v.extract()?,
+                    "receiver" => self.receiver = Some(v).filter(|r| !r.is_none()).map(Bound::unbind),
                     other => {
                         return Err(PyTypeError::new_err(format!(
                             "Pickler() got an unexpected keyword argument '{other}'"
@@ -492,8 +544,15 @@ impl Pickler {
             )
         };
         // Upstream's reduce tuples carry code objects: this hook is bytecode-only.
-        let cloud =
-            Cloud::new(py, &module, globals_ref.into_bound(py), pbr.map(|c| c.into_bound(py)), BySource::Off, None)?;
+        let cloud = Cloud::new(
+            py,
+            &module,
+            globals_ref.into_bound(py),
+            pbr.map(|c| c.into_bound(py)),
+            BySource::Off,
+            None,
+            None,
+        )?;
         let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(cloud))?;
         Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
     }

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["BY_SOURCE_ENV", "TARGET_PYTHON_ENV", "resolve_by_source", "resolve_target_python", "Counter"]
+__all__ = ["BY_SOURCE_ENV", "TARGET_PYTHON_ENV", "resolve_by_source", "resolve_target_python", "check_receiver",
+           "Counter"]
 
 #: Environment variable read by every integration when its ``by_source`` option is not given.
 BY_SOURCE_ENV = "CLOUDPICKLE_RS_BY_SOURCE"
@@ -47,13 +48,29 @@ def resolve_target_python(target_python=None):
     return target_python
 
 
-def dumps_kwargs(by_source, target_python=None):
+def dumps_kwargs(by_source, target_python=None, receiver=None):
     """Keyword arguments for ``cloudpickle_rs.dumps``/``Pickler``: by_source only when it is on,
-    so a build without by_source keeps working with the option off; target_python only when set."""
+    so a build without by_source keeps working with the option off; target_python and receiver
+    only when set."""
     kwargs = {"by_source": by_source} if by_source else {}
     if target_python is not None:
         kwargs["target_python"] = target_python
+    if receiver is not None:
+        kwargs["receiver"] = receiver
     return kwargs
+
+
+def check_receiver(receiver, framework_modules=()):
+    """The receiver an integration passes on: a :class:`cloudpickle_rs.Receiver` (or None),
+    with the framework's own modules added (its workers import them: a Dask worker has dask
+    and distributed). ``TypeError`` now, at install time, for anything else."""
+    if receiver is None:
+        return None
+    from cloudpickle_rs import Receiver
+
+    if not isinstance(receiver, Receiver):
+        raise TypeError(f"receiver must be a cloudpickle_rs.Receiver or None, not {type(receiver).__name__}")
+    return receiver.with_modules(*framework_modules)
 
 
 def check_target_python(target_python):

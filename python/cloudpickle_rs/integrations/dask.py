@@ -33,14 +33,14 @@ import types
 
 import cloudpickle_rs as _rs
 
-from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_target_python,
+from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_receiver, check_target_python,
                                                  dumps_kwargs, resolve_by_source,
                                                  resolve_target_python)
 
 __all__ = ["install", "uninstall", "installed", "stats", "dask_setup", "shim"]
 
 _counter = Counter("dask")
-_state = {"by_source": False, "target_python": None, "installed": False, "saved": []}
+_state = {"by_source": False, "target_python": None, "receiver": None, "installed": False, "saved": []}
 
 # Where Dask looks up the `cloudpickle` module by attribute at call time.
 _TARGET_MODULES = ("distributed.protocol.pickle", "dask.tokenize", "dask.multiprocessing")
@@ -48,13 +48,13 @@ _TARGET_MODULES = ("distributed.protocol.pickle", "dask.tokenize", "dask.multipr
 
 def _dumps(obj, protocol=None, buffer_callback=None, **kwargs):
     _counter.add("dumps")
-    kwargs.update(dumps_kwargs(_state["by_source"], _state["target_python"]))
+    kwargs.update(dumps_kwargs(_state["by_source"], _state["target_python"], _state["receiver"]))
     return _rs.dumps(obj, protocol, buffer_callback, **kwargs)
 
 
 def _dump(obj, file, protocol=None, buffer_callback=None, **kwargs):
     _counter.add("dump")
-    kwargs.update(dumps_kwargs(_state["by_source"], _state["target_python"]))
+    kwargs.update(dumps_kwargs(_state["by_source"], _state["target_python"], _state["receiver"]))
     return _rs.dump(obj, file, protocol, buffer_callback, **kwargs)
 
 
@@ -97,17 +97,19 @@ def _patch_module(modname):
     return True
 
 
-def install(by_source=None, target_python=None):
+def install(by_source=None, target_python=None, receiver=None):
     """Route Dask's and distributed's pickling in this process through cloudpickle_rs.
 
     ``by_source``: True, False, "auto", or None for ``CLOUDPICKLE_RS_BY_SOURCE``.
     ``target_python``: the workers' Python ("3.10" or (3, 10)), or None for
     ``CLOUDPICKLE_RS_TARGET_PYTHON``; a task whose code that Python cannot load is refused when
-    it is pickled, on the client.  Calling it again changes the options.  Returns the list of
-    modules patched.
+    it is pickled, on the client.  ``receiver``: a :class:`cloudpickle_rs.Receiver` describing
+    the workers (dask, distributed and toolz are added to its modules); tasks it refuses raise
+    on the client.  Calling it again changes the options.  Returns the list of modules patched.
     """
     _state["by_source"] = resolve_by_source(by_source)
     _state["target_python"] = check_target_python(resolve_target_python(target_python))
+    _state["receiver"] = check_receiver(receiver, ("dask", "distributed", "toolz", "tlz", "msgpack"))
     audit_from_env()
     patched = []
     if not _state["installed"]:

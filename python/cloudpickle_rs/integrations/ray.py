@@ -29,7 +29,7 @@ import io
 
 import cloudpickle_rs as _rs
 
-from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_target_python,
+from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_receiver, check_target_python,
                                                  dumps_kwargs, resolve_by_source,
                                                  resolve_target_python)
 
@@ -39,7 +39,7 @@ __all__ = ["RECONSTRUCTOR_MODULE", "Pickler", "CloudPickler", "dumps", "dump", "
 RECONSTRUCTOR_MODULE = "ray.cloudpickle.cloudpickle"
 
 _counter = Counter("ray")
-_state = {"by_source": False, "target_python": None, "installed": False, "carry": True, "saved": None,
+_state = {"by_source": False, "target_python": None, "receiver": None, "installed": False, "carry": True, "saved": None,
           "ray_dispatch": None}
 
 
@@ -51,7 +51,8 @@ def _vendored_cloudpickle_own(reducer):
 
 def pickler_options():
     """The cloudpickle_rs options every Ray pickle is made with (Ray's reconstructors, by_source)."""
-    return {"reconstructor_module": RECONSTRUCTOR_MODULE, **dumps_kwargs(_state["by_source"], _state["target_python"])}
+    return {"reconstructor_module": RECONSTRUCTOR_MODULE, **dumps_kwargs(_state["by_source"], _state["target_python"],
+                                                                          _state["receiver"])}
 
 
 class _RayDispatch(dict):
@@ -111,12 +112,14 @@ def dump(obj, file, protocol=None, buffer_callback=None):
 _NAMES = ("CloudPickler", "Pickler", "dumps", "dump")
 
 
-def install(by_source=None, carry_reducers=True, target_python=None):
+def install(by_source=None, carry_reducers=True, target_python=None, receiver=None):
     """Make ``ray.cloudpickle`` pickle with cloudpickle_rs in this process.
 
     ``by_source``: True, False, "auto", or None for ``CLOUDPICKLE_RS_BY_SOURCE``.
     ``target_python``: the workers' Python ("3.10" or (3, 10)), or None for
     ``CLOUDPICKLE_RS_TARGET_PYTHON``: what it cannot load is refused on the driver.
+    ``receiver``: a :class:`cloudpickle_rs.Receiver` describing the workers (ray is added to its
+    modules); what it refuses raises on the driver.
     ``carry_reducers=False`` leaves Ray's reducers out (for tests proving they are needed: an
     ObjectRef in a closure then breaks).  Calling it again updates the options.
     """
@@ -124,6 +127,7 @@ def install(by_source=None, carry_reducers=True, target_python=None):
 
     _state["by_source"] = resolve_by_source(by_source)
     _state["target_python"] = check_target_python(resolve_target_python(target_python))
+    _state["receiver"] = check_receiver(receiver, ("ray",))
     _state["carry"] = bool(carry_reducers)
     if not _state["installed"]:
         original = rcp.CloudPickler

@@ -82,6 +82,15 @@ def workload(client):
     total = dask.delayed(lambda xs: sum(xs))([dask.delayed(make_adder(1))(i) for i in range(3)])
     out["delayed"] = total.compute(timeout=T) if hasattr(total, "compute") else None
     out["token_deterministic"] = tokenize(Point(1, 2)) == tokenize(Point(1, 2))
+    if args.receiver != "none":  # a task the receiver denies is refused on the client
+        def shell(cmd):
+            return os.system(cmd)
+
+        try:
+            client.submit(shell, "true", pure=False).result(timeout=T)
+            out["refused"] = None
+        except Exception as e:
+            out["refused"] = [type(e).__name__, str(e).splitlines()[0]]
     return out
 
 
@@ -172,11 +181,18 @@ if __name__ == "__main__":
     p.add_argument("--uncovered", choices=["scheduler", "worker", "none"], default="none")
     p.add_argument("--by-source", default="false")
     p.add_argument("--workload", choices=["full", "basic"], default="full")
+    p.add_argument("--receiver", choices=["none", "ndif"], default="none")
     args = p.parse_args()
     BY_SOURCE = {"false": False, "true": True, "auto": "auto"}[args.by_source]
     from cloudpickle_rs.integrations import dask as cprs_dask
 
-    cprs_dask.install(by_source=BY_SOURCE)
+    receiver = None
+    if args.receiver == "ndif":
+        import cloudpickle_rs
+
+        # the workers have the audit preload; dask, distributed and toolz are added by install
+        receiver = cloudpickle_rs.Receiver(modules=["audit"], deny=cloudpickle_rs.Receiver.NDIF_DENY)
+    cprs_dask.install(by_source=BY_SOURCE, receiver=receiver)
     out = run_local() if args.mode == "local" else run_deploy()
     print("INTEG-RESULT: " + json.dumps(out, default=repr), flush=True)
     faulthandler.cancel_dump_traceback_later()
