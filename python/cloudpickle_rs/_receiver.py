@@ -18,7 +18,7 @@ import sys
 import types
 from pickle import PicklingError
 
-__all__ = ["PicklingProhibitedError", "PayloadTooLargeError", "Receiver", "Report", "Problem", "check"]
+__all__ = ["PicklingProhibitedError", "PayloadTooLargeError", "Receiver", "Report", "Problem", "check", "check_stream"]
 
 
 class PicklingProhibitedError(PicklingError):
@@ -27,10 +27,14 @@ class PicklingProhibitedError(PicklingError):
     Also what a ``pickle_by_reference`` callback raises to refuse an object (it reaches the
     caller as is).  With a receiver, ``exc.problem`` is the :class:`Problem`."""
 
+    __module__ = "cloudpickle_rs"
+
 
 class PayloadTooLargeError(PicklingError):
     """The pickle (out-of-band buffers included) exceeds ``Receiver.max_bytes``;
     ``exc.largest`` lists the largest parts as ``(path, type name, bytes)``."""
+
+    __module__ = "cloudpickle_rs"
 
 
 # ----- the catalogue of objects that cannot work on another machine ---------------------------
@@ -378,10 +382,6 @@ def _code_refs(code):
     return out
 
 
-class _Refusal(PicklingProhibitedError):
-    pass
-
-
 class _Session:
     """One dump's view of a :class:`Receiver` (what the Rust walk calls)."""
 
@@ -401,7 +401,7 @@ class _Session:
     def _refuse(self, key, type_name, reason, workaround, also=()):
         if self.collect is not None and (key in self.collect.skip or any(a in self.collect.skip for a in also)):
             return True
-        exc = _Refusal(f"{type_name}: {reason}. Instead: {workaround}")
+        exc = PicklingProhibitedError(f"{type_name}: {reason}. Instead: {workaround}")
         exc.problem = Problem("obj", type_name, reason, workaround)
         exc._cprs_key = key
         exc._cprs_also = tuple(also)
@@ -435,7 +435,7 @@ class _Session:
 
     def finish_error(self, exc):
         problem = getattr(exc, "problem", None)
-        if not isinstance(exc, _Refusal) or problem is None:
+        if not isinstance(exc, PicklingProhibitedError) or problem is None:
             return
         problem.path = _path_from_notes(exc)
         exc.args = (problem.message(),)
@@ -821,7 +821,10 @@ def check(obj, by_source=False, receiver=None, protocol=None, pickle_by_referenc
         try:
             dumps(obj, protocol, by_source=by_source, pickle_by_reference=pickle_by_reference, receiver=checking)
             break
-        except _Refusal as exc:
+        except PicklingProhibitedError as exc:
+            if not hasattr(exc, "_cprs_key"):  # a pickle_by_reference callback's own refusal
+                problems.append(_error_problem(exc))
+                break
             problems.append(exc.problem)
             collect.skip.add(exc._cprs_key)
             collect.skip.update(exc._cprs_also)

@@ -116,8 +116,16 @@ def test_receiver_refuses_a_denied_task_on_the_client():
     """install(receiver=Receiver(deny=NDIF_DENY)): the workload travels (dask's own modules are
     added to the receiver's), and a task calling os.system is refused before it is sent, with
     the receiver's message, where without a receiver it would run on the worker."""
-    out = run("local", "--workload", "basic", "--receiver", "ndif")
-    refused = out["results"].pop("refused")
+    res = integ_env.run_script("dask_app.py", "local", "--workload", "basic", "--receiver", "ndif",
+                               timeout=200)
+    assert res.returncode == 0 and res.result is not None, res.explain()
+    out = res.result
+    refused, ran = out["results"].pop("refused"), out["results"].pop("task_ran")
     check_covered(out, separate_scheduler=False, expected=BASIC)
-    assert refused is not None and refused[0] == "PicklingProhibitedError", refused
-    assert "uses 'os' (global: module os), which the receiver denies" in refused[1], refused
+    assert refused is not None and not ran, (refused, ran)
+    assert refused[0] == "TypeError" and "Could not serialize" in refused[1], refused
+    # distributed logs the cause, ours, on the client
+    assert ("cloudpickle_rs.PicklingProhibitedError: cannot send obj (LLGExpr reconstructor arguments)"
+            in res.stderr), res.stderr[-3000:]
+    assert ("function __main__.workload.<locals>.shell" in res.stderr
+            and "uses 'os' (global: module os), which the receiver denies" in res.stderr), res.stderr[-3000:]
