@@ -395,6 +395,11 @@ class _Session:
         self.size = None
         self.by_value = []
         self.referenced = set()
+        # What the walk reads to decide functions itself (no user callback, not check()).
+        self.fast_functions = user_callback is None and collect is None
+        self.deny_modules = receiver.deny_modules
+        self.deny_builtins = receiver.deny_builtins
+        self.needs_size = receiver.max_bytes is not None or collect is not None
 
     # -- refusals ----------------------------------------------------------------------------
 
@@ -437,7 +442,11 @@ class _Session:
         problem = getattr(exc, "problem", None)
         if not isinstance(exc, PicklingProhibitedError) or problem is None:
             return
-        problem.path = _path_from_notes(exc)
+        path = _path_from_notes(exc)
+        if problem.type in ("function", "class"):
+            # found while the walk wrote the function's state: the path is the function's
+            path = path.removesuffix(" (function state)")
+        problem.path = path
         exc.args = (problem.message(),)
 
     # -- by value or by reference -------------------------------------------------------------
@@ -464,6 +473,21 @@ class _Session:
             self.by_value.append(_qualified(obj))
             self._scan(obj)
         return ref
+
+    def module_verdict(self, module):
+        """For a function its module and qualname find here: 0 by reference (the receiver
+        imports the module), 1 by value (the user's own code the receiver lacks), 2 refused
+        (an installed library the receiver lacks; ``by_reference`` words the refusal)."""
+        top = module.split(".", 1)[0]
+        if self.r.can_import(top):
+            self.referenced.add(top)
+            return 0
+        mod = sys.modules.get(module)
+        return 1 if mod is None or _is_local_code(mod) else 2
+
+    def scan(self, obj):
+        """What the walk calls for a function it sends by value and may refuse."""
+        self._scan(obj)
 
     def _module_by_reference(self, module):
         name = module.__name__

@@ -65,7 +65,7 @@ impl<'py> Dumper<'py> {
         if tp.is(it.function_type.bind(py)) {
             let by_ref = match &self.cloud {
                 Some(c) if c.rec.own_functions.contains(&(obj.as_ptr() as usize)) => true,
-                Some(c) => c.should_pickle_by_reference(obj, None)?,
+                Some(c) => c.function_by_reference(obj)?,
                 None => return Ok(Handled::Pass),
             };
             if by_ref {
@@ -290,6 +290,11 @@ impl<'py> Dumper<'py> {
                 deps.push(v);
             }
         }
+        if let Some(r) = self.cloud()?.receiver.as_ref().filter(|r| r.fast) {
+            if r.function_suspect(it, func, code, &names, f_globals, &deps)? {
+                r.scan(func)?;
+            }
+        }
         let submodules = self.imported_submodules(code, &deps)?;
         let slot: [(Bound<'py, PyAny>, Bound<'py, PyAny>); 10] = [
             (intern!(py, "__name__").clone().into_any(), fresh_str(&func.getattr(intern!(py, "__name__"))?)?),
@@ -413,6 +418,11 @@ impl<'py> Dumper<'py> {
         for cell in cells {
             if let Ok(v) = cell.getattr(intern!(py, "cell_contents")) {
                 deps.push(v);
+            }
+        }
+        if let Some(r) = self.cloud()?.receiver.as_ref().filter(|r| r.fast) {
+            if r.function_suspect(it, func, code, &names, f_globals, &deps)? {
+                r.scan(func)?;
             }
         }
         let submodules = self.imported_submodules(code, &deps)?;
@@ -1065,7 +1075,7 @@ pub(crate) fn function_dict<'py>(func: &Bound<'py, PyAny>) -> Option<Bound<'py, 
 }
 
 /// One of a function's slots through the C API (a borrowed reference, NULL meaning None).
-fn function_slot<'py>(
+pub(crate) fn function_slot<'py>(
     func: &Bound<'py, PyAny>,
     getter: unsafe extern "C" fn(*mut pyo3::ffi::PyObject) -> *mut pyo3::ffi::PyObject,
 ) -> Bound<'py, PyAny> {

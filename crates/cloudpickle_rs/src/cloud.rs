@@ -148,6 +148,7 @@ pub(crate) struct Interp {
     pub function_type: Py<PyAny>,
     pub code_type: Py<PyAny>,
     pub cell_type: Py<PyAny>,
+    pub method_type: Py<PyAny>,
     pub module_type: Py<PyAny>,
     pub typevar_type: Py<PyAny>,
     pub forwardref_type: Py<PyAny>,
@@ -168,6 +169,7 @@ pub(crate) struct Interp {
     pub store_global: u8,
     pub delete_global: u8,
     pub extended_arg: u8,
+    pub import_name: u8,
     pub have_argument: u8,
     /// From 3.11, LOAD_GLOBAL's argument is `namei << 1 | push_null`.
     pub load_global_shifted: bool,
@@ -243,6 +245,7 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
         Ok(Interp {
             function_type: types.getattr("FunctionType")?.unbind(),
             cell_type: types.getattr("CellType")?.unbind(),
+            method_type: types.getattr("MethodType")?.unbind(),
             module_type: types.getattr("ModuleType")?.unbind(),
             typevar_type: py.import("typing")?.getattr("TypeVar")?.unbind(),
             forwardref_type: py.import("typing")?.getattr("ForwardRef")?.unbind(),
@@ -259,6 +262,7 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
             store_global: op("STORE_GLOBAL")?,
             delete_global: op("DELETE_GLOBAL")?,
             extended_arg: op("EXTENDED_ARG")?,
+            import_name: op("IMPORT_NAME")?,
             have_argument: opcode.getattr("HAVE_ARGUMENT")?.extract()?,
             load_global_shifted: version >= (3, 11),
             code_tuple_fields: ["co_names", "co_varnames", "co_freevars", "co_cellvars"]
@@ -477,6 +481,29 @@ impl<'py> Cloud<'py> {
         }
     }
 
+    /// A function: by reference or by value. Under a receiver without a user callback the
+    /// walk decides itself (cloudpickle's rule, then the receiver's verdict on the module,
+    /// cached per dump), and calls into the session only for what it may refuse: one Python
+    /// call per module, not per function.
+    pub(crate) fn function_by_reference(&self, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let Some(r) = self.receiver.as_ref().filter(|r| r.fast) else {
+            return self.should_pickle_by_reference(obj, None);
+        };
+        let py = obj.py();
+        let by_ref = match self.lookup_module_and_qualname(obj, None)? {
+            Some(m) if !self.is_registered_by_value(py, &m)? => match r.module_verdict(&m)? {
+                crate::receiver::Verdict::Reference => true,
+                crate::receiver::Verdict::Value => false,
+                // The session words the refusal (it raises).
+                crate::receiver::Verdict::Refuse => return r.session_by_reference(obj),
+            },
+            _ => false,
+        };
+        // By value: what the function uses is checked as its state is written
+        // (`ReceiverSession::function_suspect`).
+        Ok(by_ref)
+    }
+
     /// Modules: by reference when importable by name (in `sys.modules`) and not registered.
     pub(crate) fn should_pickle_module_by_reference(&self, module: &Bound<'py, PyAny>) -> PyResult<bool> {
         let py = module.py();
@@ -520,6 +547,59 @@ pub(crate) fn code_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> P
     let tuple = PyTuple::new(py, seen)?;
     code_cache_put(&NAMES_CACHE, py, code, &tuple);
     Ok(tuple)
+}
+
+/// Modules a code object (and the code nested in it) imports (`IMPORT_NAME`), cached as
+/// [`code_global_names`] is.
+pub(crate) fn code_imports<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let py = code.py();
+    if let Some(hit) = code_cache_get(&IMPORTS_CACHE, py, code) {
+        return Ok(hit);
+    }
+    let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
+    collect_names_of(it, code, &mut seen, &|op| op == it.import_name)?;
+    let tuple = PyTuple::new(py, seen)?;
+    code_cache_put(&IMPORTS_CACHE, py, code, &tuple);
+    Ok(tuple)
+}
+
+/// The `co_names` entries that instructions `wanted` by opcode name, nested code included.
+fn collect_names_of<'py>(
+    it: &Interp,
+    code: &Bound<'py, PyAny>,
+    out: &mut Vec<Bound<'py, PyAny>>,
+    wanted: &dyn Fn(u8) -> bool,
+) -> PyResult<()> {
+    let py = code.py();
+    let names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
+    let raw = code.getattr(intern!(py, "co_code"))?;
+    let bytes: &[u8] = raw.cast::<pyo3::types::PyBytes>()?.as_bytes();
+    let mut ext: u32 = 0;
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        let (opc, arg) = (bytes[i], u32::from(bytes[i + 1]));
+        i += 2;
+        if opc == it.extended_arg {
+            ext = (ext | arg) << 8;
+            continue;
+        }
+        let full = if opc >= it.have_argument { ext | arg } else { 0 };
+        ext = 0;
+        if wanted(opc) {
+            if let Ok(name) = names.get_item(full as usize) {
+                if !out.iter().any(|n| n.eq(&name).unwrap_or(false)) {
+                    out.push(name);
+                }
+            }
+        }
+    }
+    let code_type = code.get_type();
+    for c in code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
+        if c.get_type().is(&code_type) {
+            collect_names_of(it, &c, out, wanted)?;
+        }
+    }
+    Ok(())
 }
 
 fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
@@ -618,6 +698,8 @@ pub(crate) fn weak_ref(obj: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
 
 /// [`code_global_names`] of each code object.
 static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
+/// [`code_imports`] of each code object.
+static IMPORTS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 /// [`code_fields`] of each code object.
 static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 

@@ -138,9 +138,14 @@ impl<'py> Dumper<'py> {
         self.flush()
     }
 
-    /// The `receiver=` session object of this dump, if any.
-    pub(crate) fn receiver_session(&self) -> Option<Bound<'py, PyAny>> {
-        self.cloud.as_ref().and_then(|c| c.receiver.as_ref()).map(|r| r.session.clone())
+    /// Whether this dump has a `receiver=` (its stream then goes to memory first).
+    pub(crate) fn has_receiver(&self) -> bool {
+        self.cloud.as_ref().is_some_and(|c| c.receiver.is_some())
+    }
+
+    /// The `receiver=` size check to run on this dump's stream, if any.
+    pub(crate) fn receiver_size_check(&self) -> Option<crate::receiver::SizeCheck<'py>> {
+        self.cloud.as_ref().and_then(|c| c.receiver.as_ref()).and_then(|r| r.size_check())
     }
 
     /// The memo's next index, before the dump: see `Memo::rollback`.
@@ -1384,8 +1389,10 @@ impl<'py> Dumper<'py> {
     ) -> SaveResult {
         use pickle_wire::opcodes::STACK_GLOBAL;
         let py = self.py;
-        if let Some(r) = self.cloud.as_ref().and_then(|c| c.receiver.as_ref()) {
-            r.check_global(obj, module_name, global_name)?;
+        if let Some(c) = self.cloud.as_ref() {
+            if let Some(r) = c.receiver.as_ref() {
+                r.check_global(obj, module_name, global_name, &c.rec.module_name)?;
+            }
         }
         let registry = self.st.extension_registry.bind(py).cast::<PyDict>()?;
         if self.proto >= 2 && !registry.is_empty() {

@@ -101,10 +101,10 @@ fn dumps<'py>(
     };
     let mut dumper = options.dumper(py, None)?;
     dumper.dump(obj)?;
-    let session = dumper.receiver_session();
+    let size_check = dumper.receiver_size_check();
     let bytes = dumper.into_bytes()?;
-    if let Some(s) = session {
-        s.call_method1(pyo3::intern!(py, "check_size"), (obj, bytes.as_bytes().len()))?;
+    if let Some(s) = size_check {
+        s.check(obj, bytes.as_bytes().len())?;
     }
     Ok(bytes)
 }
@@ -139,9 +139,12 @@ fn dump<'py>(
     let mut dumper = options.dumper(py, Some(file))?;
     dumper.dump(obj)?;
     // With a receiver the dump went to memory: checked whole, then written in one call.
-    if let Some(s) = dumper.receiver_session() {
+    if dumper.has_receiver() {
+        let size_check = dumper.receiver_size_check();
         let bytes = dumper.into_bytes()?;
-        s.call_method1(pyo3::intern!(py, "check_size"), (obj, bytes.as_bytes().len()))?;
+        if let Some(s) = size_check {
+            s.check(obj, bytes.as_bytes().len())?;
+        }
         dumper::lookup_attr(file, pyo3::intern!(py, "write"))?
             .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?
             .call1((bytes,))?;

@@ -186,7 +186,7 @@ impl PicklerBase {
                 return Err(e);
             }
         };
-        let session = cloud.as_ref().and_then(|c| c.receiver.as_ref()).map(|r| r.session.clone());
+        let session = cloud.as_ref().and_then(|c| c.receiver.as_ref()).map(|r| r.size_check());
         let buffer_callback = buffer_callback.map(|b| b.into_bound(py));
         let buffer_callback = match (cloud.as_ref().and_then(|c| c.receiver.as_ref()), buffer_callback) {
             (Some(r), Some(cb)) => match r.count_buffers(cb) {
@@ -234,9 +234,11 @@ impl PicklerBase {
         // With a receiver, a dump that fails or is refused writes nothing: the memo forgets
         // what it added, or the next dump would refer to values the file never got.
         let outcome = result.and_then(|()| match &session {
-            Some(s) => {
+            Some(size_check) => {
                 let bytes = bytes?;
-                s.call_method1(intern!(py, "check_size"), (obj, bytes.as_bytes().len()))?;
+                if let Some(s) = size_check {
+                    s.check(obj, bytes.as_bytes().len())?;
+                }
                 write.call1((bytes,)).map(drop)
             }
             None => Ok(()),

@@ -4,7 +4,11 @@
 //! the walk asks it for a session object and consults it at four places only, so a dump without
 //! a receiver pays one branch:
 //! - a function, class or module deciding by value or by reference: `session.by_reference`
-//!   takes the place of the `pickle_by_reference` callback (it wraps the user's, if given);
+//!   takes the place of the `pickle_by_reference` callback (it wraps the user's, if given).
+//!   Functions, the bulk of shipped code, are decided by the walk when there is no user
+//!   callback (`session.module_verdict` once per module name, `session.scan` only for a
+//!   function [`ReceiverSession::function_suspect`] flags): the receiver's cost stays a few
+//!   lookups per function, not a Python call;
 //! - an object whose type (or a base) is in `session.catalogue` (a `{type: entry}` dict of
 //!   things that cannot work on another machine): `session.refuse(obj)`, which raises, or in
 //!   `check()`'s collecting mode returns what to write instead. The verdict is cached per type
@@ -13,9 +17,12 @@
 //! - the end of the dump: `session.check_size(obj, nbytes)`, and on an error
 //!   `session.finish_error(exc)` (which puts the object's path into a refusal's message).
 
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyCFunction, PyDict, PyFrozenSet, PyFunction, PyModule, PyString, PyTuple, PyType};
 
 use crate::addr::AddrMap;
 
@@ -24,6 +31,41 @@ pub(crate) struct ReceiverSession<'py> {
     catalogue: Bound<'py, PyDict>,
     /// Type address -> whether the type or one of its bases is in the catalogue.
     verdicts: AddrMap<bool>,
+    /// No user callback and not `check()`: functions are decided here (see
+    /// `Cloud::function_by_reference`), the session consulted only for what it may refuse.
+    pub fast: bool,
+    /// The receiver's denied top-level modules and builtins (frozensets of str).
+    deny_modules: Bound<'py, PyFrozenSet>,
+    deny_builtins: Bound<'py, PyFrozenSet>,
+    /// Module name -> the receiver's verdict on functions of that module, for this dump.
+    modules: RefCell<HashMap<String, Verdict>>,
+    /// Top-level modules whose globals `check_global` passed in this dump.
+    global_tops: RefCell<HashSet<String>>,
+    /// Whether `check_size` has anything to do (a `max_bytes`, or `check()` recording).
+    pub needs_size: bool,
+}
+
+/// The end-of-dump size check of a session (see [`ReceiverSession::size_check`]).
+pub(crate) struct SizeCheck<'py> {
+    session: Bound<'py, PyAny>,
+}
+
+impl<'py> SizeCheck<'py> {
+    /// `session.check_size(obj, nbytes)`: raises PayloadTooLargeError over the budget.
+    pub(crate) fn check(&self, obj: &Bound<'py, PyAny>, nbytes: usize) -> PyResult<()> {
+        self.session.call_method1(intern!(obj.py(), "check_size"), (obj, nbytes)).map(drop)
+    }
+}
+
+/// What the receiver makes of a function its module and qualname find on this side.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Verdict {
+    /// The receiver imports the module: by reference.
+    Reference,
+    /// The receiver lacks it but it is the user's own code: by value.
+    Value,
+    /// An installed library the receiver lacks (or denies): refused.
+    Refuse,
 }
 
 /// What [`ReceiverSession::begin`] hands to the cloud layer besides the session.
@@ -48,8 +90,22 @@ impl<'py> ReceiverSession<'py> {
         let catalogue = session.getattr(intern!(py, "catalogue"))?.cast_into::<PyDict>()?;
         let by_reference = session.getattr(intern!(py, "by_reference"))?;
         let target_python = Some(session.getattr(intern!(py, "target_python"))?).filter(|t| !t.is_none());
+        let fast = session.getattr(intern!(py, "fast_functions"))?.is_truthy()?;
+        let deny_modules = session.getattr(intern!(py, "deny_modules"))?.cast_into::<PyFrozenSet>()?;
+        let deny_builtins = session.getattr(intern!(py, "deny_builtins"))?.cast_into::<PyFrozenSet>()?;
+        let needs_size = session.getattr(intern!(py, "needs_size"))?.is_truthy()?;
         Ok(Begun {
-            session: ReceiverSession { session, catalogue, verdicts: AddrMap::default() },
+            session: ReceiverSession {
+                session,
+                catalogue,
+                verdicts: AddrMap::default(),
+                fast,
+                deny_modules,
+                deny_builtins,
+                modules: RefCell::new(HashMap::new()),
+                global_tops: RefCell::new(HashSet::new()),
+                needs_size,
+            },
             by_reference,
             target_python,
         })
@@ -82,13 +138,144 @@ impl<'py> ReceiverSession<'py> {
         self.session.call_method1(intern!(obj.py(), "refuse"), (obj,))
     }
 
+    /// `session.check_global(obj, module, name)` for a global written by reference. Its verdict
+    /// depends on the top-level module only, so outside `check()` it is asked once per
+    /// top-level module and dump; builtins and the stream's own reconstructors (`module` is
+    /// `reconstructors`) are not the user's references and are not asked about.
     pub(crate) fn check_global(
         &self,
         obj: &Bound<'py, PyAny>,
         module: &Bound<'py, PyString>,
         name: &Bound<'py, PyString>,
+        reconstructors: &str,
     ) -> PyResult<()> {
+        if self.fast {
+            let m = module.to_cow()?;
+            let top = m.split('.').next().unwrap_or(&m);
+            if top == "builtins" || m == reconstructors || self.global_tops.borrow().contains(top) {
+                return Ok(());
+            }
+            self.session.call_method1(intern!(obj.py(), "check_global"), (obj, module, name))?;
+            self.global_tops.borrow_mut().insert(top.to_owned());
+            return Ok(());
+        }
         self.session.call_method1(intern!(obj.py(), "check_global"), (obj, module, name)).map(drop)
+    }
+
+    /// The size check to run on the finished stream, when there is one to run.
+    pub(crate) fn size_check(&self) -> Option<SizeCheck<'py>> {
+        self.needs_size.then(|| SizeCheck { session: self.session.clone() })
+    }
+
+    /// `session.module_verdict(module)`, once per module name and dump.
+    pub(crate) fn module_verdict(&self, module: &str) -> PyResult<Verdict> {
+        if let Some(&v) = self.modules.borrow().get(module) {
+            return Ok(v);
+        }
+        let py = self.session.py();
+        let code: u8 = self.session.call_method1(intern!(py, "module_verdict"), (module,))?.extract()?;
+        let v = match code {
+            0 => Verdict::Reference,
+            1 => Verdict::Value,
+            _ => Verdict::Refuse,
+        };
+        self.modules.borrow_mut().insert(module.to_owned(), v);
+        Ok(v)
+    }
+
+    /// `session.by_reference(obj)`: the session's own decision (and refusal).
+    #[cold]
+    pub(crate) fn session_by_reference(&self, obj: &Bound<'py, PyAny>) -> PyResult<bool> {
+        self.session.call_method1(intern!(obj.py(), "by_reference"), (obj,))?.is_truthy()
+    }
+
+    /// `session.scan(obj)`: refuses what a by-value function uses that the receiver denies or
+    /// lacks (raises), with the message naming function, name and module.
+    #[cold]
+    pub(crate) fn scan(&self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.session.call_method1(intern!(obj.py(), "scan"), (obj,)).map(drop)
+    }
+
+    /// Whether a function going by value may use something the receiver denies or lacks: it
+    /// imports a module, or a global, builtin, closure value or default it reads belongs to a
+    /// denied module or is a denied builtin. A superset of what `scan` refuses, checked on the
+    /// values the walk has already read for the function's state (`names`: its global names,
+    /// `values`: the globals found and the closure contents), without a Python call; only then
+    /// does the session look.
+    pub(crate) fn function_suspect(
+        &self,
+        it: &crate::cloud::Interp,
+        func: &Bound<'py, PyAny>,
+        code: &Bound<'py, PyAny>,
+        names: &Bound<'py, PyTuple>,
+        f_globals: &Bound<'py, PyDict>,
+        values: &[Bound<'py, PyAny>],
+    ) -> PyResult<bool> {
+        if !crate::cloud::code_imports(it, code)?.is_empty() {
+            return Ok(true);
+        }
+        if self.deny_modules.is_empty() && self.deny_builtins.is_empty() {
+            return Ok(false);
+        }
+        for name in names.iter() {
+            if self.deny_builtins.contains(&name)? && !f_globals.contains(&name)? {
+                return Ok(true);
+            }
+        }
+        for v in values {
+            if self.value_suspect(it, v)? {
+                return Ok(true);
+            }
+        }
+        let getters = [pyo3::ffi::PyFunction_GetDefaults, pyo3::ffi::PyFunction_GetKwDefaults];
+        for getter in getters {
+            // `func` is an exact function: the caller writes its state.
+            let d = crate::byvalue::function_slot(func, getter);
+            if d.is_none() {
+                continue;
+            }
+            let values: Vec<Bound<'py, PyAny>> = match d.cast::<PyDict>() {
+                Ok(d) => d.values().iter().collect(),
+                Err(_) => d.try_iter()?.collect::<PyResult<_>>()?,
+            };
+            for v in values {
+                if self.value_suspect(it, &v)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// A module of a denied top-level name, or a function, builtin, method or class defined in
+    /// one, or a denied builtin.
+    fn value_suspect(&self, it: &crate::cloud::Interp, v: &Bound<'py, PyAny>) -> PyResult<bool> {
+        let py = v.py();
+        let denied_top = |name: &str| self.deny_modules.contains(name.split('.').next().unwrap_or(name));
+        if let Ok(m) = v.cast::<PyModule>() {
+            return denied_top(&m.name()?.to_cow()?);
+        }
+        let callable_kind = v.cast::<PyFunction>().is_ok()
+            || v.cast::<PyCFunction>().is_ok()
+            || v.cast::<PyType>().is_ok()
+            || v.get_type().is(it.method_type.bind(py));
+        if !callable_kind {
+            return Ok(false);
+        }
+        if v.cast::<PyCFunction>().is_ok() {
+            if let Some(n) = crate::dumper::lookup_attr(v, intern!(py, "__name__"))? {
+                if self.deny_builtins.contains(&n)? {
+                    return Ok(true);
+                }
+            }
+        }
+        match crate::dumper::lookup_attr(v, intern!(py, "__module__"))? {
+            Some(m) => match m.cast::<PyString>() {
+                Ok(m) => denied_top(&m.to_cow()?),
+                Err(_) => Ok(false),
+            },
+            None => Ok(false),
+        }
     }
 
     /// A buffer callback that counts out-of-band bytes for the size budget.
