@@ -39,6 +39,8 @@ pub(crate) struct ReceiverSession<'py> {
     deny_builtins: Bound<'py, PyFrozenSet>,
     /// Module name -> the receiver's verdict on functions of that module, for this dump.
     modules: RefCell<HashMap<String, Verdict>>,
+    /// `__module__` string object -> whether its top-level module is denied, for this dump.
+    module_strings: RefCell<AddrMap<bool>>,
     /// Top-level modules whose globals `check_global` passed in this dump.
     global_tops: RefCell<HashSet<String>>,
     /// Whether `check_size` has anything to do (a `max_bytes`, or `check()` recording).
@@ -104,6 +106,7 @@ impl<'py> ReceiverSession<'py> {
                 deny_builtins,
                 modules: RefCell::new(HashMap::new()),
                 global_tops: RefCell::new(HashSet::new()),
+                module_strings: RefCell::new(AddrMap::default()),
                 needs_size,
             },
             by_reference,
@@ -227,18 +230,18 @@ impl<'py> ReceiverSession<'py> {
                 return Ok(true);
             }
         }
-        let getters = [pyo3::ffi::PyFunction_GetDefaults, pyo3::ffi::PyFunction_GetKwDefaults];
-        for getter in getters {
-            // `func` is an exact function: the caller writes its state.
-            let d = crate::byvalue::function_slot(func, getter);
-            if d.is_none() {
-                continue;
+        // `func` is an exact function: the caller writes its state.
+        let defaults = crate::byvalue::function_slot(func, pyo3::ffi::PyFunction_GetDefaults);
+        if let Ok(t) = defaults.cast::<PyTuple>() {
+            for v in t.iter() {
+                if self.value_suspect(it, &v)? {
+                    return Ok(true);
+                }
             }
-            let values: Vec<Bound<'py, PyAny>> = match d.cast::<PyDict>() {
-                Ok(d) => d.values().iter().collect(),
-                Err(_) => d.try_iter()?.collect::<PyResult<_>>()?,
-            };
-            for v in values {
+        }
+        let kwdefaults = crate::byvalue::function_slot(func, pyo3::ffi::PyFunction_GetKwDefaults);
+        if let Ok(d) = kwdefaults.cast::<PyDict>() {
+            for (_, v) in d.iter() {
                 if self.value_suspect(it, &v)? {
                     return Ok(true);
                 }
@@ -269,13 +272,21 @@ impl<'py> ReceiverSession<'py> {
                 }
             }
         }
-        match crate::dumper::lookup_attr(v, intern!(py, "__module__"))? {
-            Some(m) => match m.cast::<PyString>() {
-                Ok(m) => denied_top(&m.to_cow()?),
-                Err(_) => Ok(false),
-            },
-            None => Ok(false),
+        let module = match v.cast::<PyFunction>() {
+            Ok(_) => Some(crate::byvalue::function_slot(v, pyo3::ffi::PyFunction_GetModule)),
+            Err(_) => crate::dumper::lookup_attr(v, intern!(py, "__module__"))?,
+        };
+        let Some(module) = module else { return Ok(false) };
+        let Ok(module) = module.cast::<PyString>() else { return Ok(false) };
+        // Functions of one module share its `__module__` string: one verdict per string object
+        // (alive for the dump: the functions it belongs to are held by the walk).
+        let key = module.as_ptr() as usize;
+        if let Some(&hit) = self.module_strings.borrow().get(&key) {
+            return Ok(hit);
         }
+        let verdict = denied_top(&module.to_cow()?)?;
+        self.module_strings.borrow_mut().insert(key, verdict);
+        Ok(verdict)
     }
 
     /// A buffer callback that counts out-of-band bytes for the size budget.
