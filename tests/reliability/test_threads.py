@@ -92,7 +92,9 @@ def dump(seed, n):
             pickle.loads(data)
             with lock: counts["ok"] += 1
         except RuntimeError as e:
-            if "changed size during iteration" not in str(e):
+            # CPython's two words for a container another thread changed mid-iteration (the
+            # second from its own dict iterator, when the size came back: seen on 3.10)
+            if "changed size during iteration" not in str(e) and "keys changed during iteration" not in str(e):
                 errors.append(repr(e))
             with lock: counts["changed size"] += 1
         except BaseException as e:
