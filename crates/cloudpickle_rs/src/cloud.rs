@@ -557,18 +557,20 @@ pub(crate) fn code_imports<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResu
         return Ok(hit);
     }
     let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
-    collect_names_of(it, code, &mut seen, &|op| op == it.import_name)?;
+    collect_names_of(it, code, &mut seen, &|op, arg| (op == it.import_name).then_some(arg))?;
     let tuple = PyTuple::new(py, seen)?;
     code_cache_put(&IMPORTS_CACHE, py, code, &tuple);
     Ok(tuple)
 }
 
-/// The `co_names` entries that instructions `wanted` by opcode name, nested code included.
+/// The `co_names` entries the instructions of a code object (nested code included) name, in
+/// first-use order: `index(opcode, full argument)` gives the `co_names` index an instruction
+/// uses, or None for the instructions not wanted.
 fn collect_names_of<'py>(
     it: &Interp,
     code: &Bound<'py, PyAny>,
     out: &mut Vec<Bound<'py, PyAny>>,
-    wanted: &dyn Fn(u8) -> bool,
+    index: &dyn Fn(u8, u32) -> Option<u32>,
 ) -> PyResult<()> {
     let py = code.py();
     let names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
@@ -585,47 +587,7 @@ fn collect_names_of<'py>(
         }
         let full = if opc >= it.have_argument { ext | arg } else { 0 };
         ext = 0;
-        if wanted(opc) {
-            if let Ok(name) = names.get_item(full as usize) {
-                if !out.iter().any(|n| n.eq(&name).unwrap_or(false)) {
-                    out.push(name);
-                }
-            }
-        }
-    }
-    let code_type = code.get_type();
-    for c in code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
-        if c.get_type().is(&code_type) {
-            collect_names_of(it, &c, out, wanted)?;
-        }
-    }
-    Ok(())
-}
-
-fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
-    let py = code.py();
-    let names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
-    let raw = code.getattr(intern!(py, "co_code"))?;
-    let bytes: &[u8] = raw.cast::<pyo3::types::PyBytes>()?.as_bytes();
-    let mut ext: u32 = 0;
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        let (opc, arg) = (bytes[i], u32::from(bytes[i + 1]));
-        i += 2;
-        if opc == it.extended_arg {
-            ext = (ext | arg) << 8;
-            continue;
-        }
-        let full = if opc >= it.have_argument { ext | arg } else { 0 };
-        ext = 0;
-        let index = if opc == it.load_global {
-            Some(if it.load_global_shifted { full >> 1 } else { full })
-        } else if opc == it.store_global || opc == it.delete_global {
-            Some(full)
-        } else {
-            None
-        };
-        if let Some(idx) = index {
+        if let Some(idx) = index(opc, full) {
             if let Ok(name) = names.get_item(idx as usize) {
                 if !out.iter().any(|n| n.eq(&name).unwrap_or(false)) {
                     out.push(name);
@@ -636,10 +598,22 @@ fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Ve
     let code_type = code.get_type();
     for c in code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
         if c.get_type().is(&code_type) {
-            collect_global_names(it, &c, out)?;
+            collect_names_of(it, &c, out, index)?;
         }
     }
     Ok(())
+}
+
+fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
+    collect_names_of(it, code, out, &|op, arg| {
+        if op == it.load_global {
+            Some(if it.load_global_shifted { arg >> 1 } else { arg })
+        } else if op == it.store_global || op == it.delete_global {
+            Some(arg)
+        } else {
+            None
+        }
+    })
 }
 
 /// Facts derived from code objects (code objects are immutable), by address. Entries hold a weak
