@@ -219,6 +219,7 @@ class Receiver:
         self.deny_modules = frozenset(deny_modules)
         self.deny_builtins = frozenset(deny_builtins)
         self._catalogue_cache = None
+        self._reusable = None
 
     def __repr__(self):
         version = f"{self.python[0]}.{self.python[1]}" if self.python else None
@@ -334,6 +335,18 @@ class Receiver:
         return out
 
     def _session(self, user_callback):
+        # Without a user callback or a size budget a session keeps no state the dump reads
+        # back, so one is reused (its bookkeeping cleared): the fixed cost of a small dump.
+        if user_callback is None and self.max_bytes is None:
+            s = self._reusable
+            if s is None:
+                s = self._reusable = _Session(self, None)
+            else:
+                s.catalogue = self.catalogue()
+                s.by_value.clear()
+                s.referenced.clear()
+                s.oob = 0
+            return s
         return _Session(self, user_callback)
 
 
