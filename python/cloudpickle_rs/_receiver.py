@@ -471,17 +471,18 @@ class _Session:
             ref = bool(self.user_callback(obj))
         else:
             ref = _importable_here(obj)
-            module = getattr(obj, "__module__", "") or ""
-            top = module.split(".", 1)[0]
-            if ref and not self.r.can_import(top):
-                if not _is_local_code(sys.modules[module]):
+            if ref:
+                module = obj.__module__
+                verdict = self.module_verdict(module)
+                if verdict == 2:
                     # An installed library the receiver lacks: its code by value would not run.
+                    top = module.split(".", 1)[0]
                     self._refuse(("global", module, getattr(obj, "__qualname__", "")), _kind(obj),
                                  f"it is {_qualified(obj)}, and the receiver cannot import {top}",
                                  f"add {top!r} to Receiver(modules=...) if the receiver has it, "
                                  f"or send plain data instead")
                     return True
-                ref = False
+                ref = verdict == 0
         if not ref:
             self.by_value.append(_qualified(obj))
             self._scan(obj)
