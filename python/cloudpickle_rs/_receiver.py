@@ -336,16 +336,14 @@ class Receiver:
 
     def _session(self, user_callback):
         # Without a user callback or a size budget a session keeps no state the dump reads
-        # back, so one is reused (its bookkeeping cleared): the fixed cost of a small dump.
+        # back, so one is reused: the walk keeps what it reads of it (``_cprs_core``, made by
+        # the extension) and asks again only when ``sys.modules`` changed size.
         if user_callback is None and self.max_bytes is None:
             s = self._reusable
             if s is None:
                 s = self._reusable = _Session(self, None)
             else:
                 s.catalogue = self.catalogue()
-                s.by_value.clear()
-                s.referenced.clear()
-                s.oob = 0
             return s
         return _Session(self, user_callback)
 
@@ -413,6 +411,8 @@ class _Session:
         self.deny_modules = receiver.deny_modules
         self.deny_builtins = receiver.deny_builtins
         self.needs_size = receiver.max_bytes is not None or collect is not None
+        # Shared by the dumps of this receiver (see Receiver._session): records nothing.
+        self.reusable = user_callback is None and receiver.max_bytes is None and collect is None
 
     # -- refusals ----------------------------------------------------------------------------
 
@@ -449,7 +449,8 @@ class _Session:
             self._refuse(("global", module, name), _kind(obj),
                          f"it is {module}.{name}, and the receiver cannot import {top}",
                          f"add {top!r} to Receiver(modules=...) if the receiver has it, or send plain data instead")
-        self.referenced.add(top)
+        if self.collect is not None:  # what check() reports
+            self.referenced.add(top)
 
     def finish_error(self, exc):
         problem = getattr(exc, "problem", None)
@@ -484,7 +485,8 @@ class _Session:
                     return True
                 ref = verdict == 0
         if not ref:
-            self.by_value.append(_qualified(obj))
+            if self.collect is not None:  # what check() reports
+                self.by_value.append(_qualified(obj))
             self._scan(obj)
         return ref
 
@@ -494,7 +496,8 @@ class _Session:
         (an installed library the receiver lacks; ``by_reference`` words the refusal)."""
         top = module.split(".", 1)[0]
         if self.r.can_import(top):
-            self.referenced.add(top)
+            if self.collect is not None:  # what check() reports
+                self.referenced.add(top)
             return 0
         mod = sys.modules.get(module)
         return 1 if mod is None or _is_local_code(mod) else 2
@@ -526,7 +529,9 @@ class _Session:
                          f"add {top!r} to Receiver(modules=...) if the receiver has it, "
                          f"or register_pickle_by_value({top}) to send its code")
             return True
-        if ref:
+        if self.collect is None:
+            pass
+        elif ref:  # what check() reports
             self.referenced.add(top)
         else:
             self.by_value.append(name)

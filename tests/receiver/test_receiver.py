@@ -256,6 +256,44 @@ def test_nothing_changes_without_a_receiver():
     assert cp.dumps(payload) == cp.dumps(payload, receiver=None)
 
 
+def test_dumps_of_one_receiver_share_verdicts_until_sys_modules_changes(monkeypatch):
+    """A receiver's plain dumps share what the walk learnt (the catalogue, verdicts per module
+    and type); a module imported later is seen by the next dump."""
+    import types
+
+    r = Receiver(modules=["numpy"], forbid={"cprs_late_module.Handle": "open it on the receiver"})
+    assert pickle.loads(cp.dumps([1, "a"], receiver=r)) == [1, "a"]
+    late = types.ModuleType("cprs_late_module")
+    exec("class Handle:\n    pass\n", late.__dict__)
+    late.Handle.__module__ = "cprs_late_module"
+    monkeypatch.setitem(sys.modules, "cprs_late_module", late)
+    for _ in range(2):  # refused every time, not only by the dump that computed the verdict
+        with pytest.raises(PicklingProhibitedError, match=r"obj\[0\] \(Handle\).*open it on the receiver"):
+            cp.dumps([late.Handle()], receiver=r)
+    # a library the receiver lacks is refused on every dump, also after one that passed
+    assert pickle.loads(cp.dumps(np.arange(2), receiver=r)).tolist() == [0, 1]
+    lacking = Receiver()
+    for _ in range(2):
+        with pytest.raises(PicklingProhibitedError, match="cannot import numpy"):
+            cp.dumps(np.arange(2), receiver=lacking)
+
+
+def test_one_receiver_in_threads():
+    """Dumps of one receiver from several threads at once: each refuses and passes alike."""
+    import concurrent.futures
+
+    def work(i):
+        ok = pickle.loads(cp.dumps(lambda x: x + i, receiver=DENY))(1) == 1 + i
+        try:
+            cp.dumps(lambda: os.getcwd(), receiver=DENY)
+        except PicklingProhibitedError as e:
+            return ok and "denies" in str(e)
+        return False
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(work, range(200)))
+
+
 # ----- deny -----------------------------------------------------------------------------------
 
 DENY = Receiver(modules=["numpy"], deny=Receiver.NDIF_DENY)

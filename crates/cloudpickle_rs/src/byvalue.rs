@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
-use crate::cloud::{code_global_names, fresh_keys, fresh_str};
+use crate::cloud::{fresh_keys, fresh_str};
 use crate::dumper::{lookup_attr, Dumper};
 
 type SaveResult = PyResult<()>;
@@ -277,7 +277,7 @@ impl<'py> Dumper<'py> {
         self.write_dict_items(&pairs, func, "__dict__")?;
 
         // slotstate
-        let names = code_global_names(it, code)?;
+        let (names, imports) = crate::cloud::code_refs(it, code)?;
         let mut globals: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::with_capacity(names.len());
         for name in names.iter() {
             if let Some(v) = f_globals.get_item(&name)? {
@@ -291,7 +291,7 @@ impl<'py> Dumper<'py> {
             }
         }
         if let Some(r) = self.cloud()?.receiver.as_ref().filter(|r| r.fast) {
-            if r.function_suspect(it, func, code, &names, f_globals, &deps)? {
+            if r.function_suspect(it, func, &imports, &names, f_globals, &deps)? {
                 r.scan(func)?;
             }
         }
@@ -407,7 +407,7 @@ impl<'py> Dumper<'py> {
         // Cells are shared through _make_function's closure and filled by setattr afterwards.
         slot.set_item(intern!(py, "__closure__"), py.None())?;
 
-        let names = code_global_names(it, code)?;
+        let (names, imports) = crate::cloud::code_refs(it, code)?;
         let globals = PyDict::new(py);
         for name in names.iter() {
             if let Some(v) = f_globals.get_item(&name)? {
@@ -421,7 +421,7 @@ impl<'py> Dumper<'py> {
             }
         }
         if let Some(r) = self.cloud()?.receiver.as_ref().filter(|r| r.fast) {
-            if r.function_suspect(it, func, code, &names, f_globals, &deps)? {
+            if r.function_suspect(it, func, &imports, &names, f_globals, &deps)? {
                 r.scan(func)?;
             }
         }

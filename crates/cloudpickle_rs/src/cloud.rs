@@ -195,9 +195,16 @@ fn dealloc_of(t: &Bound<'_, PyType>) -> usize {
 /// it must fail here as the C pickler fails, not write a skeleton class that loads as an empty
 /// Python class (upstream does; the receiver then fails, or worse, runs without the C state).
 pub(crate) fn is_c_defined(it: &Interp, t: &Bound<'_, PyType>) -> bool {
+    !is_heap_type(t) || dealloc_of(t) != it.subtype_dealloc
+}
+
+/// Whether a type was allocated on the heap (a class statement, `type(...)`, `PyType_FromSpec`).
+/// The others are static: they live as long as the interpreter, so their address is a key that
+/// stays valid across dumps.
+pub(crate) fn is_heap_type(t: &Bound<'_, PyType>) -> bool {
     // SAFETY: reading the flags of a live type object.
     let flags = unsafe { pyo3::ffi::PyType_GetFlags(t.as_type_ptr()) };
-    flags & pyo3::ffi::Py_TPFLAGS_HEAPTYPE == 0 || dealloc_of(t) != it.subtype_dealloc
+    flags & pyo3::ffi::Py_TPFLAGS_HEAPTYPE != 0
 }
 
 pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
@@ -315,7 +322,7 @@ impl<'py> Cloud<'py> {
             let begun = crate::receiver::ReceiverSession::begin(r, pickle_by_reference.as_ref())?;
             pickle_by_reference = Some(begun.by_reference);
             if target_python.is_none() {
-                target_python = crate::bysource::parse_target_python(begun.target_python.as_ref())?;
+                target_python = begun.target_python;
             }
             session = Some(begun.session);
         }
@@ -535,32 +542,31 @@ impl<'py> Cloud<'py> {
     }
 }
 
-/// Names of globals a code object (and the code objects nested in it) reads, writes or
-/// deletes, in first-use order; cached per code object for the life of that code object.
-pub(crate) fn code_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+/// (global names, imported modules) of a code object and the code objects nested in it: the
+/// names of the globals it reads, writes or deletes in first-use order, and the modules it
+/// imports (`IMPORT_NAME`). Cached per code object for the life of that code object, one entry
+/// for both (a function under a `receiver=` asks for both: one lookup, not two).
+pub(crate) fn code_refs<'py>(
+    it: &Interp,
+    code: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyTuple>)> {
     let py = code.py();
-    if let Some(hit) = code_cache_get(&NAMES_CACHE, py, code) {
-        return Ok(hit);
+    let cache = NAMES_CACHE.get_or_init(py, || Mutex::new(CodeCache::default()));
+    if let Some((names, imports)) = cache.lock().ok().and_then(|g| g.get(code).map(|(n, i)| (n.clone_ref(py), i.clone_ref(py)))) {
+        return Ok((names.into_bound(py), imports.into_bound(py)));
     }
     let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
     collect_global_names(it, code, &mut seen)?;
-    let tuple = PyTuple::new(py, seen)?;
-    code_cache_put(&NAMES_CACHE, py, code, &tuple);
-    Ok(tuple)
-}
-
-/// Modules a code object (and the code nested in it) imports (`IMPORT_NAME`), cached as
-/// [`code_global_names`] is.
-pub(crate) fn code_imports<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
-    let py = code.py();
-    if let Some(hit) = code_cache_get(&IMPORTS_CACHE, py, code) {
-        return Ok(hit);
-    }
+    let names = PyTuple::new(py, seen)?;
     let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
     collect_names_of(it, code, &mut seen, &|op, arg| (op == it.import_name).then_some(arg))?;
-    let tuple = PyTuple::new(py, seen)?;
-    code_cache_put(&IMPORTS_CACHE, py, code, &tuple);
-    Ok(tuple)
+    let imports = PyTuple::new(py, seen)?;
+    if let Some(weak) = weak_ref(code) {
+        if let Ok(mut guard) = cache.lock() {
+            guard.insert(py, code, weak, (names.clone().unbind(), imports.clone().unbind()));
+        }
+    }
+    Ok((names, imports))
 }
 
 /// The `co_names` entries the instructions of a code object (nested code included) name, in
@@ -670,10 +676,8 @@ pub(crate) fn weak_ref(obj: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
     py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((obj,))).ok().map(Bound::unbind)
 }
 
-/// [`code_global_names`] of each code object.
-static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
-/// [`code_imports`] of each code object.
-static IMPORTS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
+/// [`code_refs`] of each code object.
+static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<(Py<PyTuple>, Py<PyTuple>)>>> = PyOnceLock::new();
 /// [`code_fields`] of each code object.
 static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 

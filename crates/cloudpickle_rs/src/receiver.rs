@@ -19,6 +19,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -29,22 +30,85 @@ use crate::addr::AddrMap;
 pub(crate) struct ReceiverSession<'py> {
     pub session: Bound<'py, PyAny>,
     catalogue: Bound<'py, PyDict>,
-    /// Type address -> whether the type or one of its bases is in the catalogue.
+    /// Heap type address -> whether the type or one of its bases is in the catalogue, for this
+    /// dump (a heap type may be freed after it and its address reused).
     verdicts: AddrMap<bool>,
+    /// What outlives the dump (static type verdicts, module verdicts, passed globals' top-level
+    /// modules): taken from the receiver's [`ReceiverCore`] and given back when the dump ends.
+    caches: Caches,
+    core: Option<Bound<'py, ReceiverCore>>,
     /// No user callback and not `check()`: functions are decided here (see
     /// `Cloud::function_by_reference`), the session consulted only for what it may refuse.
     pub fast: bool,
     /// The receiver's denied top-level modules and builtins (frozensets of str).
     deny_modules: Bound<'py, PyFrozenSet>,
     deny_builtins: Bound<'py, PyFrozenSet>,
-    /// Module name -> the receiver's verdict on functions of that module, for this dump.
-    modules: RefCell<HashMap<String, Verdict>>,
-    /// `__module__` string object -> whether its top-level module is denied, for this dump.
+    /// `__module__` string object or module object -> whether its top-level module is denied,
+    /// for this dump.
     module_strings: RefCell<AddrMap<bool>>,
-    /// Top-level modules whose globals `check_global` passed in this dump.
-    global_tops: RefCell<HashSet<String>>,
     /// Whether `check_size` has anything to do (a `max_bytes`, or `check()` recording).
     pub needs_size: bool,
+}
+
+/// Verdicts that depend on the receiver and on what this process has imported only, so one
+/// computed in a dump holds for the next ones while `sys.modules` keeps its size (the same
+/// generation the catalogue is cached under).
+#[derive(Default)]
+struct Caches {
+    /// Static type address -> catalogue verdict (static types are never freed).
+    static_types: AddrMap<bool>,
+    /// Module name -> the receiver's verdict on functions of that module.
+    modules: RefCell<HashMap<String, Verdict>>,
+    /// Top-level modules whose globals `check_global` passed.
+    global_tops: RefCell<HashSet<String>>,
+}
+
+impl Caches {
+    /// Past this many entries a cache starts again (a program that makes modules in a loop).
+    const LIMIT: usize = 4096;
+
+    fn trimmed(mut self) -> Self {
+        if self.static_types.len() > Self::LIMIT {
+            self.static_types.clear();
+        }
+        if self.modules.get_mut().len() > Self::LIMIT {
+            self.modules.get_mut().clear();
+        }
+        if self.global_tops.get_mut().len() > Self::LIMIT {
+            self.global_tops.get_mut().clear();
+        }
+        self
+    }
+}
+
+/// What a receiver's plain dumps (no user callback, no size budget, not `check()`) share: its
+/// reusable session and the parts of it the walk reads, fetched from Python once per
+/// generation of `sys.modules` instead of once per dump, and the verdict caches. Stored on the
+/// `Receiver` as `_cprs_core`.
+#[pyclass(frozen, module = "cloudpickle_rs._native", name = "_ReceiverCore")]
+pub(crate) struct ReceiverCore {
+    session: Py<PyAny>,
+    catalogue: Py<PyDict>,
+    by_reference: Py<PyAny>,
+    target_python: crate::bysource::TargetPython,
+    deny_modules: Py<PyFrozenSet>,
+    deny_builtins: Py<PyFrozenSet>,
+    /// `len(sys.modules)` when it was built.
+    generation: usize,
+    /// Taken by a dump for its duration (a second dump running at the same time on another
+    /// thread starts with empty caches).
+    caches: Mutex<Option<Caches>>,
+}
+
+impl Drop for ReceiverSession<'_> {
+    fn drop(&mut self) {
+        if let Some(core) = &self.core {
+            let caches = std::mem::take(&mut self.caches).trimmed();
+            if let Ok(mut slot) = core.get().caches.lock() {
+                *slot = Some(caches);
+            }
+        }
+    }
 }
 
 /// The end-of-dump size check of a session (see [`ReceiverSession::size_check`]).
@@ -74,16 +138,29 @@ pub(crate) enum Verdict {
 pub(crate) struct Begun<'py> {
     pub session: ReceiverSession<'py>,
     pub by_reference: Bound<'py, PyAny>,
-    pub target_python: Option<Bound<'py, PyAny>>,
+    /// The receiver's Python (parsed as `target_python` is).
+    pub target_python: crate::bysource::TargetPython,
 }
 
 impl<'py> ReceiverSession<'py> {
-    /// `receiver._session(user_callback)`, read once per dump.
+    /// The session of one dump: from the receiver's [`ReceiverCore`] when the dump can share
+    /// it (no user callback; the core is made on first use and when `sys.modules` changed
+    /// size), else `receiver._session(user_callback)` read afresh.
     pub(crate) fn begin(
         receiver: &Bound<'py, PyAny>,
         user_callback: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Begun<'py>> {
         let py = receiver.py();
+        let generation = crate::globals::sys_modules(py)?.len()?;
+        if user_callback.is_none() {
+            if let Some(core) = crate::dumper::lookup_attr(receiver, intern!(py, "_cprs_core"))? {
+                if let Ok(core) = core.cast_into::<ReceiverCore>() {
+                    if core.get().generation == generation {
+                        return Ok(Self::from_core(core));
+                    }
+                }
+            }
+        }
         let cb = match user_callback {
             Some(c) => c.clone(),
             None => py.None().into_bound(py),
@@ -91,21 +168,38 @@ impl<'py> ReceiverSession<'py> {
         let session = receiver.call_method1(intern!(py, "_session"), (cb,))?;
         let catalogue = session.getattr(intern!(py, "catalogue"))?.cast_into::<PyDict>()?;
         let by_reference = session.getattr(intern!(py, "by_reference"))?;
-        let target_python = Some(session.getattr(intern!(py, "target_python"))?).filter(|t| !t.is_none());
+        let target_python =
+            crate::bysource::parse_target_python(Some(&session.getattr(intern!(py, "target_python"))?))?;
         let fast = session.getattr(intern!(py, "fast_functions"))?.is_truthy()?;
         let deny_modules = session.getattr(intern!(py, "deny_modules"))?.cast_into::<PyFrozenSet>()?;
         let deny_builtins = session.getattr(intern!(py, "deny_builtins"))?.cast_into::<PyFrozenSet>()?;
         let needs_size = session.getattr(intern!(py, "needs_size"))?.is_truthy()?;
+        let reusable = session.getattr(intern!(py, "reusable"))?.is_truthy()?;
+        if reusable && fast && !needs_size {
+            let core = ReceiverCore {
+                session: session.clone().unbind(),
+                catalogue: catalogue.clone().unbind(),
+                by_reference: by_reference.clone().unbind(),
+                target_python,
+                deny_modules: deny_modules.clone().unbind(),
+                deny_builtins: deny_builtins.clone().unbind(),
+                generation,
+                caches: Mutex::new(Some(Caches::default())),
+            };
+            let core = Bound::new(py, core)?;
+            receiver.setattr(intern!(py, "_cprs_core"), &core)?;
+            return Ok(Self::from_core(core));
+        }
         Ok(Begun {
             session: ReceiverSession {
                 session,
                 catalogue,
                 verdicts: AddrMap::default(),
+                caches: Caches::default(),
+                core: None,
                 fast,
                 deny_modules,
                 deny_builtins,
-                modules: RefCell::new(HashMap::new()),
-                global_tops: RefCell::new(HashSet::new()),
                 module_strings: RefCell::new(AddrMap::default()),
                 needs_size,
             },
@@ -114,10 +208,34 @@ impl<'py> ReceiverSession<'py> {
         })
     }
 
+    fn from_core(core: Bound<'py, ReceiverCore>) -> Begun<'py> {
+        let py = core.py();
+        let c = core.get();
+        let caches = c.caches.lock().ok().and_then(|mut slot| slot.take()).unwrap_or_default();
+        Begun {
+            session: ReceiverSession {
+                session: c.session.bind(py).clone(),
+                catalogue: c.catalogue.bind(py).clone(),
+                verdicts: AddrMap::default(),
+                caches,
+                fast: true,
+                deny_modules: c.deny_modules.bind(py).clone(),
+                deny_builtins: c.deny_builtins.bind(py).clone(),
+                module_strings: RefCell::new(AddrMap::default()),
+                needs_size: false,
+                core: Some(core.clone()),
+            },
+            by_reference: c.by_reference.bind(py).clone(),
+            target_python: c.target_python,
+        }
+    }
+
     /// Whether instances of `tp` are refused (the type or a base is in the catalogue).
     pub(crate) fn prohibited(&mut self, tp: &Bound<'py, PyType>) -> PyResult<bool> {
         let key = tp.as_ptr() as usize;
-        if let Some(&v) = self.verdicts.get(&key) {
+        let heap = crate::cloud::is_heap_type(tp);
+        let cached = if heap { self.verdicts.get(&key) } else { self.caches.static_types.get(&key) };
+        if let Some(&v) = cached {
             return Ok(v);
         }
         let mut hit = false;
@@ -130,8 +248,12 @@ impl<'py> ReceiverSession<'py> {
                 }
             }
         }
-        // The type outlives the dump's use of the address: the object being saved holds it.
-        self.verdicts.insert(key, hit);
+        // A heap type outlives the dump's use of the address: the object being saved holds it.
+        if heap {
+            self.verdicts.insert(key, hit);
+        } else {
+            self.caches.static_types.insert(key, hit);
+        }
         Ok(hit)
     }
 
@@ -154,12 +276,15 @@ impl<'py> ReceiverSession<'py> {
     ) -> PyResult<()> {
         if self.fast {
             let m = module.to_cow()?;
-            let top = m.split('.').next().unwrap_or(&m);
-            if top == "builtins" || m == reconstructors || self.global_tops.borrow().contains(top) {
+            if m == reconstructors {
+                return Ok(());
+            }
+            let top = m.as_bytes().iter().position(|&b| b == b'.').map_or(&*m, |i| &m[..i]);
+            if top == "builtins" || self.caches.global_tops.borrow().contains(top) {
                 return Ok(());
             }
             self.session.call_method1(intern!(obj.py(), "check_global"), (obj, module, name))?;
-            self.global_tops.borrow_mut().insert(top.to_owned());
+            self.caches.global_tops.borrow_mut().insert(top.to_owned());
             return Ok(());
         }
         self.session.call_method1(intern!(obj.py(), "check_global"), (obj, module, name)).map(drop)
@@ -172,7 +297,7 @@ impl<'py> ReceiverSession<'py> {
 
     /// `session.module_verdict(module)`, once per module name and dump.
     pub(crate) fn module_verdict(&self, module: &str) -> PyResult<Verdict> {
-        if let Some(&v) = self.modules.borrow().get(module) {
+        if let Some(&v) = self.caches.modules.borrow().get(module) {
             return Ok(v);
         }
         let py = self.session.py();
@@ -182,7 +307,7 @@ impl<'py> ReceiverSession<'py> {
             1 => Verdict::Value,
             _ => Verdict::Refuse,
         };
-        self.modules.borrow_mut().insert(module.to_owned(), v);
+        self.caches.modules.borrow_mut().insert(module.to_owned(), v);
         Ok(v)
     }
 
@@ -202,19 +327,20 @@ impl<'py> ReceiverSession<'py> {
     /// Whether a function going by value may use something the receiver denies or lacks: it
     /// imports a module, or a global, builtin, closure value or default it reads belongs to a
     /// denied module or is a denied builtin. A superset of what `scan` refuses, checked on the
-    /// values the walk has already read for the function's state (`names`: its global names,
+    /// values the walk has already read for the function's state (`imports`: the modules its code
+    /// imports, `names`: its global names,
     /// `values`: the globals found and the closure contents), without a Python call; only then
     /// does the session look.
     pub(crate) fn function_suspect(
         &self,
         it: &crate::cloud::Interp,
         func: &Bound<'py, PyAny>,
-        code: &Bound<'py, PyAny>,
+        imports: &Bound<'py, PyTuple>,
         names: &Bound<'py, PyTuple>,
         f_globals: &Bound<'py, PyDict>,
         values: &[Bound<'py, PyAny>],
     ) -> PyResult<bool> {
-        if !crate::cloud::code_imports(it, code)?.is_empty() {
+        if !imports.is_empty() {
             return Ok(true);
         }
         if self.deny_modules.is_empty() && self.deny_builtins.is_empty() {
@@ -256,7 +382,14 @@ impl<'py> ReceiverSession<'py> {
         let py = v.py();
         let denied_top = |name: &str| self.deny_modules.contains(name.split('.').next().unwrap_or(name));
         if let Ok(m) = v.cast::<PyModule>() {
-            return denied_top(&m.name()?.to_cow()?);
+            // A module global: one verdict per module object and dump (the globals hold it).
+            let key = m.as_ptr() as usize;
+            if let Some(&hit) = self.module_strings.borrow().get(&key) {
+                return Ok(hit);
+            }
+            let verdict = denied_top(&m.name()?.to_cow()?)?;
+            self.module_strings.borrow_mut().insert(key, verdict);
+            return Ok(verdict);
         }
         let callable_kind = v.cast::<PyFunction>().is_ok()
             || v.cast::<PyCFunction>().is_ok()
@@ -289,8 +422,12 @@ impl<'py> ReceiverSession<'py> {
         Ok(verdict)
     }
 
-    /// A buffer callback that counts out-of-band bytes for the size budget.
+    /// A buffer callback that counts out-of-band bytes for the size budget (the caller's own
+    /// when there is no budget).
     pub(crate) fn count_buffers(&self, callback: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if !self.needs_size {
+            return Ok(callback);
+        }
         self.session.call_method1(intern!(callback.py(), "count_buffers"), (callback,))
     }
 
