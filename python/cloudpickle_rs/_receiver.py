@@ -221,6 +221,18 @@ class Receiver:
         self._catalogue_cache = None
         self._reusable = None
 
+    def __getstate__(self):
+        # A receiver travels (to a worker, in a config) without what this process cached.
+        state = dict(self.__dict__)
+        for cache in ("_catalogue_cache", "_reusable", "_cprs_core"):
+            state.pop(cache, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._catalogue_cache = None
+        self._reusable = None
+
     def __repr__(self):
         version = f"{self.python[0]}.{self.python[1]}" if self.python else None
         return (f"Receiver(python={version!r}, modules={sorted(self.modules)!r}, "

@@ -93,6 +93,36 @@ def test_cloud_process_pool_in_process_with_options():
         ex2.shutdown()
 
 
+def test_cloud_process_pool_receiver_refuses_at_submit():
+    import multiprocessing
+
+    r = cloudpickle_rs.Receiver(deny=["subprocess"], forbid={"os.DirEntry": "send the path"})
+    with cprs_exec.CloudProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("fork"), receiver=r) as ex:
+        assert ex._cprs_opts["receiver"] is r
+        k = 4
+        assert ex.submit(lambda x: x * k, 5).result(timeout=60) == 20
+        with pytest.raises(cloudpickle_rs.PicklingProhibitedError,
+                           match=r"uses 'subprocess' \(global: module subprocess\), which the receiver denies"):
+            ex.submit(lambda: subprocess.run(["true"]))
+        entry = next(os.scandir("."))
+        with pytest.raises(cloudpickle_rs.PicklingProhibitedError, match="Instead: send the path"):
+            ex.submit(print, entry)
+        assert ex.submit(operator.add, 1, 2).result(timeout=60) == 3  # the pool still works
+    with pytest.raises(TypeError, match="receiver must be a cloudpickle_rs.Receiver"):
+        cprs_exec.CloudProcessPoolExecutor(1, receiver="numpy")
+
+
+def test_a_receiver_travels_without_its_caches():
+    r = cloudpickle_rs.Receiver(python="3.9", modules=["numpy"], deny=cloudpickle_rs.Receiver.NDIF_DENY)
+    cloudpickle_rs.dumps(lambda: 1, receiver=r, by_source=True)  # fills the caches
+    r2 = pickle.loads(pickle.dumps(r))
+    assert (r2.python, r2.modules, r2.deny_modules) == (r.python, r.modules, r.deny_modules)
+    assert not hasattr(r2, "_cprs_core")
+    with pytest.raises(cloudpickle_rs.PicklingProhibitedError, match="denies"):
+        cloudpickle_rs.dumps(lambda: os.getcwd(), receiver=r2, by_source=True)
+
+
 def test_options_plumbing_by_source(monkeypatch):
     # The option reaches cloudpickle_rs.dumps: asserted on the options, not on a dump, so the
     # test holds before and after by_source is built.
@@ -124,6 +154,19 @@ def test_interpreter_pool_stock_cpython(stock_cp312):
         with pytest.raises(ValueError) as info:
             ex.submit(int, "not a number").result(timeout=60)
         assert "int" in str(info.value.__cause__)
+
+
+def test_interpreter_pool_receiver(stock_cp312):
+    # The receiver's python comes from the workers (the sender's own version here);
+    # what it denies is refused at submit and never reaches a worker.
+    r = cloudpickle_rs.Receiver(deny=["subprocess"])
+    with cprs_exec.InterpreterPoolExecutor(stock_cp312.python, max_workers=1, receiver=r) as ex:
+        assert ex._opts["target_python"] == sys.version_info[:2] and ex._opts["receiver"] is r
+        n = 2
+        assert ex.submit(lambda x: x + n, 40).result(timeout=60) == 42
+        with pytest.raises(cloudpickle_rs.PicklingProhibitedError, match="which the receiver denies"):
+            ex.submit(lambda: subprocess.check_output(["id"]))
+        assert ex.submit(sorted, [3, 1, 2]).result(timeout=60) == [1, 2, 3]
 
 
 def test_interpreter_pool_pypy_plain_data(pypy39):

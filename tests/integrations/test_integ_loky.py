@@ -104,6 +104,19 @@ def test_integration_by_source_full():
         assert w["report"]["integrations"]["loky"]["by_source"] is True
 
 
+def test_integration_receiver():
+    # install(receiver=...): the whole workload (loky and joblib) passes the check; a task using
+    # a module the receiver denies is refused in the parent and never runs on a worker.
+    out = run("receiver", env={"LOKY_APP_WORKLOAD": "basic"})
+    assert out["results"] == BASIC
+    assert out["joblib_results"] == [1, 2, 3, 4]
+    check_workers(out["workers"], "cloudpickle_rs.integrations.loky")
+    refused = out["refused"]
+    assert refused and any(
+        "PicklingProhibitedError" in c and "uses 'subprocess' (global: module subprocess), which the "
+        "receiver denies" in c for c in refused), refused
+
+
 def test_negative_control_default_pickler_is_caught():
     out = run("negative")
     assert out["results"] == EXPECTED

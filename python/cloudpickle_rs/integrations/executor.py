@@ -26,7 +26,9 @@ bytecode they load only on the same CPython minor version); plain data and impor
 PyPy worker can return data, not functions.
 
 Options of both: ``by_source`` (True, False, "auto"; None reads ``CLOUDPICKLE_RS_BY_SOURCE``),
-``pickle_by_reference`` (cloudpickle_rs's callback) and ``protocol``.
+``pickle_by_reference`` (cloudpickle_rs's callback), ``protocol`` and ``receiver`` (a
+:class:`cloudpickle_rs.Receiver` describing the workers: a task it refuses raises at ``submit``,
+in this process, and never reaches a worker).
 """
 from __future__ import annotations
 
@@ -43,9 +45,9 @@ from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 
 import cloudpickle_rs as _rs
 
-from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_target_python,
-                                                 dumps_kwargs, resolve_by_source,
-                                                 resolve_target_python)
+from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_receiver,
+                                                 check_target_python, dumps_kwargs,
+                                                 resolve_by_source, resolve_target_python)
 
 __all__ = ["CloudProcessPoolExecutor", "InterpreterPoolExecutor", "stats", "WORKER_SOURCE"]
 
@@ -57,8 +59,13 @@ def stats():
     return _counter.snapshot()
 
 
-def _options(by_source, pickle_by_reference, protocol, target_python=None):
-    opts = dumps_kwargs(resolve_by_source(by_source), check_target_python(target_python))
+#: Options that stay in the submitting process (what the worker pickles results with is its own).
+_PARENT_ONLY = ("pickle_by_reference", "receiver")
+
+
+def _options(by_source, pickle_by_reference, protocol, target_python=None, receiver=None):
+    opts = dumps_kwargs(resolve_by_source(by_source), check_target_python(target_python),
+                        check_receiver(receiver))
     if pickle_by_reference is not None:
         opts["pickle_by_reference"] = pickle_by_reference
     return {"protocol": protocol, **opts}
@@ -76,7 +83,7 @@ def _dump_task(opts, fn, args, kwargs):
 def _dump_result(value, opts):
     _counter.add("results")
     return _rs.dumps(value, opts.get("protocol"),
-                     **{k: v for k, v in opts.items() if k not in ("protocol", "pickle_by_reference")})
+                     **{k: v for k, v in opts.items() if k != "protocol" and k not in _PARENT_ONLY})
 
 
 def _run_blob(blob, opts):
@@ -152,8 +159,8 @@ class CloudProcessPoolExecutor(cf.ProcessPoolExecutor):
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
                  max_tasks_per_child=None, by_source=None, pickle_by_reference=None,
-                 protocol=None):
-        self._cprs_opts = _options(by_source, pickle_by_reference, protocol)
+                 protocol=None, receiver=None):
+        self._cprs_opts = _options(by_source, pickle_by_reference, protocol, receiver=receiver)
         audit_from_env()
         if initializer is not None:
             initargs = (_dump_task(self._cprs_opts, initializer, tuple(initargs), {}),)
@@ -163,7 +170,7 @@ class CloudProcessPoolExecutor(cf.ProcessPoolExecutor):
 
     def submit(self, fn, /, *args, **kwargs):
         blob = _dump_task(self._cprs_opts, fn, args, kwargs)
-        worker_opts = {k: v for k, v in self._cprs_opts.items() if k != "pickle_by_reference"}
+        worker_opts = {k: v for k, v in self._cprs_opts.items() if k not in _PARENT_ONLY}
         return _ResultFuture(super().submit(_run_blob, blob, worker_opts))
 
     submit.__doc__ = cf.ProcessPoolExecutor.submit.__doc__
@@ -266,15 +273,18 @@ class InterpreterPoolExecutor(cf.Executor):
     are checked against when they are pickled (see ``cloudpickle_rs.dumps``); the default,
     ``"workers"``, is the version the workers report when they start, so syntax or bytecode they
     could not load is refused at ``submit`` with the function's name, never on the worker.
-    ``None`` turns the check off.
+    ``None`` turns the check off.  ``receiver``: a :class:`cloudpickle_rs.Receiver` describing
+    the workers (what they can import and must not run); its ``python``, when not given, is the
+    workers' version as for ``target_python``.
     """
 
     def __init__(self, python, max_workers=2, *, by_source=None, pickle_by_reference=None,
-                 protocol=4, env=None, isolated=True, start_timeout=60, target_python="workers"):
+                 protocol=4, env=None, isolated=True, start_timeout=60, target_python="workers",
+                 receiver=None):
         self._python = os.fspath(python)
         from_workers = isinstance(target_python, str) and target_python == "workers"
         self._opts = _options(by_source, pickle_by_reference, protocol,
-                              None if from_workers else target_python)
+                              None if from_workers else target_python, receiver)
         if env is None:
             env = {k: v for k, v in os.environ.items()
                    if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}

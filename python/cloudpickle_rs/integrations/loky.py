@@ -23,13 +23,13 @@ import pickle
 import cloudpickle_rs as _rs
 
 from cloudpickle_rs.integrations._common import (BY_SOURCE_ENV, Counter, audit_from_env,
-                                                 dumps_kwargs, resolve_by_source)
+                                                 check_receiver, dumps_kwargs, resolve_by_source)
 
 __all__ = ["Pickler", "dumps", "loads", "install", "stats", "MODULE_NAME"]
 
 MODULE_NAME = __name__
 _counter = Counter("loky")
-_state = {"by_source": None}
+_state = {"by_source": None, "receiver": None}
 
 
 def _by_source():
@@ -40,19 +40,37 @@ def _by_source():
 
 def pickler_options():
     """The cloudpickle_rs options of every loky pickle made through this module."""
-    return dumps_kwargs(_by_source())
+    return dumps_kwargs(_by_source(), receiver=_state["receiver"])
+
+
+def _is_task(obj):
+    """A loky work item (``_CallItem``: the function, its arguments) as opposed to loky's own
+    plumbing (the worker process object with its queues and locks, spawn preparation data,
+    control messages), which goes to the worker processes loky starts and is not the user's."""
+    cls = type(obj)
+    return cls.__name__ == "_CallItem" and cls.__module__.endswith("loky.process_executor")
 
 
 class Pickler(_rs.Pickler):
-    """cloudpickle_rs's pickler with the by_source option and a dump counter."""
+    """cloudpickle_rs's pickler with the by_source option, the receiver check of tasks and a
+    dump counter."""
 
     def __init__(self, file, protocol=None, **kwargs):
-        for key, value in pickler_options().items():
+        options = pickler_options()
+        self._cprs_receiver = options.pop("receiver", None)
+        for key, value in options.items():
             kwargs.setdefault(key, value)
+        self._cprs_args = (file, protocol, kwargs)
         super().__init__(file, protocol, **kwargs)
 
     def dump(self, obj):
         _counter.add("dumps")
+        if self._cprs_receiver is not None and _is_task(obj):
+            # The same dump under the receiver: a task it refuses raises here, in the parent.
+            file, protocol, kwargs = self._cprs_args
+            checked = _rs.Pickler(file, protocol, receiver=self._cprs_receiver, **kwargs)
+            checked.dispatch_table = self.dispatch_table
+            return checked.dump(obj)
         return super().dump(obj)
 
 
@@ -67,14 +85,18 @@ def dumps(obj, protocol=None, buffer_callback=None):
 loads = pickle.loads
 
 
-def install(by_source=None, joblib=True):
+def install(by_source=None, joblib=True, receiver=None):
     """Make loky (and joblib's vendored loky) pickle with this module's Pickler.
 
     ``by_source``: True, False, "auto", or None for ``CLOUDPICKLE_RS_BY_SOURCE``.  A value given
     here is also written to ``CLOUDPICKLE_RS_BY_SOURCE`` in ``os.environ`` so that workers
-    started afterwards use the same mode.  Returns the loky modules switched.
+    started afterwards use the same mode.  ``receiver``: a :class:`cloudpickle_rs.Receiver`
+    describing the workers (loky and joblib are added to its modules): a task it refuses raises
+    in this process when it is submitted.  It applies to this process's pickles only (the
+    workers pickle their results without it).  Returns the loky modules switched.
     """
     resolved = resolve_by_source(by_source)
+    _state["receiver"] = check_receiver(receiver, ("loky", "joblib"))
     _state["by_source"] = resolved
     if by_source is not None:
         os.environ[BY_SOURCE_ENV] = {True: "1", False: "0", "auto": "auto"}[resolved]

@@ -3,6 +3,7 @@
     loky_app.py env          # LOKY_PICKLER=cloudpickle_rs set by the caller; loky and joblib
     loky_app.py set          # loky.set_loky_pickler("cloudpickle_rs")
     loky_app.py integration  # cloudpickle_rs.integrations.loky.install() (counting pickler)
+    loky_app.py receiver     # install(receiver=...): the workload passes, a denied task is refused
     loky_app.py negative     # loky's default pickler (stock cloudpickle): the audit must fire
 
 A reusable loky executor (2 workers, audit enabled in each by the initializer) runs lambdas,
@@ -131,12 +132,32 @@ if __name__ == "__main__":
         cprs_loky.install()  # by_source from CLOUDPICKLE_RS_BY_SOURCE (unset: bytecode)
     elif mode == "env":
         assert os.environ.get("LOKY_PICKLER") == "cloudpickle_rs"
+    elif mode == "receiver":
+        import cloudpickle_rs
+        from cloudpickle_rs.integrations import loky as cprs_loky
+
+        cprs_loky.install(receiver=cloudpickle_rs.Receiver(modules=["cloudpickle_rs"], deny=["subprocess"]))
     out = {"mode": mode}
+    if mode == "receiver":
+        import subprocess
+
+        import loky
+
+        ex = loky.get_reusable_executor(max_workers=2, timeout=30, initializer=enable_audit)
+        try:
+            ex.submit(lambda: subprocess.run(["true"])).result(timeout=T)
+            out["refused"] = None
+        except Exception as e:
+            chain, cur = [], e
+            while cur is not None:
+                chain.append(f"{type(cur).__name__}: {cur}")
+                cur = cur.__cause__ or cur.__context__
+            out["refused"] = chain
     try:
         out["results"], out["workers"] = run_loky()
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {str(e)[:600]}"
-    if mode in ("env", "integration"):
+    if mode in ("env", "integration", "receiver"):
         try:
             out["joblib_results"], out["joblib_workers"] = run_joblib()
         except Exception as e:
