@@ -23,7 +23,9 @@ use std::sync::Mutex;
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyCFunction, PyDict, PyFrozenSet, PyFunction, PyModule, PyString, PyTuple, PyType};
+use pyo3::types::{
+    PyBool, PyCFunction, PyDict, PyFloat, PyFrozenSet, PyFunction, PyInt, PyModule, PyString, PyTuple, PyType,
+};
 
 use crate::addr::AddrMap;
 
@@ -380,6 +382,16 @@ impl<'py> ReceiverSession<'py> {
     /// one, or a denied builtin.
     fn value_suspect(&self, it: &crate::cloud::Interp, v: &Bound<'py, PyAny>) -> PyResult<bool> {
         let py = v.py();
+        // The common globals and defaults (constants) first: one type comparison each.
+        if v.is_none()
+            || v.is_exact_instance_of::<PyInt>()
+            || v.is_exact_instance_of::<PyString>()
+            || v.is_exact_instance_of::<PyFloat>()
+            || v.is_exact_instance_of::<PyBool>()
+            || v.is_exact_instance_of::<PyTuple>()
+        {
+            return Ok(false);
+        }
         let denied_top = |name: &str| self.deny_modules.contains(name.split('.').next().unwrap_or(name));
         if let Ok(m) = v.cast::<PyModule>() {
             // A module global: one verdict per module object and dump (the globals hold it).
