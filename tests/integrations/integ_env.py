@@ -1,15 +1,16 @@
-"""The integration tests' interpreter: ``.venvs/integ`` with the engines of
-``requirements/integrations.txt`` (Dask, distributed, Ray, joblib, loky), built on demand.
+"""The integration tests' interpreters, built on demand: ``.venvs/integ`` with the engines of
+``requirements/integrations.txt`` (Dask, distributed, Ray, joblib, loky) and ``.venvs/spark``
+with ``requirements/spark.txt`` (PySpark, which runs on the machine's Java 17).
 
 cloudpickle_rs is NOT installed there: scripts run with ``PYTHONPATH=<repo>/python`` so they test
 the extension that ``make build`` put in the source tree (override the directory with
 ``CLOUDPICKLE_RS_INTEG_PYTHONPATH``, e.g. to a stable copy while others rebuild).  The variable
 reaches every worker the engines start (spawned workers inherit the environment).
 
-Building holds ``fcntl.flock`` on ``.venvs/integ.lock``; the environment is complete when its
+Building holds ``fcntl.flock`` on ``.venvs/<name>.lock``; an environment is complete when its
 stamp (sha256 of the requirements file) is written.  A failed build raises: tests fail, never skip.
 
-    python tests/integrations/integ_env.py build      # what `make integ-env` runs
+    python tests/integrations/integ_env.py build [NAME ...]     # what `make integ-env` runs
 """
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-REQUIREMENTS = REPO / "requirements" / "integrations.txt"
+#: Environment name -> its requirements file.
+ENVS = {"integ": REPO / "requirements" / "integrations.txt",
+        "spark": REPO / "requirements" / "spark.txt"}
+REQUIREMENTS = ENVS["integ"]
 SCRIPTS = HERE / "scripts"
 _LAYOUT = 1
 
@@ -40,30 +44,30 @@ def venvs_root() -> Path:
     return Path(override) if override else REPO / ".venvs"
 
 
-def env_dir() -> Path:
-    return venvs_root() / "integ"
+def env_dir(name="integ") -> Path:
+    return venvs_root() / name
 
 
-def python() -> Path:
-    return env_dir() / "bin" / "python"
+def python(name="integ") -> Path:
+    return env_dir(name) / "bin" / "python"
 
 
-def _fingerprint() -> str:
-    h = hashlib.sha256(REQUIREMENTS.read_bytes())
+def _fingerprint(name) -> str:
+    h = hashlib.sha256(ENVS[name].read_bytes())
     h.update(f"layout={_LAYOUT}".encode())
     return h.hexdigest()
 
 
-def _stamp_path() -> Path:
-    return env_dir() / "integ-stamp.json"
+def _stamp_path(name) -> Path:
+    return env_dir(name) / f"{name}-stamp.json"
 
 
-def _stamp_ok() -> bool:
+def _stamp_ok(name) -> bool:
     try:
-        stamp = json.loads(_stamp_path().read_text())
+        stamp = json.loads(_stamp_path(name).read_text())
     except (OSError, ValueError):
         return False
-    return stamp.get("fingerprint") == _fingerprint() and python().exists()
+    return stamp.get("fingerprint") == _fingerprint(name) and python(name).exists()
 
 
 def _clean_env():
@@ -91,33 +95,33 @@ def _run(cmd, step, timeout=1200):
     return proc.stdout
 
 
-def ensure() -> Path:
-    """Build .venvs/integ if needed; return its interpreter."""
-    if _stamp_ok():
-        return python()
+def ensure(name="integ") -> Path:
+    """Build .venvs/<name> if needed; return its interpreter."""
+    if _stamp_ok(name):
+        return python(name)
     root = venvs_root()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "integ.lock", "a+") as lock:
+    with open(root / f"{name}.lock", "a+") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
-            if _stamp_ok():
-                return python()
+            if _stamp_ok(name):
+                return python(name)
             t0 = time.monotonic()
-            target = env_dir()
+            target = env_dir(name)
             if target.exists():
                 shutil.rmtree(target)
-            print(f"[integ_env] building {target} from {REQUIREMENTS}", file=sys.stderr, flush=True)
+            print(f"[integ_env] building {target} from {ENVS[name]}", file=sys.stderr, flush=True)
             _run([_base_python(), "-m", "venv", str(target)], "venv")
-            _run([str(python()), "-m", "pip", "install", "-q", "--no-input",
-                  "--disable-pip-version-check", "-r", str(REQUIREMENTS)], "pip install")
-            freeze = _run([str(python()), "-m", "pip", "freeze"], "pip freeze").split()
+            _run([str(python(name)), "-m", "pip", "install", "-q", "--no-input",
+                  "--disable-pip-version-check", "-r", str(ENVS[name])], "pip install")
+            freeze = _run([str(python(name)), "-m", "pip", "freeze"], "pip freeze").split()
             if any(line.lower().startswith("cloudpickle-rs") or line.lower().startswith("cloudpickle_rs")
                    for line in freeze):
-                raise IntegEnvError("cloudpickle_rs must not be installed in .venvs/integ")
-            stamp = {"fingerprint": _fingerprint(), "freeze": freeze,
+                raise IntegEnvError(f"cloudpickle_rs must not be installed in .venvs/{name}")
+            stamp = {"fingerprint": _fingerprint(name), "freeze": freeze,
                      "build_seconds": round(time.monotonic() - t0, 1)}
-            _stamp_path().write_text(json.dumps(stamp, indent=2) + "\n")
-            return python()
+            _stamp_path(name).write_text(json.dumps(stamp, indent=2) + "\n")
+            return python(name)
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
@@ -130,7 +134,8 @@ def script_env(extra=None):
     """Environment of an integration script: clean, PYTHONPATH = the package, no audit leftovers."""
     env = _clean_env()
     for k in list(env):
-        if k.startswith(("DASK_", "CLOUDPICKLE_RS_", "LOKY_", "RAY_")) and k != "CLOUDPICKLE_RS_VENVS":
+        if k.startswith(("DASK_", "CLOUDPICKLE_RS_", "LOKY_", "RAY_", "SPARK_", "PYSPARK_")) \
+                and k != "CLOUDPICKLE_RS_VENVS":
             del env[k]
     env["PYTHONPATH"] = package_dir()
     env["PYTHONUNBUFFERED"] = "1"
@@ -156,13 +161,13 @@ class ScriptResult:
 RESULT_MARK = "INTEG-RESULT: "
 
 
-def run_script(name, *args, env=None, timeout=180, cwd=None):
-    """Run ``scripts/<name>`` as ``__main__`` with the integ interpreter in its own process group.
+def run_script(name, *args, env=None, timeout=180, cwd=None, venv="integ"):
+    """Run ``scripts/<name>`` as ``__main__`` with the ``venv`` interpreter in its own process group.
 
     The script prints one line ``INTEG-RESULT: <json>``; its value is ``.result`` (None when
     missing).  On timeout the whole group (workers included) is killed and the error says so.
     """
-    py = ensure()
+    py = ensure(venv)
     t0 = time.monotonic()
     proc = subprocess.Popen([str(py), str(SCRIPTS / name), *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -193,8 +198,9 @@ def kill_group(proc):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["build"]:
-        print(ensure())
+    if sys.argv[1:2] == ["build"]:
+        for env_name in sys.argv[2:] or list(ENVS):
+            print(ensure(env_name))
     else:
         print(__doc__)
         sys.exit(2)

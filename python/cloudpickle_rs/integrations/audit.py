@@ -3,7 +3,7 @@
 An engine that was meant to pickle with cloudpickle_rs but still calls stock cloudpickle
 somewhere (an uncovered Dask scheduler, a loky worker with the default pickler, ...) would ship
 bytecode where by_source was asked for, silently.  ``enable()`` wraps ``Pickler.dump`` of stock
-``cloudpickle`` (and of ``ray.cloudpickle`` when Ray is imported) so that every such dump is
+``cloudpickle`` (and of ``ray.cloudpickle`` and ``pyspark.cloudpickle`` when imported) so that every such dump is
 recorded; ``report()`` returns what was seen, together with the counters of the cloudpickle_rs
 integrations installed in this process.
 
@@ -23,7 +23,8 @@ import sys
 import threading
 import traceback
 
-__all__ = ["StockDumpError", "disable", "enable", "enabled", "report", "reset", "watch", "watch_ray", "dask_setup"]
+__all__ = ["StockDumpError", "disable", "enable", "enabled", "report", "reset", "watch", "watch_ray",
+           "watch_spark", "dask_setup"]
 
 AUDIT_ENV = "CLOUDPICKLE_RS_AUDIT"
 
@@ -74,8 +75,15 @@ def watch_ray():
         watch(mod.Pickler, "ray.cloudpickle.cloudpickle.Pickler")
 
 
+def watch_spark():
+    """Watch PySpark's vendored pickler too (when ``pyspark.cloudpickle`` is imported)."""
+    mod = sys.modules.get("pyspark.cloudpickle.cloudpickle")
+    if mod is not None:
+        watch(mod.Pickler, "pyspark.cloudpickle.cloudpickle.Pickler")
+
+
 def enable(raise_on_stock=None):
-    """Watch stock cloudpickle's pickler (and Ray's copy when Ray is imported)."""
+    """Watch stock cloudpickle's pickler (and Ray's and PySpark's copies when imported)."""
     if raise_on_stock is None:
         raise_on_stock = os.environ.get(AUDIT_ENV, "").strip().lower() == "raise"
     _state["raise"] = bool(raise_on_stock)
@@ -84,9 +92,13 @@ def enable(raise_on_stock=None):
         from cloudpickle import cloudpickle as stock
     except ImportError:
         stock = None
-    if stock is not None:
-        watch(stock.Pickler, "cloudpickle.cloudpickle.Pickler")
+    # In PySpark's Python workers ``cloudpickle`` is PySpark's vendored copy (its directory is on
+    # their sys.path), possibly still being imported here: watched when it has its Pickler.
+    pickler = getattr(stock, "Pickler", None)
+    if pickler is not None:
+        watch(pickler, "cloudpickle.cloudpickle.Pickler")
     watch_ray()
+    watch_spark()
 
 
 def disable():
