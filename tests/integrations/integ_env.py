@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 #: Environment name -> its requirements file.
 ENVS = {"integ": REPO / "requirements" / "integrations.txt",
-        "spark": REPO / "requirements" / "spark.txt"}
+        "spark": REPO / "requirements" / "spark.txt",
+        "beam": REPO / "requirements" / "beam.txt"}
 REQUIREMENTS = ENVS["integ"]
 SCRIPTS = HERE / "scripts"
 _LAYOUT = 1

@@ -24,7 +24,7 @@ import threading
 import traceback
 
 __all__ = ["StockDumpError", "disable", "enable", "enabled", "report", "reset", "watch", "watch_ray",
-           "watch_spark", "dask_setup"]
+           "watch_spark", "watch_beam", "dask_setup"]
 
 AUDIT_ENV = "CLOUDPICKLE_RS_AUDIT"
 
@@ -82,6 +82,13 @@ def watch_spark():
         watch(mod.Pickler, "pyspark.cloudpickle.cloudpickle.Pickler")
 
 
+def watch_beam():
+    """Watch Beam's vendored pickler too (when ``apache_beam.internal.cloudpickle`` is imported)."""
+    mod = sys.modules.get("apache_beam.internal.cloudpickle.cloudpickle")
+    if mod is not None:
+        watch(mod.Pickler, "apache_beam.internal.cloudpickle.cloudpickle.Pickler")
+
+
 def enable(raise_on_stock=None):
     """Watch stock cloudpickle's pickler (and Ray's and PySpark's copies when imported)."""
     if raise_on_stock is None:
@@ -99,6 +106,7 @@ def enable(raise_on_stock=None):
         watch(pickler, "cloudpickle.cloudpickle.Pickler")
     watch_ray()
     watch_spark()
+    watch_beam()
 
 
 def disable():
