@@ -68,3 +68,13 @@ def test_negative_control_beams_own_pickling_is_caught():
     assert out["audit"]["integrations"] == {}
     err = check_unpicklable(out["results"])
     assert "path to the object" not in err["message"]
+
+
+def test_beam_receiver_refuses_when_the_pipeline_is_built():
+    out = run("receiver")
+    assert out["results"]["pipeline"] == "ok" and out["audit"]["stock_dumps"] == 0
+    refused = out["refused"]
+    assert refused and refused[0].startswith("builtins.RuntimeError: Unable to pickle fn"), refused
+    assert any(c.startswith("cloudpickle_rs.PicklingProhibitedError: cannot send ") and
+               "uses 'subprocess' (closure variable: module subprocess), which the receiver denies" in c
+               for c in refused), refused

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.timeout(900)  # includes building .venvs/spark on first
 
 EXPECTED = {"lambda": 21, "closure": [10, 11, 12, 13, 14, 15], "instance_in_closure": [7],
             "collected_main_instances": [6, [0, 2, 4, 6, 8, 10]], "returned_lambda": 42,
-            "broadcast": [11], "udf": [3, 6, 9]}
+            "broadcast": [11], "udf": [3, 6, 9], "accumulator": 15}
+UNPICKLABLE = "PicklingError: Could not serialize object: TypeError: cannot pickle 'sqlite3.Connection' object"
 DAEMON = "cloudpickle_rs/integrations/spark_daemon.py"
 
 
@@ -31,10 +32,17 @@ def run(mode):
     return out
 
 
-def check_routed(out, by_source):
+def check_routed(out, by_source, receiver=False):
     results = dict(out["results"])
     workers = results.pop("workers")
+    unpicklable = results.pop("unpicklable")
     assert results == EXPECTED
+    if receiver:  # the receiver's catalogue refuses the connection, path first
+        assert unpicklable.startswith("PicklingProhibitedError: cannot send obj[0].__closure__ cell "), unpicklable
+        assert ".__closure__ cell 'f'.__closure__ cell 'conn' (Connection) to the receiver: " in unpicklable
+    else:  # PySpark reports str(exc) only: the path to the captured connection is in the message
+        assert unpicklable.startswith(UNPICKLABLE + "; path to the object that failed, from the tuple being pickled: ")
+        assert unpicklable.endswith(".__closure__ cell 'f'.__closure__ cell 'conn'")
     driver = out["driver"]
     assert driver["stock_dumps"] == 0, driver["stock_events"]
     assert "pyspark.cloudpickle.cloudpickle.Pickler" in driver["watched"]
@@ -63,7 +71,7 @@ def test_spark_by_source():
 
 def test_spark_receiver_refuses_on_the_driver():
     out = run("receiver")
-    check_routed(out, by_source=False)
+    check_routed(out, by_source=False, receiver=True)
     assert out["refused"] == (
         "cloudpickle_rs.PicklingProhibitedError: cannot send obj[0].__closure__ cell 'f' (function) "
         "to the receiver: function __main__.main.<locals>.<lambda> "
@@ -78,8 +86,9 @@ def test_negative_control_pysparks_own_pickling_is_caught():
     assert out["driver"]["stock_dumps"] > 0
     assert out["driver"]["integrations"] == {}
     assert results["broadcast"].startswith("error: PythonException: AttributeError: Can't get attribute 'Point'")
-    for key in ("lambda", "closure", "udf"):
+    for key in ("lambda", "closure", "udf", "accumulator"):
         assert results[key] == EXPECTED[key]
+    assert results["unpicklable"] == UNPICKLABLE
 
 
 def _line_of(text):

@@ -5,6 +5,7 @@ import os
 import threading
 
 __all__ = ["BY_SOURCE_ENV", "TARGET_PYTHON_ENV", "resolve_by_source", "resolve_target_python", "check_receiver",
+           "path_into_message",
            "Counter"]
 
 #: Environment variable read by every integration when its ``by_source`` option is not given.
@@ -112,3 +113,21 @@ def audit_from_env():
         from cloudpickle_rs.integrations import audit
 
         audit.enable(raise_on_stock=(value == "raise"))
+
+
+def path_into_message(exc):
+    """Put the path to the failing object (the last of cloudpickle_rs's notes) into the message.
+
+    Engines report a pickling failure with ``str(exc)`` only: Beam as ``RuntimeError("Unable to
+    pickle fn X: <str(exc)>")``, PySpark as ``PicklingError("Could not serialize object:
+    TypeError: <str(exc)>")``, which drops the notes, so the user would not see which attribute
+    failed.  After: "cannot pickle 'sqlite3.Connection' object; path to the object that failed,
+    from the HoldsConnection being pickled: obj (HoldsConnection state)['conn']"."""
+    from cloudpickle_rs import PayloadTooLargeError, PicklingProhibitedError
+
+    if isinstance(exc, (PicklingProhibitedError, PayloadTooLargeError)):
+        return exc  # a receiver's refusal names the path already
+    notes = [n for n in getattr(exc, "__notes__", ()) if n.startswith("path to the object that failed")]
+    if notes and len(exc.args) == 1 and isinstance(exc.args[0], str) and notes[-1] not in exc.args[0]:
+        exc.args = (f"{exc.args[0]}; {notes[-1]}",)
+    return exc

@@ -37,7 +37,8 @@ import cloudpickle_rs as _rs
 
 from cloudpickle_rs.integrations._common import (Counter, audit_from_env, check_receiver,
                                                  check_target_python, dumps_kwargs,
-                                                 resolve_by_source, resolve_target_python)
+                                                 path_into_message, resolve_by_source,
+                                                 resolve_target_python)
 
 __all__ = ["RECONSTRUCTOR_MODULE", "install", "installed", "stats", "uninstall"]
 
@@ -119,19 +120,9 @@ def _dumps(o, enable_best_effort_determinism=False, enable_stable_code_identifie
             try:
                 _pickle(o, file, module)
             except Exception as e:
-                _path_into_message(e)
+                path_into_message(e)
                 raise
             return file.getvalue()
-
-
-def _path_into_message(exc):
-    """Beam reports a pickling failure as ``RuntimeError("Unable to pickle fn X: <str(exc)>")``,
-    which drops the notes where cloudpickle_rs puts the path to the failing object: the path
-    goes into the message too ("cannot pickle 'sqlite3.Connection' object; path to the object
-    that failed, from the HoldsConnection being pickled: obj (HoldsConnection state)['conn']")."""
-    notes = [n for n in getattr(exc, "__notes__", ()) if n.startswith("path to the object that failed")]
-    if notes and len(exc.args) == 1 and isinstance(exc.args[0], str) and notes[-1] not in exc.args[0]:
-        exc.args = (f"{exc.args[0]}; {notes[-1]}",)
 
 
 def _dump_session(file_path):

@@ -31,8 +31,8 @@ import cloudpickle_rs as _rs
 
 from cloudpickle_rs.integrations._common import (BY_SOURCE_ENV, Counter, audit_from_env,
                                                  check_receiver, check_target_python,
-                                                 dumps_kwargs, resolve_by_source,
-                                                 resolve_target_python)
+                                                 dumps_kwargs, path_into_message,
+                                                 resolve_by_source, resolve_target_python)
 
 __all__ = ["DAEMON_MODULE", "RECONSTRUCTOR_MODULE", "configure", "dump", "dumps", "install",
            "installed", "stats", "uninstall"]
@@ -55,13 +55,21 @@ def pickler_options():
 def dumps(obj, protocol=None, buffer_callback=None):
     """``pyspark.cloudpickle.dumps`` through cloudpickle_rs."""
     _counter.add("dumps")
-    return _rs.dumps(obj, protocol, buffer_callback=buffer_callback, **pickler_options())
+    try:
+        return _rs.dumps(obj, protocol, buffer_callback=buffer_callback, **pickler_options())
+    except Exception as e:
+        path_into_message(e)
+        raise
 
 
 def dump(obj, file, protocol=None, buffer_callback=None):
     """``pyspark.cloudpickle.dump`` through cloudpickle_rs."""
     _counter.add("dumps")
-    _rs.dump(obj, file, protocol, buffer_callback=buffer_callback, **pickler_options())
+    try:
+        _rs.dump(obj, file, protocol, buffer_callback=buffer_callback, **pickler_options())
+    except Exception as e:
+        path_into_message(e)
+        raise
 
 
 def _broadcast_dump(self, value, f):
@@ -74,6 +82,7 @@ def _broadcast_dump(self, value, f):
     except pickle.PickleError:
         raise
     except Exception as e:
+        path_into_message(e)
         import sys
 
         print_exec(sys.stderr)

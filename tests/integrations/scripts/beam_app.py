@@ -2,6 +2,7 @@
 
     beam_app.py integration   # cloudpickle_rs.integrations.beam.install()
     beam_app.py by_source     # install(by_source=True)
+    beam_app.py receiver      # install(receiver=...): the pipeline passes, a denied step is refused
     beam_app.py negative      # Beam's own pickling: the audit must catch its stock dumps
 
 A DirectRunner pipeline of __main__ code (a lambda Map, a __main__ DoFn with a closure and a
@@ -118,11 +119,29 @@ def main(mode):
     if mode != "negative":
         from cloudpickle_rs.integrations import beam as cprs_beam
 
-        cprs_beam.install(by_source=(mode == "by_source"))
+        receiver = None
+        if mode == "receiver":
+            import cloudpickle_rs
+
+            receiver = cloudpickle_rs.Receiver(modules=["numpy"], deny=["subprocess"])
+        cprs_beam.install(by_source=(mode == "by_source"), receiver=receiver)
     out = {"mode": mode}
     try:
         out["results"] = pipeline_results(["--runner=DirectRunner", "--save_main_session"])
         out["stream"] = stream_facts()
+        if mode == "receiver":
+            import subprocess
+
+            try:
+                with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+                    _ = p | beam.Create([1]) | "denied" >> beam.Map(lambda x: subprocess.run(["true"]))
+                out["refused"] = None
+            except Exception as e:
+                chain = []
+                while e is not None:
+                    chain.append(f"{type(e).__module__}.{type(e).__name__}: {e}")
+                    e = e.__cause__ or e.__context__
+                out["refused"] = chain
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {str(e)[:2000]}"
     out["audit"] = audit.report()

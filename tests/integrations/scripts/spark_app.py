@@ -64,6 +64,21 @@ def workload(spark):
         b = sc.broadcast(Point(5, 6))
         return rdd.map(lambda _: b.value.norm1()).distinct().collect()
 
+    def accumulator():
+        acc = sc.accumulator(0)
+        rdd.foreach(lambda x: acc.add(x))
+        return acc.value
+
+    def unpicklable():
+        import sqlite3
+
+        conn = sqlite3.connect(":memory:")
+        try:
+            rdd.map(lambda x: (x, conn)).count()
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+        return None
+
     steps = {
         "lambda": lambda: rdd.map(lambda x: x + 1).sum(),
         "closure": lambda: rdd.map(make_adder(10)).collect(),
@@ -72,6 +87,8 @@ def workload(spark):
         "returned_lambda": lambda: sc.parallelize([6], 1).map(lambda n: (lambda y: y * n)).collect()[0](7),
         "broadcast": broadcast,
         "udf": lambda: [r[0] for r in spark.createDataFrame([(1,), (2,), (3,)], ["v"]).select(times_k("v")).collect()],
+        "accumulator": accumulator,
+        "unpicklable": unpicklable,
         "workers": lambda: sc.parallelize(range(2), 2).mapPartitions(worker_report).collect(),
     }
     out = {}
