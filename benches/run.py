@@ -137,12 +137,12 @@ BENCHES = [
     Bench("task_graph", "task list: 10k tuples over 20 closures", "cloud",
           lambda: P.task_graph(_dyn()), competitors=CLOUD, by_source=True, check="byvalue"),
 ]
-EXTRA = ("task_graph_loads", "numpy_memory", "import_time", "spark_job")
+EXTRA = ("task_graph_loads", "numpy_memory", "import_time", "engine_jobs")
 GROUPS = {
     "foundation": [b.name for b in BENCHES if b.group in ("foundation", "numpy")] + ["numpy_memory"],
     "cloud": [b.name for b in BENCHES if b.group == "cloud"] + ["task_graph_loads"],
     "numpy": ["numpy_inband", "numpy_oob", "numpy_memory"],
-    "engines": ["spark_job"],
+    "engines": ["engine_jobs"],
 }
 
 
@@ -561,28 +561,28 @@ def _importtime_us(stderr, module):
 
 def run_engines(rounds, log):
     """The engine rows (benches/engine_*.py), each in its engine's environment (.venvs/spark,
-    built on first use as for the integration tests): driver-side serialization of a realistic
-    job, ours against the engine's default pickler, alternating in one session."""
+    .venvs/beam, built on first use as for the integration tests): driver-side serialization of
+    a realistic job, ours against the engine's default pickler, alternating in one process."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
                                     "tests", "integrations"))
     import integ_env
 
-    t_start = time.perf_counter()
     out = {}
-    try:
-        py = integ_env.ensure("spark")
-        proc = subprocess.run([str(py), os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                     "engine_spark.py"), str(rounds)],
-                              env=integ_env.script_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=600)
-        line = [x for x in proc.stdout.splitlines() if x.startswith("ENGINE-RESULT: ")]
-        if proc.returncode or not line:
-            out["spark"] = {"status": "error: exit %s: %s" % (proc.returncode, proc.stderr[-400:])}
-        else:
-            out["spark"] = dict(json.loads(line[0][len("ENGINE-RESULT: "):]), status="ok")
-    except Exception as e:  # noqa: BLE001 - reported in the table, not lost
-        out["spark"] = {"status": "error: %s: %s" % (type(e).__name__, e)}
-    log("  %-16s %5.1fs" % ("spark_job", time.perf_counter() - t_start))
+    for engine in ("spark", "beam"):
+        t_start = time.perf_counter()
+        try:
+            py = integ_env.ensure(engine)
+            script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_%s.py" % engine)
+            proc = subprocess.run([str(py), script, str(rounds)], env=integ_env.script_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("ENGINE-RESULT: ")]
+            if proc.returncode or not line:
+                out[engine] = {"status": "error: exit %s: %s" % (proc.returncode, proc.stderr[-400:])}
+            else:
+                out[engine] = dict(json.loads(line[0][len("ENGINE-RESULT: "):]), status="ok")
+        except Exception as e:  # noqa: BLE001 - reported in the table, not lost
+            out[engine] = {"status": "error: %s: %s" % (type(e).__name__, e)}
+        log("  %-16s %5.1fs" % ("%s_job" % engine, time.perf_counter() - t_start))
     return out
 
 
@@ -840,13 +840,17 @@ def report(results, loads, memory, imports, facts, comps, args, wall, engines=No
 
     if engines:
         rows = []
-        sp = engines.get("spark", {})
-        if sp.get("status") == "ok":
-            rows.append(["Spark %s: parallelize 20k rows into 2,000 partitions, map(closure)" % sp["pyspark_version"],
-                         fmt_time(sp["pyspark"]["median"]), fmt_time(sp["ours"]["median"]),
-                         fmt_ratio(sp["ratio"]), str(sp["ours"]["dumps_calls"])])
-        else:
-            rows.append(["Spark", sp.get("status", "n/a"), "", "", ""])
+        jobs = {"spark": ("Spark %s: parallelize 20k rows into 2,000 partitions, map(closure)",
+                          "pyspark", "pyspark_version"),
+                "beam": ("Beam %s: to_runner_api() of a 50-step pipeline (Map closures, __main__ DoFns)",
+                         "beam", "beam_version")}
+        for engine, (label, default, version) in jobs.items():
+            e = engines.get(engine, {})
+            if e.get("status") == "ok":
+                rows.append([label % e[version], fmt_time(e[default]["median"]), fmt_time(e["ours"]["median"]),
+                             fmt_ratio(e["ratio"]), str(e["ours"]["dumps_calls"])])
+            else:
+                rows.append([engine, e.get("status", "n/a"), "", "", ""])
         out.append("### Engines: driver-side serialization of one job (time inside the engine's dumps)\n")
         out.append(table(["job", "engine's default pickler", "ours (integration)", "ours / default",
                           "dumps calls"], rows) + "\n")
@@ -1011,7 +1015,7 @@ def main(argv=None):
     gc.enable()
     memory = run_memory(comps, log) if "numpy_memory" in selected else None
     imports = run_imports(comps, import_repeats, log) if "import_time" in selected else None
-    engines = run_engines(args.rounds, log) if "spark_job" in selected else None
+    engines = run_engines(args.rounds, log) if "engine_jobs" in selected else None
 
     wall = time.perf_counter() - t0
     text, facts = report(results, loads, memory, imports, facts, comps, args, wall, engines)

@@ -49,7 +49,7 @@ _SKIP_RESET_MODULE = "cloudpickle_rs.integrations._beam_skip_reset"
 
 _counter = Counter("beam")
 _state = {"by_source": False, "target_python": None, "receiver": None, "installed": False,
-          "saved": None}
+          "saved": None, "options": {}, "dispatch_table": None}
 
 
 def _skip_reset_module():
@@ -91,11 +91,8 @@ def _dispatch_table(beam_pickler):
 
 
 def _pickle(obj, file, module):
-    from apache_beam.internal import cloudpickle_pickler as beam_pickler
-
-    opts = dumps_kwargs(_state["by_source"], _state["target_python"], _state["receiver"])
-    p = _rs.Pickler(file, reconstructor_module=module, **opts)
-    p.dispatch_table = _dispatch_table(beam_pickler)
+    p = _rs.Pickler(file, reconstructor_module=module, **_state["options"])
+    p.dispatch_table = _state["dispatch_table"]
     p.dump(obj)
 
 
@@ -153,6 +150,9 @@ def install(by_source=None, target_python=None, receiver=None):
     _state["by_source"] = resolve_by_source(by_source)
     _state["target_python"] = check_target_python(resolve_target_python(target_python))
     _state["receiver"] = check_receiver(receiver, ("apache_beam",))
+    _state["options"] = dumps_kwargs(_state["by_source"], _state["target_python"], _state["receiver"])
+    # Beam registers the same reducers on each of its picklers: one table, made once.
+    _state["dispatch_table"] = _dispatch_table(beam_pickler)
     if not _state["installed"]:
         _state["saved"] = {name: getattr(beam_pickler, name) for name in ("_dumps", "dump_session")}
         beam_pickler._dumps = _dumps
