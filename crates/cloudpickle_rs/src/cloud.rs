@@ -552,7 +552,9 @@ pub(crate) fn code_refs<'py>(
 ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyTuple>)> {
     let py = code.py();
     let cache = NAMES_CACHE.get_or_init(py, || Mutex::new(CodeCache::default()));
-    if let Some((names, imports)) = cache.lock().ok().and_then(|g| g.get(code).map(|(n, i)| (n.clone_ref(py), i.clone_ref(py)))) {
+    if let Some((names, imports)) =
+        cache.lock().ok().and_then(|g| g.get(code).map(|(n, i)| (n.clone_ref(py), i.clone_ref(py))))
+    {
         return Ok((names.into_bound(py), imports.into_bound(py)));
     }
     let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
@@ -677,7 +679,10 @@ pub(crate) fn weak_ref(obj: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
 }
 
 /// [`code_refs`] of each code object.
-static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<(Py<PyTuple>, Py<PyTuple>)>>> = PyOnceLock::new();
+static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<CodeRefs>>> = PyOnceLock::new();
+
+/// One [`NAMES_CACHE`] entry: (global names, imported modules).
+type CodeRefs = (Py<PyTuple>, Py<PyTuple>);
 /// [`code_fields`] of each code object.
 static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 
