@@ -137,10 +137,10 @@ BENCHES = [
     Bench("task_graph", "task list: 10k tuples over 20 closures", "cloud",
           lambda: P.task_graph(_dyn()), competitors=CLOUD, by_source=True, check="byvalue"),
 ]
-EXTRA = ("task_graph_loads", "numpy_memory", "import_time", "engine_jobs")
+EXTRA = ("cloud_loads", "numpy_memory", "import_time", "engine_jobs")
 GROUPS = {
     "foundation": [b.name for b in BENCHES if b.group in ("foundation", "numpy")] + ["numpy_memory"],
-    "cloud": [b.name for b in BENCHES if b.group == "cloud"] + ["task_graph_loads"],
+    "cloud": [b.name for b in BENCHES if b.group == "cloud"] + ["cloud_loads"],
     "numpy": ["numpy_inband", "numpy_oob", "numpy_memory"],
     "engines": ["engine_jobs"],
 }
@@ -365,42 +365,50 @@ def _loads_n(data, n):
     return run
 
 
+LOADS_PAYLOADS = ("functions", "closures", "class_instances", "task_graph")
+
+
 def run_loads(comps, rounds, warmup, log):
-    """pickle.loads of the task-graph payload as written by ours (bytecode, by_source) and cloudpickle."""
-    t_start = time.perf_counter()
-    obj = P.task_graph(_dyn())
-    streams = [("ours", "ours", {}), ("ours_src", "ours", {"by_source": True}),
-               ("cloudpickle", "cloudpickle", {})]
-    cells, active = {}, []
-    for column, cname, kwargs in streams:
-        comp = comps.get(cname)
-        cell, data = None, None
-        if comp is None or not comp.available:
-            cell = "n/a"
-        elif ("task_graph", column) in CRASHED:
-            cell = CRASHED["task_graph", column]
-        else:
-            try:
-                data = comp.dumps(obj, protocol=PROTOCOL, **kwargs)
-                t0 = time.perf_counter()
-                pickle.loads(data)
-                first = time.perf_counter() - t0
-            except (NotImplementedError, TypeError) as e:
-                cell = ("n/a (%s)" if column == "ours_src" else "error: %s") % type(e).__name__
-            except FATAL:
-                raise
-            except BaseException as e:  # noqa: BLE001 - pyo3 panics are BaseException
-                cell = "error: %s" % type(e).__name__
-        cells[column] = {"status": cell or "ok", "size": len(data) if data else None, "samples": []}
-        if cell is None:
-            n = repeats_for(first, 1)
-            cells[column].update(first_call=first, calls_per_sample=n)
-            active.append((column, n, _loads_n(data, n)))
-    del obj
-    gc.collect()
-    sample_round_robin(cells, active, rounds, warmup)
-    log("  %-16s %5.1fs" % ("task_graph_loads", time.perf_counter() - t_start))
-    return {"name": "task_graph_loads", "label": "pickle.loads of the task list", "cells": cells}
+    """pickle.loads of the cloud payloads as written by ours (bytecode, by_source) and
+    cloudpickle, in this process after dumping (as a worker that received them would, minus the
+    transport).  One entry per payload, each timed round-robin like the dumps."""
+    out = []
+    builders = {b.name: b for b in BENCHES}
+    for name in LOADS_PAYLOADS:
+        t_start = time.perf_counter()
+        obj = builders[name].build()
+        streams = [("ours", "ours", {}), ("ours_src", "ours", {"by_source": True}),
+                   ("cloudpickle", "cloudpickle", {})]
+        cells, active = {}, []
+        for column, cname, kwargs in streams:
+            comp = comps.get(cname)
+            cell, data = None, None
+            if comp is None or not comp.available:
+                cell = "n/a"
+            elif (name, column) in CRASHED:
+                cell = CRASHED[name, column]
+            else:
+                try:
+                    data = comp.dumps(obj, protocol=PROTOCOL, **kwargs)
+                    pickle.loads(data)  # the first loads (warm-up)
+                    warm, _ = timeit_once(_loads_n(data, 1))
+                except (NotImplementedError, TypeError) as e:
+                    cell = ("n/a (%s)" if column == "ours_src" else "error: %s") % type(e).__name__
+                except FATAL:
+                    raise
+                except BaseException as e:  # noqa: BLE001 - pyo3 panics are BaseException
+                    cell = "error: %s" % type(e).__name__
+            cells[column] = {"status": cell or "ok", "size": len(data) if data else None, "samples": []}
+            if cell is None:
+                n = repeats_for(warm, 1)
+                cells[column].update(first_call=warm, calls_per_sample=n)
+                active.append((column, n, _loads_n(data, n)))
+        del obj
+        gc.collect()
+        sample_round_robin(cells, active, rounds, warmup)
+        log("  %-16s %5.1fs" % ("loads " + name, time.perf_counter() - t_start))
+        out.append({"name": name, "label": builders[name].label, "cells": cells})
+    return out
 
 
 # --------------------------------------------------------------------------- crash isolation
@@ -446,7 +454,7 @@ def preflight(selected, comps, log):
     if "ours" not in comps or not comps["ours"].available:
         return {}
     t_start = time.perf_counter()
-    wanted = set(selected) | ({"task_graph"} if "task_graph_loads" in selected else set())
+    wanted = set(selected) | (set(LOADS_PAYLOADS) if "cloud_loads" in selected else set())
     todo = [(b.name, col) for b in BENCHES if b.name in wanted and "ours" in b.competitors
             for col in (("ours", "ours_src", "ours_recv") if b.by_source else ("ours",))]
     crashed = {}
@@ -826,17 +834,22 @@ def report(results, loads, memory, imports, facts, comps, args, wall, engines=No
                               "size receiver/without"], recv_rows) + "\n")
 
     if loads:
-        c = loads["cells"]
         rows = []
-        for column, label in (("ours", "ours (bytecode)"), ("ours_src", "ours (by_source)"),
-                              ("cloudpickle", "cloudpickle")):
-            rows.append([label, cell_text(c.get(column)),
-                         fmt_time(c[column].get("min")) if c.get(column) else "n/a",
-                         fmt_ratio(ratio(c.get(column), c.get("cloudpickle"))),
-                         fmt_bytes(c[column]["size"]) if c.get(column) else "n/a"])
-        out.append("### pickle.loads of the task list (10k tuples over 20 closures), by writer\n")
-        out.append(table(["stream written by", "loads median", "min", "vs cloudpickle's stream",
-                          "stream size"], rows) + "\n")
+        for res in loads:
+            c = res["cells"]
+
+            def size(col):
+                return c[col]["size"] if c.get(col) and c[col].get("size") else None
+            src_size = (fmt_ratio(size("ours_src") / size("ours")) if size("ours_src") and size("ours")
+                        else "n/a")
+            rows.append([res["label"], cell_text(c.get("ours")), cell_text(c.get("ours_src")),
+                         cell_text(c.get("cloudpickle")),
+                         fmt_ratio(ratio(c.get("ours"), c.get("cloudpickle"))),
+                         fmt_ratio(ratio(c.get("ours_src"), c.get("cloudpickle"))), src_size])
+        out.append("### pickle.loads of the cloud payloads, by writer (in the dumping process)\n")
+        out.append(table(["payload", "our bytecode stream", "our by_source stream",
+                          "cloudpickle's stream", "bytecode / cloudpickle's", "by_source / cloudpickle's",
+                          "size by_source / bytecode"], rows) + "\n")
 
     if engines:
         rows = []
@@ -1011,7 +1024,7 @@ def main(argv=None):
             results.append(run_bench(bench, comps, args.rounds, warmup, log))
         except Exception:  # noqa: BLE001 - a harness bug in one payload must not lose the others
             traceback.print_exc()
-    loads = run_loads(comps, args.rounds, warmup, log) if "task_graph_loads" in selected else None
+    loads = run_loads(comps, args.rounds, warmup, log) if "cloud_loads" in selected else None
     gc.enable()
     memory = run_memory(comps, log) if "numpy_memory" in selected else None
     imports = run_imports(comps, import_repeats, log) if "import_time" in selected else None
