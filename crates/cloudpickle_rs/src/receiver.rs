@@ -35,6 +35,8 @@ pub(crate) struct ReceiverSession<'py> {
     /// Heap type address -> whether the type or one of its bases is in the catalogue, for this
     /// dump (a heap type may be freed after it and its address reused).
     verdicts: AddrMap<bool>,
+    /// Direct-mapped memo in front of `verdicts` and the static cache: (type address, verdict).
+    recent: [(usize, bool); RECENT_SLOTS],
     /// What outlives the dump (static type verdicts, module verdicts, passed globals' top-level
     /// modules): taken from the receiver's [`ReceiverCore`] and given back when the dump ends.
     caches: Caches,
@@ -51,6 +53,9 @@ pub(crate) struct ReceiverSession<'py> {
     /// Whether `check_size` has anything to do (a `max_bytes`, or `check()` recording).
     pub needs_size: bool,
 }
+
+/// Slots of [`ReceiverSession::prohibited`]'s direct-mapped memo.
+const RECENT_SLOTS: usize = 8;
 
 /// Verdicts that depend on the receiver and on what this process has imported only, so one
 /// computed in a dump holds for the next ones while `sys.modules` keeps its size (the same
@@ -197,6 +202,7 @@ impl<'py> ReceiverSession<'py> {
                 session,
                 catalogue,
                 verdicts: AddrMap::default(),
+                recent: [(0, false); RECENT_SLOTS],
                 caches: Caches::default(),
                 core: None,
                 fast,
@@ -219,6 +225,7 @@ impl<'py> ReceiverSession<'py> {
                 session: c.session.bind(py).clone(),
                 catalogue: c.catalogue.bind(py).clone(),
                 verdicts: AddrMap::default(),
+                recent: [(0, false); RECENT_SLOTS],
                 caches,
                 fast: true,
                 deny_modules: c.deny_modules.bind(py).clone(),
@@ -235,9 +242,16 @@ impl<'py> ReceiverSession<'py> {
     /// Whether instances of `tp` are refused (the type or a base is in the catalogue).
     pub(crate) fn prohibited(&mut self, tp: &Bound<'py, PyType>) -> PyResult<bool> {
         let key = tp.as_ptr() as usize;
+        // A few types make up most of a stream (function, code, cell, the classes of its
+        // instances): the last type seen per slot answers without hashing.
+        let slot = (key >> 4) % RECENT_SLOTS;
+        if self.recent[slot].0 == key {
+            return Ok(self.recent[slot].1);
+        }
         let heap = crate::cloud::is_heap_type(tp);
         let cached = if heap { self.verdicts.get(&key) } else { self.caches.static_types.get(&key) };
         if let Some(&v) = cached {
+            self.recent[slot] = (key, v);
             return Ok(v);
         }
         let mut hit = false;
@@ -251,6 +265,7 @@ impl<'py> ReceiverSession<'py> {
             }
         }
         // A heap type outlives the dump's use of the address: the object being saved holds it.
+        self.recent[slot] = (key, hit);
         if heap {
             self.verdicts.insert(key, hit);
         } else {
