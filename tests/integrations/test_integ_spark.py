@@ -52,6 +52,7 @@ def check_routed(out, by_source, receiver=False):
     assert len({w["pid"] for w in workers}) == 2
     for w in workers:
         assert w["argv0"].endswith(DAEMON), w["argv0"]
+        assert w["cloudpickle_rs_loaded"] is True
         assert w["audit"] and w["stock_dumps"] == 0, w["stock_events"]
         assert "pyspark.cloudpickle.cloudpickle.Pickler" in w["watched"]
         ws = w["integrations"]["spark"]
@@ -78,6 +79,20 @@ def test_spark_receiver_refuses_on_the_driver():
         f"({integ_env.SCRIPTS / 'spark_app.py'}:{_line_of('subprocess.run([')}) uses 'subprocess' "
         "(closure variable: module subprocess), which the receiver denies. Instead: do this work on "
         "this side and send the result, or use an allowed module")
+
+
+def test_streams_load_on_workers_without_cloudpickle_rs():
+    # install() on the driver only: the workers run PySpark's own daemon and never import
+    # cloudpickle_rs before the report does; everything ours sent loads there.
+    out = run("driver_only")
+    results = dict(out["results"])
+    workers = results.pop("workers")
+    results.pop("unpicklable")
+    assert results == EXPECTED
+    assert out["driver"]["stock_dumps"] == 0
+    assert out["driver"]["integrations"]["spark"]["counts"]["dumps"] >= 8
+    for w in workers:
+        assert not w["argv0"].endswith(DAEMON) and w["cloudpickle_rs_loaded"] is False, w
 
 
 def test_negative_control_pysparks_own_pickling_is_caught():

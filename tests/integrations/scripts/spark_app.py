@@ -3,6 +3,7 @@
     spark_app.py integration   # cloudpickle_rs.integrations.spark.install() + configure()
     spark_app.py by_source     # the same with install(by_source=True)
     spark_app.py receiver      # install(receiver=...): the workload passes, a denied task is refused
+    spark_app.py driver_only   # install() without configure(): workers run PySpark's own daemon
     spark_app.py negative      # PySpark's own pickling: the audit must catch its stock dumps
 
 A local SparkSession (local[2], Python workers forked by PySpark's daemon) runs a small workload
@@ -38,9 +39,11 @@ def make_point(x):
 
 
 def worker_report(_):
+    rs_before = "cloudpickle_rs" in sys.modules  # before this report imports it
     from cloudpickle_rs.integrations import audit
 
     rep = audit.report()
+    rep["cloudpickle_rs_loaded"] = rs_before
     rep["source_registered"] = SCRIPT in linecache.cache
     return [rep]
 
@@ -120,7 +123,8 @@ def main(mode):
         if mode == "receiver":
             receiver = cloudpickle_rs.Receiver(modules=["cloudpickle_rs"], deny=["subprocess"])
         cprs_spark.install(by_source=(mode == "by_source"), receiver=receiver)
-        builder = cprs_spark.configure(builder)
+        if mode != "driver_only":
+            builder = cprs_spark.configure(builder)
     os.environ["CLOUDPICKLE_RS_AUDIT"] = "1"  # the workers (local mode) inherit it
     spark = builder.getOrCreate()
     out = {"mode": mode}
