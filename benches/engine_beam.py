@@ -7,10 +7,10 @@ Measured: the time spent inside ``cloudpickle_pickler._dumps`` (the pickling its
 Beam's bz2 compression), Beam's vendored cloudpickle (the default) against the integration
 (cloudpickle_rs), alternating round by round (``install()``/``uninstall()``).  Prints one JSON line.
 """
-import json
-import statistics
 import sys
 import time
+
+from engine_common import alternate, report
 
 import apache_beam as beam
 
@@ -72,25 +72,9 @@ def main(rounds):
 
     from cloudpickle_rs.integrations import beam as cprs_beam
 
-    samples = {"beam": [], "ours": []}
-    calls = {}
-    for r in range(rounds + 1):
-        for name in (("beam", "ours") if r % 2 else ("ours", "beam")):
-            if name == "ours":
-                cprs_beam.install()
-            else:
-                cprs_beam.uninstall()
-            seconds, n = one_round(bp)
-            calls[name] = n
-            if r:
-                samples[name].append(seconds)
-    cprs_beam.uninstall()
-    out = {name: {"median": statistics.median(v), "samples": v, "dumps_calls": calls[name]}
-           for name, v in samples.items()}
-    out["ratio"] = out["ours"]["median"] / out["beam"]["median"]
+    out = alternate(rounds, "beam", cprs_beam, lambda: one_round(bp))
     out["beam_version"] = beam.__version__
-    print("ENGINE-RESULT: " + json.dumps(out))
-
+    report(out)
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 11)

@@ -8,10 +8,10 @@ spent inside ``pyspark.cloudpickle.dumps`` (PySpark's vendored cloudpickle, the 
 the integration's ``dumps`` (cloudpickle_rs), summed over the job; the two alternate round by
 round in one SparkSession (``install()``/``uninstall()``).  Prints one JSON line.
 """
-import json
-import statistics
 import sys
 import time
+
+from engine_common import alternate, report
 
 N_PARTITIONS = 2000
 N_ROWS = 20000
@@ -68,31 +68,15 @@ def main(rounds):
 
     spark = (SparkSession.builder.master("local[2]").appName("cprs-bench")
              .config("spark.ui.enabled", "false").getOrCreate())
-    samples = {"pyspark": [], "ours": []}
-    calls = {}
     try:
         sc = spark.sparkContext
         acc = []
-        for r in range(rounds + 1):
-            for name in (("pyspark", "ours") if r % 2 else ("ours", "pyspark")):
-                if name == "ours":
-                    cprs_spark.install()
-                else:
-                    cprs_spark.uninstall()
-                seconds, n = one_job(sc, pcp, acc)
-                calls[name] = n
-                if r:  # the first round warms both up
-                    samples[name].append(seconds)
-        cprs_spark.uninstall()
+        out = alternate(rounds, "pyspark", cprs_spark, lambda: one_job(sc, pcp, acc))
     finally:
         spark.stop()
-    out = {name: {"median": statistics.median(v), "samples": v, "dumps_calls": calls[name]}
-           for name, v in samples.items()}
-    out["ratio"] = out["ours"]["median"] / out["pyspark"]["median"]
     import pyspark
     out["pyspark_version"] = pyspark.__version__
-    print("ENGINE-RESULT: " + json.dumps(out))
-
+    report(out)
 
 if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 11)
