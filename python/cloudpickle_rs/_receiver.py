@@ -423,8 +423,6 @@ class _Session:
         self.deny_modules = receiver.deny_modules
         self.deny_builtins = receiver.deny_builtins
         self.needs_size = receiver.max_bytes is not None or collect is not None
-        # Shared by the dumps of this receiver (see Receiver._session): records nothing.
-        self.reusable = user_callback is None and receiver.max_bytes is None and collect is None
 
     # -- refusals ----------------------------------------------------------------------------
 
@@ -541,12 +539,11 @@ class _Session:
                          f"add {top!r} to Receiver(modules=...) if the receiver has it, "
                          f"or register_pickle_by_value({top}) to send its code")
             return True
-        if self.collect is None:
-            pass
-        elif ref:  # what check() reports
-            self.referenced.add(top)
-        else:
-            self.by_value.append(name)
+        if self.collect is not None:  # what check() reports
+            if ref:
+                self.referenced.add(top)
+            else:
+                self.by_value.append(name)
         return ref
 
     def _scan(self, obj):

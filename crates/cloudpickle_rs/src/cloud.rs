@@ -551,11 +551,8 @@ pub(crate) fn code_refs<'py>(
     code: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyTuple>)> {
     let py = code.py();
-    let cache = NAMES_CACHE.get_or_init(py, || Mutex::new(CodeCache::default()));
-    if let Some((names, imports)) =
-        cache.lock().ok().and_then(|g| g.get(code).map(|(n, i)| (n.clone_ref(py), i.clone_ref(py))))
-    {
-        return Ok((names.into_bound(py), imports.into_bound(py)));
+    if let Some(hit) = code_cache_get(&NAMES_CACHE, py, code, |(n, i)| (n.bind(py).clone(), i.bind(py).clone())) {
+        return Ok(hit);
     }
     let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
     collect_global_names(it, code, &mut seen)?;
@@ -563,11 +560,7 @@ pub(crate) fn code_refs<'py>(
     let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
     collect_names_of(it, code, &mut seen, &|op, arg| (op == it.import_name).then_some(arg))?;
     let imports = PyTuple::new(py, seen)?;
-    if let Some(weak) = weak_ref(code) {
-        if let Ok(mut guard) = cache.lock() {
-            guard.insert(py, code, weak, (names.clone().unbind(), imports.clone().unbind()));
-        }
-    }
+    code_cache_put(&NAMES_CACHE, py, code, (names.clone().unbind(), imports.clone().unbind()));
     Ok((names, imports))
 }
 
@@ -686,26 +679,23 @@ type CodeRefs = (Py<PyTuple>, Py<PyTuple>);
 /// [`code_fields`] of each code object.
 static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
 
-fn code_cache_get<'py>(
-    cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>,
-    py: Python<'py>,
-    code: &Bound<'py, PyAny>,
-) -> Option<Bound<'py, PyTuple>> {
+/// `read` of the entry for `code`, when the cache has a live one.
+fn code_cache_get<V, R>(
+    cache: &PyOnceLock<Mutex<CodeCache<V>>>,
+    py: Python<'_>,
+    code: &Bound<'_, PyAny>,
+    read: impl FnOnce(&V) -> R,
+) -> Option<R> {
     let cache = cache.get_or_init(py, || Mutex::new(CodeCache::default()));
     let guard = cache.lock().ok()?;
-    guard.get(code).map(|v| v.bind(py).clone())
+    guard.get(code).map(read)
 }
 
-fn code_cache_put<'py>(
-    cache: &PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>>,
-    py: Python<'py>,
-    code: &Bound<'py, PyAny>,
-    value: &Bound<'py, PyTuple>,
-) {
+fn code_cache_put<V>(cache: &PyOnceLock<Mutex<CodeCache<V>>>, py: Python<'_>, code: &Bound<'_, PyAny>, value: V) {
     let Some(cache) = cache.get(py) else { return };
     let Some(weak) = weak_ref(code) else { return };
     if let Ok(mut guard) = cache.lock() {
-        guard.insert(py, code, weak, value.clone().unbind());
+        guard.insert(py, code, weak, value);
     }
 }
 
@@ -714,7 +704,7 @@ fn code_cache_put<'py>(
 /// each time), not once per dump.
 pub(crate) fn code_fields<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
     let py = code.py();
-    if let Some(hit) = code_cache_get(&FIELDS_CACHE, py, code) {
+    if let Some(hit) = code_cache_get(&FIELDS_CACHE, py, code, |v| v.bind(py).clone()) {
         return Ok(hit);
     }
     let mut fields = Vec::with_capacity(it.code_fields.len());
@@ -736,7 +726,7 @@ pub(crate) fn code_fields<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResul
         fields.push(v);
     }
     let tuple = PyTuple::new(py, fields)?;
-    code_cache_put(&FIELDS_CACHE, py, code, &tuple);
+    code_cache_put(&FIELDS_CACHE, py, code, tuple.clone().unbind());
     Ok(tuple)
 }
 

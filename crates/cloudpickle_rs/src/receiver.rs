@@ -181,8 +181,9 @@ impl<'py> ReceiverSession<'py> {
         let deny_modules = session.getattr(intern!(py, "deny_modules"))?.cast_into::<PyFrozenSet>()?;
         let deny_builtins = session.getattr(intern!(py, "deny_builtins"))?.cast_into::<PyFrozenSet>()?;
         let needs_size = session.getattr(intern!(py, "needs_size"))?.is_truthy()?;
-        let reusable = session.getattr(intern!(py, "reusable"))?.is_truthy()?;
-        if reusable && fast && !needs_size {
+        // No user callback, not check(), no size budget: the session keeps no per-dump state
+        // (`Receiver._session` hands out one shared session), so the walk keeps what it read.
+        if fast && !needs_size {
             let core = ReceiverCore {
                 session: session.clone().unbind(),
                 catalogue: catalogue.clone().unbind(),
