@@ -317,6 +317,13 @@ def _machine(data):
     return root, proto, globals_seen, calls, len(data), ops
 
 
+def _is_compile_fn(node):
+    """`builtins.compile`, or the stream's cached form of it (see `_on_call`)."""
+    if isinstance(node, Global):
+        return node.module == "builtins" and node.name == "compile"
+    return isinstance(node, Call) and node.role == "compile_fn"
+
+
 def _on_call(node):
     """Recognise cloudpickle's reconstructor calls as they are made."""
     f = node.func
@@ -324,6 +331,11 @@ def _on_call(node):
         if isinstance(f, Call) and f.role == "builtin_type" and f.info.get("name") == "CodeType":
             node.role = "code"
             node.info["mode"] = "bytecode"
+        elif isinstance(f, Call) and f.role == "compile_fn":
+            node.role = "compile"
+        elif _is_compile_fn(node.arg(0)) or _is_compile_fn(node.arg(1)):
+            # functools.lru_cache(n)(compile), and the receiver's setdefault that keeps it
+            node.role = "compile_fn"
         return
     if f.is_reconstructor("_make_function"):
         node.role = "function"
@@ -478,9 +490,29 @@ def _eval_str(node, depth=0):
     None when it is not such an expression."""
     if isinstance(node, Const):
         return node.value if isinstance(node.value, str) else None
-    if depth > 50 or not isinstance(node, Call) or not isinstance(node.func, Global):
+    if depth > 50 or not isinstance(node, Call):
         return None
-    if (node.func.module, node.func.name) not in _STR_OPS:
+    f = node.func
+    if (isinstance(f, Call) and isinstance(f.func, Global) and f.func.dotted == "builtins.getattr"
+            and _const(f.arg(0)) == "" and _const(f.arg(1)) == "join"):
+        # ''.join([...]): the factory text from its own lines and slices of the original lines
+        parts = node.arg(0)
+        if not isinstance(parts, Seq):
+            return None
+        texts = [_eval_str(p, depth + 1) for p in parts.items]
+        return None if any(t is None for t in texts) else "".join(texts)
+    if not isinstance(f, Global):
+        return None
+    if f.dotted in ("_operator.getitem", "operator.getitem"):
+        text, where = _eval_str(node.arg(0), depth + 1), node.arg(1)
+        if (text is None or not isinstance(where, Call) or not isinstance(where.func, Global)
+                or where.func.dotted != "builtins.slice"):
+            return None
+        bounds = [_const(x) for x in (where.args.items if isinstance(where.args, Seq) else [])]
+        if not all(x is None or type(x) is int for x in bounds):
+            return None
+        return text[slice(*bounds)]
+    if (f.module, f.name) not in _STR_OPS:
         return None
     a, b = node.arg(0), node.arg(1)
     if node.func.name == "mul":

@@ -933,7 +933,12 @@ def _globals_used_as_values(data):
         return out
     if isinstance(root, Global):
         out.add(root.dotted)
-    for node in _walk(root):
+    nodes = list(_walk(root))
+    # The stream's cached compile (builtins.compile given to functools.lru_cache) is machinery.
+    machinery = {id(n.args) for n in nodes if isinstance(n, Call) and n.role == "compile_fn"}
+    for node in nodes:
+        if id(node) in machinery:
+            continue
         kids = node.children()
         if isinstance(node, Call):
             kids = [k for k in kids if k is not node.func]

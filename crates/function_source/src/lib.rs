@@ -86,6 +86,7 @@ pub mod factory;
 pub mod lines;
 pub mod locate;
 pub mod neutralise;
+pub mod share;
 mod scopes;
 pub mod source;
 
