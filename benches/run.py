@@ -137,10 +137,10 @@ BENCHES = [
     Bench("task_graph", "task list: 10k tuples over 20 closures", "cloud",
           lambda: P.task_graph(_dyn()), competitors=CLOUD, by_source=True, check="byvalue"),
 ]
-EXTRA = ("cloud_loads", "numpy_memory", "import_time", "engine_jobs")
+EXTRA = ("cloud_loads", "cold_start", "numpy_memory", "import_time", "engine_jobs")
 GROUPS = {
     "foundation": [b.name for b in BENCHES if b.group in ("foundation", "numpy")] + ["numpy_memory"],
-    "cloud": [b.name for b in BENCHES if b.group == "cloud"] + ["cloud_loads"],
+    "cloud": [b.name for b in BENCHES if b.group == "cloud"] + ["cloud_loads", "cold_start"],
     "numpy": ["numpy_inband", "numpy_oob", "numpy_memory"],
     "engines": ["engine_jobs"],
 }
@@ -409,6 +409,64 @@ def run_loads(comps, rounds, warmup, log):
         log("  %-16s %5.1fs" % ("loads " + name, time.perf_counter() - t_start))
         out.append({"name": name, "label": builders[name].label, "cells": cells})
     return out
+
+
+COLD_LOADS = ("functions", "class_instances")
+COLD_WRITERS = (("cloudpickle", "cloudpickle", {}), ("ours", "ours", {}), ("ours_src", "ours", {"by_source": True}))
+
+
+def run_cold(comps, repeats, log):
+    """First calls in a fresh interpreter (benches/cold_child.py), median of `repeats` processes
+    per cell, cells interleaved: the first dumps of 200 functions of a file no cache has seen
+    (parse, rebuild and check for by_source), and the first pickle.loads of a stream in a
+    process that has only imported cloudpickle (a worker's first task: by_source compiles
+    every factory text there; later loads of the same functions reuse the compiled code)."""
+    import tempfile
+
+    t_start = time.perf_counter()
+    child = os.path.join(HERE, "cold_child.py")
+    jobs = []  # (row, column, argv)
+    for column, cname, _ in COLD_WRITERS:
+        if comps.get(cname) and comps[cname].available:
+            jobs.append(("first_dumps", column, ["dumps", column]))
+    folder = tempfile.mkdtemp(prefix="cloudpickle_rs_bench_cold_")
+    builders = {b.name: b for b in BENCHES}
+    sizes = {}
+    for name in COLD_LOADS:
+        obj = builders[name].build()
+        for column, cname, kwargs in COLD_WRITERS:
+            comp = comps.get(cname)
+            if comp is None or not comp.available:
+                continue
+            path = os.path.join(folder, "%s-%s.pkl" % (name, column))
+            data = comp.dumps(obj, protocol=PROTOCOL, **kwargs)
+            with open(path, "wb") as f:
+                f.write(data)
+            sizes[name, column] = len(data)
+            jobs.append(("loads_" + name, column, ["loads", path]))
+        del obj
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    samples = {(row, column): [] for row, column, _ in jobs}
+    errors = {}
+    for r in range(repeats):
+        k = r % len(jobs)
+        for row, column, argv in jobs[k:] + jobs[:k]:
+            p = subprocess.run([sys.executable, child] + argv, cwd=HERE, env=env,
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                errors[row, column] = "error: " + (p.stderr.strip().splitlines() or ["?"])[-1][:80]
+                continue
+            samples[row, column].append(float(p.stdout.strip().splitlines()[-1]))
+    rows = {}
+    for (row, column), vals in samples.items():
+        cell = {"samples": vals, "status": errors.get((row, column), "ok") if not vals else "ok"}
+        if vals:
+            cell["median"] = statistics.median(vals)
+        if row.startswith("loads_"):
+            cell["size"] = sizes.get((row[len("loads_"):], column))
+        rows.setdefault(row, {})[column] = cell
+    log("  %-16s %5.1fs" % ("cold_start", time.perf_counter() - t_start))
+    return {"repeats": repeats, "fresh_functions": 200, "rows": rows}
 
 
 # --------------------------------------------------------------------------- crash isolation
@@ -768,7 +826,7 @@ def table(header, rows):
     return "\n".join(lines)
 
 
-def report(results, loads, memory, imports, facts, comps, args, wall, engines=None):
+def report(results, loads, memory, imports, facts, comps, args, wall, engines=None, cold=None):
     out = []
     has_dill = "dill" in comps
     out.append("## cloudpickle_rs benchmarks\n")
@@ -850,6 +908,32 @@ def report(results, loads, memory, imports, facts, comps, args, wall, engines=No
         out.append(table(["payload", "our bytecode stream", "our by_source stream",
                           "cloudpickle's stream", "bytecode / cloudpickle's", "by_source / cloudpickle's",
                           "size by_source / bytecode"], rows) + "\n")
+
+    if cold:
+        rows = []
+        builders = {b.name: b for b in BENCHES}
+        labels = {"first_dumps": "first dumps of %d functions of a fresh file" % cold["fresh_functions"]}
+        for name in COLD_LOADS:
+            labels["loads_" + name] = "first loads: " + builders[name].label
+        for row, label in labels.items():
+            c = cold["rows"].get(row, {})
+
+            def med(col):
+                x = c.get(col, {})
+                return x.get("median")
+
+            def shown(col):
+                x = c.get(col)
+                if not x:
+                    return "n/a"
+                return fmt_time(x["median"]) if x.get("median") is not None else x.get("status", "n/a")
+            base = med("cloudpickle")
+            rows.append([label, shown("cloudpickle"), shown("ours"), shown("ours_src"),
+                         fmt_ratio(med("ours") / base) if base and med("ours") else "n/a",
+                         fmt_ratio(med("ours_src") / base) if base and med("ours_src") else "n/a"])
+        out.append("### First call in a fresh process (median of %d processes each)\n" % cold["repeats"])
+        out.append(table(["what", "cloudpickle", "ours (bytecode)", "ours (by_source)",
+                          "bytecode / cloudpickle", "by_source / cloudpickle"], rows) + "\n")
 
     if engines:
         rows = []
@@ -1026,19 +1110,21 @@ def main(argv=None):
             traceback.print_exc()
     loads = run_loads(comps, args.rounds, warmup, log) if "cloud_loads" in selected else None
     gc.enable()
+    cold = run_cold(comps, 3 if args.quick else 11, log) if "cold_start" in selected else None
     memory = run_memory(comps, log) if "numpy_memory" in selected else None
     imports = run_imports(comps, import_repeats, log) if "import_time" in selected else None
     engines = run_engines(args.rounds, log) if "engine_jobs" in selected else None
 
     wall = time.perf_counter() - t0
-    text, facts = report(results, loads, memory, imports, facts, comps, args, wall, engines)
+    text, facts = report(results, loads, memory, imports, facts, comps, args, wall, engines, cold)
     print(text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"facts": facts, "config": {"rounds": args.rounds, "warmup": warmup,
                                                   "protocol": PROTOCOL, "selected": selected},
                        "dumps": results, "loads": loads, "numpy_memory": memory,
-                       "imports": imports, "engines": engines}, f, indent=1, default=str)
+                       "imports": imports, "engines": engines, "cold_start": cold}, f, indent=1,
+                      default=str)
         log("wrote %s" % args.json)
     return 0
 

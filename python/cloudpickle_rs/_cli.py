@@ -447,10 +447,28 @@ def _fn_name(fn):
     return fn.info.get("code_name") or "<function>"
 
 
+def _factory_exec(code):
+    """The `exec` that made a by_source code object: `getattr(getitem(NS, RESULT), '__code__')`
+    takes it from the namespace every factory of the stream runs in, right after its own exec,
+    so it is the last exec of NS before that getitem. None for other shapes."""
+    inner = code.arg(0) if isinstance(code, Call) else None
+    ns = inner.arg(0) if isinstance(inner, Call) else None
+    if not isinstance(ns, Dict) or not ns.executed:
+        return None
+    before = [e for e in ns.executed if e.end <= inner.start]
+    return max(before, key=lambda e: e.end) if before else None
+
+
 def _code_info(fn):
     """How the function's code travels: ('source', file, text) or ('bytecode', file, line, name)."""
     code = fn.arg(0)
     out = {"mode": "unknown"}
+    made = _factory_exec(code)
+    if made is not None:
+        compiled = made.arg(0)
+        if isinstance(compiled, Call) and compiled.role == "compile":
+            out.update(mode="source", file=_eval_str(compiled.arg(1)), source=_eval_str(compiled.arg(0)))
+            return out
     for n in _walk(code):
         if isinstance(n, Call) and n.role == "compile":
             src = _eval_str(n.arg(0))

@@ -104,6 +104,8 @@ pub struct SourceFile {
     pub(crate) future_imports: Vec<Span>,
     /// Syntax newer than Python 3.9, anywhere in the file.
     pub(crate) newer_syntax: Vec<VersionedSyntax>,
+    /// Names bound by `import` statements of the module scope, sorted, each once.
+    module_imports: Vec<Box<str>>,
 }
 
 impl SourceFile {
@@ -143,6 +145,10 @@ impl SourceFile {
         }
 
         let future_imports = future_import_spans(&parsed.syntax().body);
+        let mut module_imports = Vec::new();
+        collect_module_imports(&parsed.syntax().body, &mut module_imports);
+        module_imports.sort_unstable();
+        module_imports.dedup();
         let newer_syntax = parsed.unsupported_syntax_errors().iter().map(VersionedSyntax::of).collect();
         let stack = table.max_depth.saturating_mul(DROP_STACK_PER_LEVEL) + 64 * 1024;
         stacker::maybe_grow(stack, stack, move || drop(parsed));
@@ -170,7 +176,17 @@ impl SourceFile {
             by_first_line,
             future_imports,
             newer_syntax,
+            module_imports,
         })
+    }
+
+    /// The names that `import` statements bind in the module scope (at the top level or
+    /// inside `if`, `try`, `with`, loops and `match` there; not in functions or classes),
+    /// sorted. CPython 3.11+ compiles `name.attr(...)` differently when `name` is such an
+    /// import of the same compilation unit, so a rebuilt source declares them to compile to
+    /// the same code (see [`import_prelude`]).
+    pub fn module_imports(&self) -> &[Box<str>] {
+        &self.module_imports
     }
 
     /// The file name given to [`SourceFile::parse`].
@@ -280,6 +296,95 @@ pub(crate) fn mangle(class_name: Option<&str>, name: &str) -> String {
     format!("_{stripped}{name}")
 }
 
+/// Adds the names bound by the imports of a module-scope block (see
+/// [`SourceFile::module_imports`]).
+fn collect_module_imports(body: &[Stmt], out: &mut Vec<Box<str>>) {
+    for stmt in body {
+        match stmt {
+            Stmt::Import(ast::StmtImport { names, .. }) => {
+                for alias in names {
+                    let bound = match &alias.asname {
+                        Some(a) => a.as_str(),
+                        None => alias.name.as_str().split('.').next().unwrap_or(""),
+                    };
+                    out.push(bound.into());
+                }
+            }
+            Stmt::ImportFrom(ast::StmtImportFrom { names, .. }) => {
+                for alias in names {
+                    let bound = alias.asname.as_ref().map_or(alias.name.as_str(), |a| a.as_str());
+                    if bound != "*" {
+                        out.push(bound.into());
+                    }
+                }
+            }
+            Stmt::If(s) => {
+                collect_module_imports(&s.body, out);
+                for clause in &s.elif_else_clauses {
+                    collect_module_imports(&clause.body, out);
+                }
+            }
+            Stmt::Try(s) => {
+                collect_module_imports(&s.body, out);
+                for handler in &s.handlers {
+                    let ast::ExceptHandler::ExceptHandler(h) = handler;
+                    collect_module_imports(&h.body, out);
+                }
+                collect_module_imports(&s.orelse, out);
+                collect_module_imports(&s.finalbody, out);
+            }
+            Stmt::With(s) => collect_module_imports(&s.body, out),
+            Stmt::For(s) => {
+                collect_module_imports(&s.body, out);
+                collect_module_imports(&s.orelse, out);
+            }
+            Stmt::While(s) => {
+                collect_module_imports(&s.body, out);
+                collect_module_imports(&s.orelse, out);
+            }
+            Stmt::Match(s) => {
+                for case in &s.cases {
+                    collect_module_imports(&case.body, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A line for the top of a rebuilt source, `if 0: import a, b\n`, declaring the module
+/// imports among `names` that `body` mentions as a word: never run, it makes CPython 3.11+'s
+/// compiler see them as imports of the compilation unit, as it saw them in the original file,
+/// so `a.f(...)` compiles to the same instructions (`LOAD_ATTR` rather than `LOAD_METHOD`).
+/// `None` when `body` mentions none of them.
+///
+/// ```
+/// use function_source::source::import_prelude;
+///
+/// let names: Vec<Box<str>> = vec!["math".into(), "np".into(), "os".into()];
+/// let body = "def f(x):\n    return math.sqrt(x) + np.pi\n";
+/// assert_eq!(import_prelude(&names, body).as_deref(), Some("if 0: import math, np\n"));
+/// assert_eq!(import_prelude(&names, "def g():\n    return cosmos\n"), None);
+/// ```
+pub fn import_prelude(names: &[Box<str>], body: &str) -> Option<String> {
+    let is_ident = |c: char| c == '_' || c.is_alphanumeric();
+    let mentioned: Vec<&str> = names
+        .iter()
+        .map(|n| &**n)
+        .filter(|name| {
+            body.match_indices(name).any(|(at, _)| {
+                let before = body[..at].chars().next_back();
+                let after = body[at + name.len()..].chars().next();
+                !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+            })
+        })
+        .collect();
+    if mentioned.is_empty() {
+        return None;
+    }
+    Some(format!("if 0: import {}\n", mentioned.join(", ")))
+}
+
 /// Spans of the `from __future__ import` statements that open the module (after an
 /// optional docstring), the only place they are legal.
 fn future_import_spans(body: &[Stmt]) -> Vec<Span> {
@@ -312,6 +417,19 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_imports_of_every_module_scope_block() {
+        let text = "import os.path, numpy as np\nfrom a import (b, c as d)\nfrom e import *\n\
+                    try:\n    import ujson as json\nexcept ImportError:\n    import json\n\
+                    if 1:\n    import x1\nelif 2:\n    import x2\nelse:\n    import x3\n\
+                    with open('f') as f:\n    import w\nfor i in ():\n    import l1\nelse:\n    import l2\n\
+                    while 0:\n    import l3\n\
+                    def f():\n    import inside_def\nclass C:\n    import inside_class\n";
+        let file = SourceFile::parse("m.py", text).unwrap();
+        let names: Vec<&str> = file.module_imports().iter().map(|n| &**n).collect();
+        assert_eq!(names, ["b", "d", "json", "l1", "l2", "l3", "np", "os", "w", "x1", "x2", "x3"]);
+    }
 
     #[test]
     fn mangling_follows_cpython() {
