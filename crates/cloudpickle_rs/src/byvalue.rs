@@ -148,7 +148,7 @@ impl<'py> Dumper<'py> {
 
     fn cloud(&self) -> PyResult<&crate::cloud::Cloud<'py>> {
         self.cloud
-            .as_ref()
+            .as_deref()
             .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("cloudpickle layer used while disabled"))
     }
 

@@ -55,7 +55,7 @@ pub(crate) struct Dumper<'py> {
     pub st: &'py Statics,
     pub err_path: ErrorPath,
     /// cloudpickle's by-value layer; None for plain `_pickle` semantics.
-    pub cloud: Option<crate::cloud::Cloud<'py>>,
+    pub cloud: Option<Box<crate::cloud::Cloud<'py>>>,
     /// Lowest stack address the walk may reach (0: unknown, unchecked), found once per dump so
     /// the depth check per container is one comparison.
     stack_floor: usize,
@@ -76,6 +76,7 @@ pub(crate) struct Dumper<'py> {
 type SaveResult = PyResult<()>;
 
 impl<'py> Dumper<'py> {
+    #[inline(always)]
     pub(crate) fn new(
         py: Python<'py>,
         proto: u8,
@@ -83,7 +84,7 @@ impl<'py> Dumper<'py> {
         write: Option<Bound<'py, PyAny>>,
         hooks: Hooks<'py>,
         memo: Memo,
-        cloud: Option<crate::cloud::Cloud<'py>>,
+        cloud: Option<Box<crate::cloud::Cloud<'py>>>,
     ) -> PyResult<Self> {
         let st = statics(py)?;
         let buffer = match write {

@@ -11,6 +11,13 @@ use pyo3::prelude::*;
 /// Size of the table the first insertion allocates (a power of two).
 const MIN_SLOTS: usize = 64;
 
+thread_local! {
+    /// An empty table of [`MIN_SLOTS`] slots left by the last small dump of this thread, for
+    /// the next one: a `dumps` of a small object (one task, one message) otherwise allocates,
+    /// clears and frees a 1 kB table per call.
+    static SPARE: std::cell::Cell<(Vec<Slot>, Vec<u32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
 struct Slot {
     /// The memoized object (a strong reference), None for an empty slot.
     key: Option<Py<PyAny>>,
@@ -38,6 +45,9 @@ pub(crate) struct Memo {
     /// Indices given out by [`Memo::reserve`]: memoized values of the receiver's with no
     /// object here (by_source's intermediate values).
     reserved: usize,
+    /// The occupied slots, in insertion order, while the table has [`MIN_SLOTS`] slots: a
+    /// small table is released by visiting these rather than every slot.
+    occupied: Vec<u32>,
 }
 
 /// The probe sequence of a key. The first slot keeps the address order: objects made one after
@@ -125,6 +135,9 @@ impl Memo {
             if addr == 0 {
                 *slot = Slot { key: Some(obj.clone().unbind()), value: idx };
                 self.len += 1;
+                if self.slots.len() == MIN_SLOTS {
+                    self.occupied.push(probe.i as u32);
+                }
                 return;
             }
             probe.next();
@@ -135,15 +148,17 @@ impl Memo {
     #[inline(never)]
     fn grow(&mut self) {
         // Quadruple while small, then double, as PyMemoTable does.
-        let new_size = if self.slots.is_empty() {
-            MIN_SLOTS
-        } else if self.len < 50_000 {
-            self.slots.len() * 4
-        } else {
-            self.slots.len() * 2
-        };
-        let mut table = Vec::with_capacity(new_size);
-        table.resize_with(new_size, || Slot::EMPTY);
+        if self.slots.is_empty() {
+            let (spare, occupied) = SPARE.take();
+            self.slots = if spare.len() == MIN_SLOTS { spare } else { empty_table(MIN_SLOTS) };
+            self.grow_at = MIN_SLOTS / 3 * 2;
+            self.occupied = occupied;
+            self.occupied.clear();
+            return;
+        }
+        let new_size = if self.len < 50_000 { self.slots.len() * 4 } else { self.slots.len() * 2 };
+        self.occupied = Vec::new();
+        let table = empty_table(new_size);
         let old = std::mem::replace(&mut self.slots, table);
         self.grow_at = new_size / 3 * 2;
         let mask = new_size - 1;
@@ -176,6 +191,7 @@ impl Memo {
             return;
         }
         let old = std::mem::take(&mut self.slots);
+        self.occupied.clear();
         self.len = 0;
         self.grow_at = 0;
         let (keep, drop): (Vec<Slot>, Vec<Slot>) =
@@ -191,7 +207,7 @@ impl Memo {
     }
 
     pub(crate) fn clear(&mut self) {
-        release(std::mem::take(&mut self.slots));
+        self.release_table();
         self.len = 0;
         self.grow_at = 0;
         self.reserved = 0;
@@ -216,6 +232,36 @@ impl Memo {
     }
 }
 
+fn empty_table(size: usize) -> Vec<Slot> {
+    let mut table = Vec::with_capacity(size);
+    table.resize_with(size, || Slot::EMPTY);
+    table
+}
+
+impl Memo {
+    /// Drop the table's references; a small table, emptied, goes back to [`SPARE`].
+    fn release_table(&mut self) {
+        let mut slots = std::mem::take(&mut self.slots);
+        if slots.len() != MIN_SLOTS {
+            release(slots);
+            return;
+        }
+        Python::attach(|_py| {
+            for &i in &self.occupied {
+                if let Some(key) = slots.get_mut(i as usize).and_then(|s| s.key.take()) {
+                    // SAFETY: `into_ptr` hands us the one strong reference the slot owned;
+                    // the GIL is held.
+                    unsafe { ffi::Py_DECREF(key.into_ptr()) };
+                }
+            }
+        });
+        let mut occupied = std::mem::take(&mut self.occupied);
+        occupied.clear();
+        // Every slot is empty again (`occupied` listed each insertion into this table).
+        SPARE.set((slots, occupied));
+    }
+}
+
 /// Drop the strong references of a table: one GIL check for all of them.
 fn release(slots: Vec<Slot>) {
     if slots.is_empty() {
@@ -232,6 +278,6 @@ fn release(slots: Vec<Slot>) {
 
 impl Drop for Memo {
     fn drop(&mut self) {
-        release(std::mem::take(&mut self.slots));
+        self.release_table();
     }
 }

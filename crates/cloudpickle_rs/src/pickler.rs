@@ -216,7 +216,7 @@ impl PicklerBase {
         // With a receiver the stream is checked whole (its size budget) before a byte is written.
         let write = write.into_bound(py);
         let sink = if session.is_some() { None } else { Some(write.clone()) };
-        let mut dumper = match Dumper::new(py, proto, fix_imports, sink, hooks, memo, cloud) {
+        let mut dumper = match Dumper::new(py, proto, fix_imports, sink, hooks, memo, cloud.map(Box::new)) {
             Ok(d) => d,
             Err(e) => {
                 {
@@ -555,7 +555,7 @@ impl Pickler {
             None,
             None,
         )?;
-        let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(cloud))?;
+        let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(Box::new(cloud)))?;
         Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
     }
 }
