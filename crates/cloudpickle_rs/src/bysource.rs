@@ -948,18 +948,8 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
     }
     let ((factory, prelude, syntax), file) = outcome?;
-    let text = file.text();
-    let all_lines: Vec<&str> = text.split_inclusive('\n').collect();
     let first = factory.first_line.max(1);
-    let mut lines: Vec<String> = Vec::new();
-    for n in first..=factory.last_line {
-        let line = all_lines.get(n as usize - 1).copied().unwrap_or("");
-        let mut l = line.to_owned();
-        if !l.ends_with('\n') {
-            l.push('\n');
-        }
-        lines.push(l);
-    }
+    let lines = original_lines(&file, first, factory.last_line);
     let mut text = factory.source.clone();
     if !text.ends_with('\n') {
         text.push('\n');
@@ -1001,6 +991,35 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
     }
     Ok(built)
+}
+
+/// Lines `first..=last` of the file (split after each `\n`), each ending in a newline; an empty
+/// line for a number past the end. Read through the file's line index when it has no `\r`
+/// (its lines are then the same): splitting the whole file for every function made the first
+/// dump of many functions of one file quadratic in its length.
+fn original_lines(file: &SourceFile, first: u32, last: u32) -> Vec<String> {
+    let text = file.text();
+    let has_cr = text.contains('\r');
+    let line = |n: u32| -> &str {
+        if has_cr {
+            return text.split_inclusive('\n').nth(n as usize - 1).unwrap_or("");
+        }
+        let index = file.line_index();
+        match (index.line_start(n), index.line_start(n + 1)) {
+            (Some(a), Some(b)) => text.get(a as usize..b as usize).unwrap_or(""),
+            (Some(a), None) => text.get(a as usize..).unwrap_or(""),
+            _ => "",
+        }
+    };
+    (first..=last)
+        .map(|n| {
+            let mut l = line(n).to_owned();
+            if !l.ends_with('\n') {
+                l.push('\n');
+            }
+            l
+        })
+        .collect()
 }
 
 fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>) -> Option<Arc<Built>> {
