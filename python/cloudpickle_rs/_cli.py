@@ -317,6 +317,22 @@ def _machine(data):
     return root, proto, globals_seen, calls, len(data), ops
 
 
+_HELPER_NAME = "__cloudpickle_rs_compile__"
+_PADDING_AS_STRING = 16  # as bysource.rs writes the padding (a string literal from 16 lines on)
+
+
+def _compiled(node):
+    """(source, file name) of a compile call of the stream (builtins.compile or the receiver's
+    compile helper, which takes the padding as a count), each None when not a plain value."""
+    if node.info.get("helper"):
+        head, pad, body = _eval_str(node.arg(2)), _const(node.arg(3)), _eval_str(node.arg(4))
+        if head is None or body is None or type(pad) is not int or not 0 <= pad <= 10_000_000:
+            return None, _eval_str(node.arg(1))
+        padding = "'''" + "\n" * (pad - 1) + "'''\n" if pad >= _PADDING_AS_STRING else "\n" * pad
+        return head + padding + body, _eval_str(node.arg(1))
+    return _eval_str(node.arg(0)), _eval_str(node.arg(1))
+
+
 def _is_compile_fn(node):
     """`builtins.compile`, or the stream's cached form of it (see `_on_call`)."""
     if isinstance(node, Global):
@@ -333,6 +349,12 @@ def _on_call(node):
             node.info["mode"] = "bytecode"
         elif isinstance(f, Call) and f.role == "compile_fn":
             node.role = "compile"
+        elif (isinstance(f, Call) and isinstance(f.func, Global)
+              and f.func.dotted in ("_operator.getitem", "operator.getitem")
+              and _const(f.arg(1)) == _HELPER_NAME):
+            # the receiver's compile helper: (key, filename, head, padding, body)
+            node.role = "compile"
+            node.info["helper"] = True
         elif _is_compile_fn(node.arg(0)) or _is_compile_fn(node.arg(1)):
             # functools.lru_cache(n)(compile), and the receiver's setdefault that keeps it
             node.role = "compile_fn"
@@ -467,12 +489,13 @@ def _code_info(fn):
     if made is not None:
         compiled = made.arg(0)
         if isinstance(compiled, Call) and compiled.role == "compile":
-            out.update(mode="source", file=_eval_str(compiled.arg(1)), source=_eval_str(compiled.arg(0)))
+            src, file = _compiled(compiled)
+            out.update(mode="source", file=file, source=src)
             return out
     for n in _walk(code):
         if isinstance(n, Call) and n.role == "compile":
-            src = _eval_str(n.arg(0))
-            out.update(mode="source", file=_eval_str(n.arg(1)), source=src)
+            src, file = _compiled(n)
+            out.update(mode="source", file=file, source=src)
             return out
         if isinstance(n, Call) and n.role == "code":
             args = n.args.items if isinstance(n.args, Seq) else []

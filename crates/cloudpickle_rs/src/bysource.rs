@@ -165,6 +165,8 @@ struct Built {
     prelude: Option<String>,
     /// How many blank lines come before `source` (after the prelude).
     padding: usize,
+    /// The receiver's cache key of the text ([`text_key`]).
+    key: i64,
     filename: Py<PyString>,
     /// The function's lines in the original file, from `first_line` on, each ending in a
     /// newline (`line_count` of them), for the receiver's `linecache`.
@@ -330,30 +332,20 @@ impl<'py> Dumper<'py> {
         self.w.unicode(built.original_text.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
         let orig = self.memo_reserve()?;
         self.w.op(POP);
-        self.save_factory_text(built, orig)?;
-        let src = self.memo_reserve()?;
-        self.w.op(POP);
-        // exec(COMPILE(SRC, filename, 'exec'), NS), COMPILE being the receiver's cached compile
+        // exec(COMPILE(KEY, filename, HEAD, PADDING, BODY), NS), COMPILE being the receiver's
+        // cached compile (see HELPER_SOURCE)
         self.save_named_global(b.exec.bind(py), "builtins", "exec")?;
-        self.save_cached_compile()?;
+        self.save_compile_helper()?;
         self.w.op(MARK);
-        self.memo_get(src)?;
+        self.w.int(built.key);
         self.save(built.filename.bind(py).as_any(), false)?;
-        self.save(intern!(py, "exec").as_any(), false)?;
+        let head = built.prelude.as_deref().unwrap_or("");
+        self.w.unicode(head.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+        self.w.int(built.padding as i64);
+        self.save_factory_body(built, orig)?;
         self.call_marked();
         self.save_scratch_ns()?;
         self.call_with(2);
-        self.w.op(POP);
-        // setitem(TEXTS, (filename, SRC), None): the factory text, so the receiver can send
-        // the function on by source in turn (a Dask scheduler, a worker returning what it got;
-        // see `received_factory_texts`).
-        self.save_named_global(b.setitem.bind(py), "_operator", "setitem")?;
-        self.save_received_texts()?;
-        self.save(built.filename.bind(py).as_any(), false)?;
-        self.memo_get(src)?;
-        self.w.op(TUPLE2);
-        self.w.none();
-        self.call_with(3);
         self.w.op(POP);
         // getattr(getitem(NS, RESULT_NAME), '__code__')
         self.save_named_global(st.builtins_getattr.bind(py), "builtins", "getattr")?;
@@ -375,18 +367,23 @@ impl<'py> Dumper<'py> {
         Ok(idx)
     }
 
-    /// The receiver's `compile`, cached by text for the life of its process:
-    /// `getattr(vars(linecache), 'setdefault')(COMPILE_CACHE_NAME, functools.lru_cache(N)(compile))`,
-    /// memoized once per stream. A worker that receives the same functions with every task (a
-    /// Dask graph, a Spark stage per partition) compiles each factory text once instead of once
-    /// per task; the first stream pays the compile, later ones an `exec` of the cached code.
-    /// Only the standard library is named (DESIGN.md §2); the cache is bounded.
-    fn save_cached_compile(&mut self) -> PyResult<()> {
+    /// The receiver's compile of factory texts (see [`HELPER_SOURCE`]), memoized once per
+    /// stream:
+    /// `H = {}; exec(COMPILE(HELPER_SOURCE, '<cloudpickle-rs>', 'exec'), H); H[HELPER_NAME]`,
+    /// COMPILE being `vars(linecache).setdefault('_cloudpickle_rs_compile',
+    /// functools.lru_cache(N)(compile))`, so the helper's source is compiled once per process.
+    /// Only the standard library is named (DESIGN.md §2).
+    fn save_compile_helper(&mut self) -> PyResult<()> {
         let py = self.py;
         let b = builtins(py)?;
         if let Some(idx) = self.memo.get(b.compile_key.bind(py)) {
             return self.memo_get(idx);
         }
+        self.w.empty_dict();
+        let h = self.memo_reserve()?;
+        self.w.op(POP);
+        self.save_named_global(b.exec.bind(py), "builtins", "exec")?;
+        // vars(__import__('linecache')).setdefault(NAME, functools.lru_cache(N)(compile))
         self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
         self.save_named_global(b.vars.bind(py), "builtins", "vars")?;
         self.save_named_global(b.linecache.bind(py), "builtins", "__import__")?;
@@ -402,34 +399,19 @@ impl<'py> Dumper<'py> {
         self.save_named_global(b.compile.bind(py), "builtins", "compile")?;
         self.call_with(1);
         self.call_with(2);
-        self.memo_put(b.compile_key.bind(py))
-    }
-
-    /// The receiver's dict of the factory texts it was sent ([`RECEIVED_TEXTS_KEY`]):
-    /// `getitem(getattr(linecache.cache, 'setdefault')(KEY, (0, None, {}, '')), 2)`, memoized
-    /// once per stream.
-    fn save_received_texts(&mut self) -> PyResult<()> {
-        let py = self.py;
-        let b = builtins(py)?;
-        if let Some(idx) = self.memo.get(b.texts_key.bind(py)) {
-            return self.memo_get(idx);
-        }
+        // (HELPER_SOURCE, '<cloudpickle-rs>', 'exec')
+        self.w.unicode(b.helper_source.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+        self.w.unicode(b"<cloudpickle-rs>").map_err(|e| pickling_error(py, e.to_string()))?;
+        self.save(intern!(py, "exec").as_any(), false)?;
+        self.call_with(3);
+        self.memo_get(h)?;
+        self.call_with(2);
+        self.w.op(POP);
         self.save_named_global(b.getitem.bind(py), "_operator", "getitem")?;
-        self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
-        self.save_named_global(b.linecache_cache.bind(py), "linecache", "cache")?;
-        self.save(intern!(py, "setdefault").as_any(), false)?;
+        self.memo_get(h)?;
+        self.w.unicode(HELPER_NAME.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
         self.call_with(2);
-        self.w.unicode(RECEIVED_TEXTS_KEY.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
-        self.w.op(MARK);
-        self.w.int(0);
-        self.w.none();
-        self.w.empty_dict();
-        self.save(intern!(py, "").as_any(), false)?;
-        self.w.op(TUPLE);
-        self.call_with(2);
-        self.w.int(2);
-        self.call_with(2);
-        self.memo_put(b.texts_key.bind(py))
+        self.memo_put(b.compile_key.bind(py))
     }
 
     /// The namespace every factory of the stream runs in: `{KEEP_NAME: copy.copy}` (the
@@ -486,57 +468,29 @@ impl<'py> Dumper<'py> {
         Ok(())
     }
 
-    /// The factory text: `''.join([...])` of its own lines where they differ from the original
-    /// (memoized at `orig`) and slices of the original where they agree (see
-    /// `function_source::share`), after the padding that keeps the function at its original
-    /// line. A function deep in a file would cost one stream byte per line above it, so long
-    /// padding is rebuilt on the receiver, as a string literal that spans the lines
-    /// (`'''` + `operator.mul('\n', n - 1)` + `'''\n`): CPython's tokenizer goes through a
-    /// string's newlines faster than through blank lines (50 µs instead of 70 µs for a function
-    /// 3,500 lines down, 30 µs without padding).
-    fn save_factory_text(&mut self, built: &Built, orig: usize) -> PyResult<()> {
+    /// The factory text after its head and padding (which the receiver's compile helper adds):
+    /// `''.join([...])` of its own lines where they differ from the original (memoized at
+    /// `orig`) and slices of the original where they agree (see `function_source::share`); one
+    /// literal when nothing is shared.
+    fn save_factory_body(&mut self, built: &Built, orig: usize) -> PyResult<()> {
         let py = self.py;
-        let b = builtins(py)?;
         let body = built.source.as_str();
         let literal =
             |d: &mut Self, text: &str| d.w.unicode(text.as_bytes()).map_err(|e| pickling_error(py, e.to_string()));
-        let long_padding = built.padding >= PADDING_AS_STRING;
-        let mut pending = built.prelude.clone().unwrap_or_default();
-        if let (false, [SrcPiece::Text(r)]) = (long_padding, built.pieces.as_slice()) {
-            // Nothing shared: one literal.
-            pending.push_str(&padding_text(built.padding));
-            pending.push_str(&body[r.clone()]);
-            return literal(self, &pending);
+        if let [SrcPiece::Text(r)] = built.pieces.as_slice() {
+            return literal(self, &body[r.clone()]);
+        }
+        if let [SrcPiece::Original(a, z)] = built.pieces.as_slice() {
+            return self.save_original_slice(orig, *a, Some(*z), built.original_chars);
         }
         self.save_join()?;
         self.w.empty_list();
         self.w.op(MARK);
-        if long_padding {
-            pending.push_str("'''");
-            literal(self, &pending)?;
-            pending.clear();
-            self.save_named_global(b.mul.bind(py), "_operator", "mul")?;
-            self.save(intern!(py, "\n").as_any(), false)?;
-            self.w.int(built.padding as i64 - 1);
-            self.call_with(2);
-            pending.push_str("'''\n");
-        } else {
-            pending.push_str(&"\n".repeat(built.padding));
-        }
         for piece in &built.pieces {
             match piece {
-                SrcPiece::Text(r) => pending.push_str(&body[r.clone()]),
-                SrcPiece::Original(a, z) => {
-                    if !pending.is_empty() {
-                        literal(self, &pending)?;
-                        pending.clear();
-                    }
-                    self.save_original_slice(orig, *a, Some(*z), built.original_chars)?;
-                }
+                SrcPiece::Text(r) => literal(self, &body[r.clone()])?,
+                SrcPiece::Original(a, z) => self.save_original_slice(orig, *a, Some(*z), built.original_chars)?,
             }
-        }
-        if !pending.is_empty() {
-            literal(self, &pending)?;
         }
         self.w.op(pickle_wire::opcodes::APPENDS);
         self.call_with(1);
@@ -785,7 +739,6 @@ struct Builtins {
     slice: Py<PyAny>,
     getitem: Py<PyAny>,
     setitem: Py<PyAny>,
-    mul: Py<PyAny>,
     sub: Py<PyAny>,
     len: Py<PyAny>,
     repeat: Py<PyAny>,
@@ -800,8 +753,8 @@ struct Builtins {
     join_key: Py<PyAny>,
     /// Likewise for the factories' namespace.
     ns_key: Py<PyAny>,
-    /// Likewise for the receiver's dict of received factory texts.
-    texts_key: Py<PyAny>,
+    /// [`HELPER_SOURCE`] with its constants filled in.
+    helper_source: String,
     /// The factory's result name, one object so the stream memoizes it once.
     result_name: Py<PyString>,
     /// `function_source::KEEP_NAME`, the identity decorator of decorated functions' factories.
@@ -824,7 +777,6 @@ fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
             slice: b.getattr("slice")?.unbind(),
             getitem: op.getattr("getitem")?.unbind(),
             setitem: op.getattr("setitem")?.unbind(),
-            mul: op.getattr("mul")?.unbind(),
             sub: op.getattr("sub")?.unbind(),
             len: b.getattr("len")?.unbind(),
             repeat: py.import("itertools")?.getattr("repeat")?.unbind(),
@@ -838,7 +790,9 @@ fn builtins(py: Python<'_>) -> PyResult<&Builtins> {
             compile_key: b.getattr("object")?.call0()?.unbind(),
             join_key: b.getattr("object")?.call0()?.unbind(),
             ns_key: b.getattr("object")?.call0()?.unbind(),
-            texts_key: b.getattr("object")?.call0()?.unbind(),
+            helper_source: HELPER_SOURCE
+                .replace("PADDING_AS_STRING", &PADDING_AS_STRING.to_string())
+                .replace("COMPILED_TEXTS", &COMPILED_TEXTS.to_string()),
         })
     })
 }
@@ -973,7 +927,9 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
             function_source::share::Piece::Original { start, end } => SrcPiece::Original(start, end),
         })
         .collect();
+    let key = text_key(&filename, prelude.as_deref().unwrap_or(""), padding, body);
     let built = Arc::new(Built {
+        key,
         prelude,
         padding,
         source: body.to_owned(),
@@ -991,6 +947,20 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         }
     }
     Ok(built)
+}
+
+/// The key under which the receiver keeps a factory text compiled: FNV-1a of its parts, 62
+/// bits (a small positive int on the receiver). A hit is checked against the parts themselves.
+fn text_key(filename: &str, head: &str, padding: usize, body: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let pad = padding.to_le_bytes();
+    for part in [filename.as_bytes(), head.as_bytes(), &pad, body.as_bytes()] {
+        for &b in part.iter().chain([&0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    (h >> 2) as i64
 }
 
 /// Lines `first..=last` of the file (split after each `\n`), each ending in a newline; an empty
@@ -1030,30 +1000,57 @@ fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>) -> Option<Arc<Built>> {
 /// costs about 14 stream bytes.
 const MIN_SHARED: usize = 24;
 
-/// The attribute of the receiver's `linecache` module that holds its cached `compile`.
+/// The attribute of the receiver's `linecache` module that holds its cached `compile` (for
+/// [`HELPER_SOURCE`]: the factory texts have their own cache).
 const COMPILE_CACHE_NAME: &str = "_cloudpickle_rs_compile";
-/// Factory texts the receiver keeps compiled (a few kB each, code and text).
-const COMPILE_CACHE_SIZE: i64 = 2048;
+const COMPILE_CACHE_SIZE: i64 = 16;
 
-/// The `linecache` key under which a receiver keeps the factory texts it was sent: an entry
-/// `(0, None, {(file name, text): None, ...}, '')`, which `linecache.checkcache` leaves alone
-/// (no mtime) and no code object asks `getlines` for (no file has this name). A dict, so a
-/// worker that gets the same function with every task keeps its text once.
-const RECEIVED_TEXTS_KEY: &str = "<cloudpickle-rs sources>";
+/// The receiver's compile of factory texts, run once per stream (its code compiled once per
+/// process through `functools.lru_cache`): a function that keeps the compiled code of each text
+/// in a dict on the receiver's `linecache` module, keyed by a 62-bit hash the sender computed
+/// of (file name, head, padding, body) and checked against them on a hit. Padding is a count,
+/// not text: hashing and building thousands of newlines per function per load cost more than
+/// the rest of a cached load. Its defaults bind everything it uses: the namespace the
+/// factories run in cannot shadow a name of it. Python 3.8+ and PyPy syntax; bounded at
+/// [`COMPILED_TEXTS`] texts. The entries are also what a receiver sends on by source from
+/// (`received_factory_texts`).
+const HELPER_SOURCE: &str = "\
+def __cloudpickle_rs_compile__(key, filename, head, pad, body, _compile=compile, _len=len,
+                               _texts=vars(__import__('linecache')).setdefault('_cloudpickle_rs_texts', {})):
+    hit = _texts.get(key)
+    if hit is None or hit[0] != body or hit[1] != pad or hit[2] != head or hit[3] != filename:
+        padding = \"'''\" + '\\n' * (pad - 1) + \"'''\\n\" if pad >= PADDING_AS_STRING else '\\n' * pad
+        hit = (body, pad, head, filename, _compile(head + padding + body, filename, 'exec'))
+        if _len(_texts) >= COMPILED_TEXTS:
+            _texts.clear()
+        _texts[key] = hit
+    return hit[4]
+";
+/// The helper's name in the namespace its source runs in.
+const HELPER_NAME: &str = "__cloudpickle_rs_compile__";
+/// Factory texts a receiver keeps compiled (the text and its code, a few kB each).
+const COMPILED_TEXTS: usize = 4096;
+/// The attribute of the receiver's `linecache` module that holds those texts.
+const TEXTS_ATTRIBUTE: &str = "_cloudpickle_rs_texts";
 
-/// The factory texts streams left in this process's `linecache` for `filename`, parsed.
+/// The factory texts streams left in this process (the receiver's compile helper keeps them,
+/// see [`HELPER_SOURCE`]) for `filename`, parsed.
 fn received_factory_texts(py: Python<'_>, filename: &str) -> Vec<Arc<SourceFile>> {
-    let Ok(cache) = py.import("linecache").and_then(|l| l.getattr("cache")) else { return Vec::new() };
-    let Ok(entry) = cache.get_item(RECEIVED_TEXTS_KEY) else { return Vec::new() };
-    let Ok(texts) = entry.get_item(2).and_then(|t| t.cast_into::<PyDict>().map_err(PyErr::from)) else {
-        return Vec::new();
-    };
+    let Ok(texts) = py.import("linecache").and_then(|l| l.getattr(TEXTS_ATTRIBUTE)) else { return Vec::new() };
+    let Ok(texts) = texts.cast_into::<PyDict>() else { return Vec::new() };
     let mut out = Vec::new();
-    for key in texts.keys() {
-        let Ok((file, text)) = key.extract::<(String, String)>() else { continue };
+    for entry in texts.values() {
+        let Ok((body, pad, head, file)) = entry
+            .get_item(0)
+            .and_then(|b| Ok((b, entry.get_item(1)?, entry.get_item(2)?, entry.get_item(3)?)))
+            .and_then(|(b, p, h, f)| Ok((b.extract::<String>()?, p.extract::<usize>()?, h.extract::<String>()?, f.extract::<String>()?)))
+        else {
+            continue;
+        };
         if file != filename {
             continue;
         }
+        let text = format!("{head}{}{body}", padding_text(pad));
         if let Ok(mut c) = caches(py).lock() {
             if let Ok(parsed) = c.files.get_or_parse(filename, &text) {
                 out.push(parsed);
