@@ -1008,23 +1008,22 @@ const COMPILE_CACHE_SIZE: i64 = 16;
 /// The receiver's compile of factory texts, run once per stream (its code compiled once per
 /// process through `functools.lru_cache`): a function that keeps the compiled code of each text
 /// in a dict on the receiver's `linecache` module, keyed by a 62-bit hash the sender computed
-/// of (file name, head, padding, body) and checked against them on a hit. Padding is a count,
+/// of (file name, head, padding, body) and checked against them on a hit (arguments `k, f,
+/// h, p, b`; short names and one-space indents because every stream carries this text). Padding is a count,
 /// not text: hashing and building thousands of newlines per function per load cost more than
 /// the rest of a cached load. Its defaults bind everything it uses: the namespace the
 /// factories run in cannot shadow a name of it. Python 3.8+ and PyPy syntax; bounded at
 /// [`COMPILED_TEXTS`] texts. The entries are also what a receiver sends on by source from
 /// (`received_factory_texts`).
 const HELPER_SOURCE: &str = "\
-def __cloudpickle_rs_compile__(key, filename, head, pad, body, _compile=compile, _len=len,
-                               _texts=vars(__import__('linecache')).setdefault('_cloudpickle_rs_texts', {})):
-    hit = _texts.get(key)
-    if hit is None or hit[0] != body or hit[1] != pad or hit[2] != head or hit[3] != filename:
-        padding = \"'''\" + '\\n' * (pad - 1) + \"'''\\n\" if pad >= PADDING_AS_STRING else '\\n' * pad
-        hit = (body, pad, head, filename, _compile(head + padding + body, filename, 'exec'))
-        if _len(_texts) >= COMPILED_TEXTS:
-            _texts.clear()
-        _texts[key] = hit
-    return hit[4]
+def __cloudpickle_rs_compile__(k,f,h,p,b,c=compile,n=len,\
+t=vars(__import__('linecache')).setdefault('_cloudpickle_rs_texts',{})):
+ e=t.get(k)
+ if e is None or e[0]!=b or e[1]!=p or e[2]!=h or e[3]!=f:
+  e=(b,p,h,f,c(h+(\"'''\"+'\\n'*(p-1)+\"'''\\n\" if p>=PADDING_AS_STRING else '\\n'*p)+b,f,'exec'))
+  if n(t)>=COMPILED_TEXTS:t.clear()
+  t[k]=e
+ return e[4]
 ";
 /// The helper's name in the namespace its source runs in.
 const HELPER_NAME: &str = "__cloudpickle_rs_compile__";
