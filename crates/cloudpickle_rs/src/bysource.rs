@@ -264,12 +264,16 @@ fn caches(py: Python<'_>) -> &'static Mutex<SourceCaches> {
     })
 }
 
+/// A file's functions whose lines the stream owes the receiver, each with the memo index of
+/// its original lines.
+type PendingFile = (Py<PyString>, Vec<(Arc<Built>, usize)>);
+
 /// Per-dump state of the source path.
 #[derive(Default)]
 pub(crate) struct SourceDump {
     /// The functions whose lines the stream gives the receiver's linecache, by file, the files
     /// in the order first met (the stream stays deterministic).
-    pending_lines: Vec<(Py<PyString>, Vec<(Arc<Built>, usize)>)>,
+    pending_lines: Vec<PendingFile>,
     /// Functions already warned about (auto mode), by address.
     warned: crate::addr::AddrSet,
 }
@@ -449,7 +453,13 @@ impl<'py> Dumper<'py> {
 
     /// `getitem(ORIG, slice(start, end))`, ORIG being memoized at `orig` (`orig_chars`
     /// characters long); ORIG itself when the slice is all of it.
-    fn save_original_slice(&mut self, orig: usize, start: usize, end: Option<usize>, orig_chars: usize) -> PyResult<()> {
+    fn save_original_slice(
+        &mut self,
+        orig: usize,
+        start: usize,
+        end: Option<usize>,
+        orig_chars: usize,
+    ) -> PyResult<()> {
         let py = self.py;
         if start == 0 && end.is_none_or(|e| e >= orig_chars) {
             return self.memo_get(orig);
@@ -558,11 +568,8 @@ impl<'py> Dumper<'py> {
                 let from = if skip == 0 {
                     0
                 } else {
-                    let byte = f
-                        .original_text
-                        .match_indices('\n')
-                        .nth(skip - 1)
-                        .map_or(f.original_text.len(), |(i, _)| i + 1);
+                    let byte =
+                        f.original_text.match_indices('\n').nth(skip - 1).map_or(f.original_text.len(), |(i, _)| i + 1);
                     f.original_text[..byte].chars().count()
                 };
                 run.1.push(RunPiece::Original { memo: *orig, from, chars: f.original_chars });
@@ -638,9 +645,10 @@ impl<'py> Dumper<'py> {
         self.w.op(MARK);
         for piece in pieces {
             match piece {
-                RunPiece::Blank(n) => {
-                    self.w.unicode("\n".repeat(*n as usize).as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?
-                }
+                RunPiece::Blank(n) => self
+                    .w
+                    .unicode("\n".repeat(*n as usize).as_bytes())
+                    .map_err(|e| pickling_error(py, e.to_string()))?,
                 RunPiece::Original { memo, from, chars } => self.save_original_slice(*memo, *from, None, *chars)?,
             }
         }
@@ -850,38 +858,37 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     // compared with the running code, and only a match is sent. Candidates that all match have
     // equal code and are interchangeable; none matching is an error, never a guess.
     type Found = (function_source::Factory, Option<String>, Vec<function_source::NewerSyntax>);
-    let attempt =
-        |file: &Arc<SourceFile>| -> Result<Found, String> {
-            let candidates = file
-                .locate_candidates(&query)
-                .map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
-            let many = candidates.len() > 1;
-            let mut last_err = String::new();
-            for located in &candidates {
-                let factory = match located.factory(&query) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        last_err = format!("cannot rebuild it from its source: {e}");
-                        continue;
-                    }
-                };
-                // The very text the receiver will compile.
-                let layout = Layout::of(file, &factory.source);
-                let (rendered, prelude) = (layout.render(), layout.prelude);
-                match verify_factory(py, code, &rendered, &filename) {
-                    Ok(()) => return Ok((factory, prelude, located.syntax_since((3, 7)))),
-                    Err(e) => last_err = e,
+    let attempt = |file: &Arc<SourceFile>| -> Result<Found, String> {
+        let candidates = file
+            .locate_candidates(&query)
+            .map_err(|e| format!("its source in {filename} does not match the code: {e}"))?;
+        let many = candidates.len() > 1;
+        let mut last_err = String::new();
+        for located in &candidates {
+            let factory = match located.factory(&query) {
+                Ok(f) => f,
+                Err(e) => {
+                    last_err = format!("cannot rebuild it from its source: {e}");
+                    continue;
                 }
+            };
+            // The very text the receiver will compile.
+            let layout = Layout::of(file, &factory.source);
+            let (rendered, prelude) = (layout.render(), layout.prelude);
+            match verify_factory(py, code, &rendered, &filename) {
+                Ok(()) => return Ok((factory, prelude, located.syntax_since((3, 7)))),
+                Err(e) => last_err = e,
             }
-            if many {
-                return Err(format!(
-                    "{} candidates for it start on line {} of {filename} and none compiles to its code ({last_err})",
-                    candidates.len(),
-                    query.first_line
-                ));
-            }
-            Err(last_err)
-        };
+        }
+        if many {
+            return Err(format!(
+                "{} candidates for it start on line {} of {filename} and none compiles to its code ({last_err})",
+                candidates.len(),
+                query.first_line
+            ));
+        }
+        Err(last_err)
+    };
     let primary = match own_source {
         Some(src) => {
             let text: String = src.extract().map_err(|_| "its __source__ is not a str".to_owned())?;
@@ -1042,7 +1049,9 @@ fn received_factory_texts(py: Python<'_>, filename: &str) -> Vec<Arc<SourceFile>
         let Ok((body, pad, head, file)) = entry
             .get_item(0)
             .and_then(|b| Ok((b, entry.get_item(1)?, entry.get_item(2)?, entry.get_item(3)?)))
-            .and_then(|(b, p, h, f)| Ok((b.extract::<String>()?, p.extract::<usize>()?, h.extract::<String>()?, f.extract::<String>()?)))
+            .and_then(|(b, p, h, f)| {
+                Ok((b.extract::<String>()?, p.extract::<usize>()?, h.extract::<String>()?, f.extract::<String>()?))
+            })
         else {
             continue;
         };

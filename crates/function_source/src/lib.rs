@@ -86,8 +86,8 @@ pub mod factory;
 pub mod lines;
 pub mod locate;
 pub mod neutralise;
-pub mod share;
 mod scopes;
+pub mod share;
 pub mod source;
 
 pub use cache::{CacheStats, ParseCache, ParseResult};

@@ -77,18 +77,19 @@ pub fn shared_pieces<'a>(
     let mut text_start: Option<usize> = None;
     // The pending shared run: (byte start in `text`, first char, one past the last char).
     let mut shared: Option<(usize, usize, usize)> = None;
-    let flush = |pieces: &mut Vec<Piece<'a>>, text_start: &mut Option<usize>, shared: &mut Option<(usize, usize, usize)>| {
-        let Some((b0, c0, c1)) = shared.take() else { return };
-        if c1 - c0 < min_shared {
-            // Too short to be worth a slice: it joins the text around it.
-            text_start.get_or_insert(b0);
-            return;
-        }
-        if let Some(t0) = text_start.take() {
-            pieces.push(Piece::Text(&text[t0..b0]));
-        }
-        pieces.push(Piece::Original { start: c0, end: c1 });
-    };
+    let flush =
+        |pieces: &mut Vec<Piece<'a>>, text_start: &mut Option<usize>, shared: &mut Option<(usize, usize, usize)>| {
+            let Some((b0, c0, c1)) = shared.take() else { return };
+            if c1 - c0 < min_shared {
+                // Too short to be worth a slice: it joins the text around it.
+                text_start.get_or_insert(b0);
+                return;
+            }
+            if let Some(t0) = text_start.take() {
+                pieces.push(Piece::Text(text.get(t0..b0).unwrap_or_default()));
+            }
+            pieces.push(Piece::Original { start: c0, end: c1 });
+        };
     let mut offset = 0usize;
     for (i, line) in text.split_inclusive('\n').enumerate() {
         let index = i64::from(text_first_line) + i as i64 - i64::from(original_first_line);
@@ -106,7 +107,7 @@ pub fn shared_pieces<'a>(
     }
     flush(&mut pieces, &mut text_start, &mut shared);
     if let Some(t0) = text_start {
-        pieces.push(Piece::Text(&text[t0..]));
+        pieces.push(Piece::Text(text.get(t0..).unwrap_or_default()));
     }
     pieces
 }
@@ -185,11 +186,7 @@ mod tests {
         let text = "a1\nXX\nc3\nd4\n";
         assert_eq!(
             check(text, 7, original, 7, 1),
-            vec![
-                Piece::Original { start: 0, end: 3 },
-                Piece::Text("XX\n"),
-                Piece::Original { start: 6, end: 12 },
-            ]
+            vec![Piece::Original { start: 0, end: 3 }, Piece::Text("XX\n"), Piece::Original { start: 6, end: 12 },]
         );
     }
 }

@@ -373,8 +373,8 @@ pub fn import_prelude(names: &[Box<str>], body: &str) -> Option<String> {
         .map(|n| &**n)
         .filter(|name| {
             body.match_indices(name).any(|(at, _)| {
-                let before = body[..at].chars().next_back();
-                let after = body[at + name.len()..].chars().next();
+                let before = body.get(..at).and_then(|b| b.chars().next_back());
+                let after = body.get(at + name.len()..).and_then(|a| a.chars().next());
                 !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
             })
         })
