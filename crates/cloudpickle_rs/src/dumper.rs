@@ -825,11 +825,30 @@ impl<'py> Dumper<'py> {
             self.w.op(APPEND);
             return Ok(());
         }
+        let no_pid = self.hooks.persistent_id.is_none();
         let mut total = 0usize;
         loop {
             let mut batch = 0;
             self.w.op(MARK);
             while total < size() {
+                // A run of small ints, the commonest list there is, without the walk's dispatch
+                // (nor a reference taken: no Python code runs while one is written). Framing
+                // stays as the item-by-item path leaves it.
+                // SAFETY: `total < size()`; the item is live while the list holds it.
+                let p = unsafe { ffi::PyList_GET_ITEM(list_ptr, total as ffi::Py_ssize_t) };
+                if no_pid && unsafe { ffi::Py_TYPE(p) } == ptr::addr_of_mut!(ffi::PyLong_Type) {
+                    // SAFETY: an exact int.
+                    if let Some(v) = unsafe { crate::layout::small_int(p, self.ints_readable) } {
+                        self.opcode_boundary()?; // where `save_item` checks it
+                        self.w.int(v);
+                        total += 1;
+                        batch += 1;
+                        if batch == BATCHSIZE {
+                            break;
+                        }
+                        continue;
+                    }
+                }
                 self.save_list_item(list, &item_at(total), total)?;
                 total += 1;
                 batch += 1;
