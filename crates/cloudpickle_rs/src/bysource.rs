@@ -231,6 +231,12 @@ struct SourceCaches {
     /// back the same list object, the file has not changed and is not joined or hashed again.
     by_lines: HashMap<String, (Py<PyAny>, Arc<SourceFile>)>,
     built: crate::cloud::CodeCache<Arc<Built>>,
+    /// One str object of ours per file name, shared by the builds of its functions: the stream
+    /// memoizes it once per file. Never the user's own object (a module's `co_filename` is often
+    /// its `__file__` too, and whether the stream then shares the two would depend on how the
+    /// module came to be: loaded from a stream, it does not; a stream must not change after a
+    /// load, Dask's tokenize checks that).
+    names: HashMap<String, Py<PyString>>,
 }
 
 static CACHES: PyOnceLock<Mutex<SourceCaches>> = PyOnceLock::new();
@@ -260,7 +266,12 @@ enum SrcPiece {
 
 fn caches(py: Python<'_>) -> &'static Mutex<SourceCaches> {
     CACHES.get_or_init(py, || {
-        Mutex::new(SourceCaches { files: ParseCache::new(256), by_lines: HashMap::new(), built: Default::default() })
+        Mutex::new(SourceCaches {
+            files: ParseCache::new(256),
+            by_lines: HashMap::new(),
+            built: Default::default(),
+            names: HashMap::new(),
+        })
     })
 }
 
@@ -336,6 +347,16 @@ impl<'py> Dumper<'py> {
         self.w.unicode(built.original_text.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
         let orig = self.memo_reserve()?;
         self.w.op(POP);
+        if built.source.contains(function_source::KEEP_NAME) {
+            // setitem(NS, KEEP_NAME, copy.copy): the decorator the factory puts in place of the
+            // real ones (only then: `copy` is not in the stream otherwise).
+            self.save_named_global(b.setitem.bind(py), "_operator", "setitem")?;
+            self.save_scratch_ns()?;
+            self.save(b.keep_name.bind(py).as_any(), false)?;
+            self.save_named_global(b.copy.bind(py), "copy", "copy")?;
+            self.call_with(3);
+            self.w.op(POP);
+        }
         // exec(COMPILE(KEY, filename, HEAD, PADDING, BODY), NS), COMPILE being the receiver's
         // cached compile (see HELPER_SOURCE)
         self.save_named_global(b.exec.bind(py), "builtins", "exec")?;
@@ -418,8 +439,8 @@ impl<'py> Dumper<'py> {
         self.memo_put(b.compile_key.bind(py))
     }
 
-    /// The namespace every factory of the stream runs in: `{KEEP_NAME: copy.copy}` (the
-    /// decorator factories put in place of the real ones), memoized once per stream. One for
+    /// The namespace every factory of the stream runs in (a dict, memoized once per stream;
+    /// `KEEP_NAME` is put in it before a factory that needs it). One for
     /// all: a factory defines only its own wrappers and function, the receiver takes the code
     /// it needs from `NS[RESULT_NAME]` right after each `exec`, and the functions are built
     /// with their own globals. (A namespace per function cost a memo entry each, and past 256
@@ -431,9 +452,6 @@ impl<'py> Dumper<'py> {
             return self.memo_get(idx);
         }
         self.w.empty_dict();
-        self.save(b.keep_name.bind(py).as_any(), false)?;
-        self.save_named_global(b.copy.bind(py), "copy", "copy")?;
-        self.w.op(pickle_wire::opcodes::SETITEM);
         self.memo_put(b.ns_key.bind(py))
     }
 
@@ -845,13 +863,8 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
             return Ok(hit);
         }
     }
-    // The code's own file name object: the functions of one module share it, so the stream
-    // memoizes it once (a fresh string per function cost its bytes per function).
-    let filename_obj = code
-        .getattr(intern!(py, "co_filename"))
-        .and_then(|f| f.cast_into::<PyString>().map_err(PyErr::from))
-        .map_err(|e| e.to_string())?;
-    let filename: String = filename_obj.to_cow().map_err(|e| e.to_string())?.into_owned();
+    let filename: String =
+        code.getattr(intern!(py, "co_filename")).and_then(|f| f.extract()).map_err(|e| e.to_string())?;
     let query = code_query(py, code).map_err(|e| e.to_string())?;
     // Every node the code object could come from (several when it carries no columns: two
     // lambdas on a line on 3.9/3.10, which have no co_positions); each is rebuilt, compiled and
@@ -940,7 +953,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         prelude,
         padding,
         source: body.to_owned(),
-        filename: filename_obj.unbind(),
+        filename: file_name_object(py, &filename),
         first_line: first,
         line_count: lines.len() as u32,
         original_chars: original_text.chars().count(),
@@ -997,6 +1010,15 @@ fn original_lines(file: &SourceFile, first: u32, last: u32) -> Vec<String> {
             l
         })
         .collect()
+}
+
+/// Our str object for `filename` (see `SourceCaches::names`).
+fn file_name_object(py: Python<'_>, filename: &str) -> Py<PyString> {
+    let Ok(mut c) = caches(py).lock() else { return PyString::new(py, filename).unbind() };
+    if c.names.len() > 4096 {
+        c.names.clear();
+    }
+    c.names.entry(filename.to_owned()).or_insert_with(|| PyString::new(py, filename).unbind()).clone_ref(py)
 }
 
 fn cached_built(py: Python<'_>, code: &Bound<'_, PyAny>) -> Option<Arc<Built>> {
