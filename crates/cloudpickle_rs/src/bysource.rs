@@ -5,19 +5,21 @@
 //! For a code object the stream is, in Python terms:
 //!
 //! ```text
-//! ORIG = ORIGINAL_LINES                             # memoized, popped
-//! SRC = ''.join([PADDING, TEXT, ORIG[a:b], TEXT])   # the factory source, memoized, popped
-//! ns = {}                                           # memoized, popped
-//! exec(COMPILE(SRC, co_filename, 'exec'), ns)
-//! TEXTS[(co_filename, SRC)] = None                  # to send the function on from there
-//! code = getattr(operator.getitem(ns, RESULT_NAME), '__code__')   # memoized as the code
+//! ORIG = ORIGINAL_LINES                               # memoized, popped
+//! BODY = ''.join([TEXT, ORIG[a:b], TEXT])             # the factory source after its padding
+//! exec(HELPER(KEY, co_filename, HEAD, PADDING, BODY), NS)
+//! code = getattr(operator.getitem(NS, RESULT_NAME), '__code__')   # memoized as the code
 //! ```
 //!
-//! with, once per stream, the receiver's cached compile and its dict of received texts:
+//! with, once per stream, the factories' namespace `NS = {}` and the receiver's compile helper
+//! (`HELPER_SOURCE`: it compiles `HEAD + PADDING blank lines + BODY` once per process, keeping
+//! the code by KEY in `linecache._cloudpickle_rs_texts`, which is also what a receiver sends
+//! on by source from):
 //!
 //! ```text
-//! COMPILE = vars(linecache).setdefault('_cloudpickle_rs_compile', functools.lru_cache(2048)(compile))
-//! TEXTS = linecache.cache.setdefault('<cloudpickle-rs sources>', (0, None, {}, ''))[2]
+//! H = {}; exec(vars(linecache).setdefault('_cloudpickle_rs_compile',
+//!                                         functools.lru_cache(16)(compile))(HELPER_SOURCE, ...), H)
+//! HELPER = H['__cloudpickle_rs_compile__']
 //! ```
 //!
 //! and, once per file after the object, the function's original lines into `linecache`.
@@ -204,7 +206,7 @@ impl<'a> Layout<'a> {
         Layout { padding: padding - usize::from(prelude.is_some()), prelude, body }
     }
 
-    /// As `save_factory_text` has the receiver build it.
+    /// As the receiver's compile helper builds it from the stream's head, padding and body.
     fn render(&self) -> String {
         let mut text = self.prelude.clone().unwrap_or_default();
         text.push_str(&padding_text(self.padding));
@@ -344,7 +346,7 @@ impl<'py> Dumper<'py> {
         // are values of the receiver only: memoized under reserved indices rather than keyed
         // by throwaway Python objects of ours (a str per function made the collector run every
         // few hundred functions).
-        self.w.unicode(built.original_text.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+        self.save_text(&built.original_text)?;
         let orig = self.memo_reserve()?;
         self.w.op(POP);
         if built.source.contains(function_source::KEEP_NAME) {
@@ -365,7 +367,7 @@ impl<'py> Dumper<'py> {
         self.w.int(built.key);
         self.save(built.filename.bind(py).as_any(), false)?;
         let head = built.prelude.as_deref().unwrap_or("");
-        self.w.unicode(head.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+        self.save_text(head)?;
         self.w.int(built.padding as i64);
         self.save_factory_body(built, orig)?;
         self.call_marked();
@@ -384,6 +386,23 @@ impl<'py> Dumper<'py> {
         Ok(orig)
     }
 
+    /// A str the stream builds something from (not memoized).
+    fn save_text(&mut self, text: &str) -> PyResult<()> {
+        self.w.unicode(text.as_bytes()).map_err(|e| pickling_error(self.py, e.to_string()))
+    }
+
+    /// A value of the receiver's that each stream writes once: `write` the first time (it leaves
+    /// the value on the stack), memoized under `key`, a private object of ours; a memo reference
+    /// afterwards.
+    fn once_per_stream(&mut self, key: &Py<PyAny>, write: impl FnOnce(&mut Self) -> PyResult<()>) -> PyResult<()> {
+        let py = self.py;
+        if let Some(idx) = self.memo.get(key.bind(py)) {
+            return self.memo_get(idx);
+        }
+        write(self)?;
+        self.memo_put(key.bind(py))
+    }
+
     /// Memoize the value on top of the receiver's stack under a new index, whatever the
     /// pickler's `fast` setting: the stream refers to it again.
     fn memo_reserve(&mut self) -> PyResult<usize> {
@@ -399,11 +418,12 @@ impl<'py> Dumper<'py> {
     /// functools.lru_cache(N)(compile))`, so the helper's source is compiled once per process.
     /// Only the standard library is named (DESIGN.md §2).
     fn save_compile_helper(&mut self) -> PyResult<()> {
+        let b = builtins(self.py)?;
+        self.once_per_stream(&b.compile_key, |d| d.write_compile_helper(b))
+    }
+
+    fn write_compile_helper(&mut self, b: &Builtins) -> PyResult<()> {
         let py = self.py;
-        let b = builtins(py)?;
-        if let Some(idx) = self.memo.get(b.compile_key.bind(py)) {
-            return self.memo_get(idx);
-        }
         self.w.empty_dict();
         let h = self.memo_reserve()?;
         self.w.op(POP);
@@ -417,7 +437,7 @@ impl<'py> Dumper<'py> {
         self.call_with(1);
         self.save(intern!(py, "setdefault").as_any(), false)?;
         self.call_with(2);
-        self.w.unicode(COMPILE_CACHE_NAME.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+        self.save_text(COMPILE_CACHE_NAME)?;
         self.save_named_global(b.lru_cache.bind(py), "functools", "lru_cache")?;
         self.w.int(COMPILE_CACHE_SIZE);
         self.call_with(1);
@@ -425,8 +445,8 @@ impl<'py> Dumper<'py> {
         self.call_with(1);
         self.call_with(2);
         // (HELPER_SOURCE, '<cloudpickle-rs>', 'exec')
-        self.w.unicode(b.helper_source.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
-        self.w.unicode(b"<cloudpickle-rs>").map_err(|e| pickling_error(py, e.to_string()))?;
+        self.save_text(&b.helper_source)?;
+        self.save_text("<cloudpickle-rs>")?;
         self.save(intern!(py, "exec").as_any(), false)?;
         self.call_with(3);
         self.memo_get(h)?;
@@ -434,9 +454,9 @@ impl<'py> Dumper<'py> {
         self.w.op(POP);
         self.save_named_global(b.getitem.bind(py), "_operator", "getitem")?;
         self.memo_get(h)?;
-        self.w.unicode(HELPER_NAME.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+        self.save_text(HELPER_NAME)?;
         self.call_with(2);
-        self.memo_put(b.compile_key.bind(py))
+        Ok(())
     }
 
     /// The namespace every factory of the stream runs in (a dict, memoized once per stream;
@@ -446,27 +466,33 @@ impl<'py> Dumper<'py> {
     /// with their own globals. (A namespace per function cost a memo entry each, and past 256
     /// entries every later reference in the stream takes 5 bytes instead of 2.)
     fn save_scratch_ns(&mut self) -> PyResult<()> {
-        let py = self.py;
-        let b = builtins(py)?;
-        if let Some(idx) = self.memo.get(b.ns_key.bind(py)) {
-            return self.memo_get(idx);
-        }
-        self.w.empty_dict();
-        self.memo_put(b.ns_key.bind(py))
+        let b = builtins(self.py)?;
+        self.once_per_stream(&b.ns_key, |d| {
+            d.w.empty_dict();
+            Ok(())
+        })
     }
 
-    /// The receiver's `''.join`, memoized once per stream.
-    fn save_join(&mut self) -> PyResult<()> {
+    /// `''.join([...])` of the `n` items `item(self, i)` writes, `''.join` being memoized once
+    /// per stream.
+    fn save_joined(&mut self, n: usize, mut item: impl FnMut(&mut Self, usize) -> PyResult<()>) -> PyResult<()> {
         let py = self.py;
         let b = builtins(py)?;
-        if let Some(idx) = self.memo.get(b.join_key.bind(py)) {
-            return self.memo_get(idx);
+        self.once_per_stream(&b.join_key, |d| {
+            d.save_named_global(d.st.builtins_getattr.bind(py), "builtins", "getattr")?;
+            d.save(intern!(py, "").as_any(), false)?;
+            d.save(intern!(py, "join").as_any(), false)?;
+            d.call_with(2);
+            Ok(())
+        })?;
+        self.w.empty_list();
+        self.w.op(MARK);
+        for i in 0..n {
+            item(self, i)?;
         }
-        self.save_named_global(self.st.builtins_getattr.bind(py), "builtins", "getattr")?;
-        self.save(intern!(py, "").as_any(), false)?;
-        self.save(intern!(py, "join").as_any(), false)?;
-        self.call_with(2);
-        self.memo_put(b.join_key.bind(py))
+        self.w.op(pickle_wire::opcodes::APPENDS);
+        self.call_with(1);
+        Ok(())
     }
 
     /// `getitem(ORIG, slice(start, end))`, ORIG being memoized at `orig` (`orig_chars`
@@ -501,28 +527,17 @@ impl<'py> Dumper<'py> {
     /// `orig`) and slices of the original where they agree (see `function_source::share`); one
     /// literal when nothing is shared.
     fn save_factory_body(&mut self, built: &Built, orig: usize) -> PyResult<()> {
-        let py = self.py;
         let body = built.source.as_str();
-        let literal =
-            |d: &mut Self, text: &str| d.w.unicode(text.as_bytes()).map_err(|e| pickling_error(py, e.to_string()));
         if let [SrcPiece::Text(r)] = built.pieces.as_slice() {
-            return literal(self, &body[r.clone()]);
+            return self.save_text(&body[r.clone()]);
         }
         if let [SrcPiece::Original(a, z)] = built.pieces.as_slice() {
             return self.save_original_slice(orig, *a, Some(*z), built.original_chars);
         }
-        self.save_join()?;
-        self.w.empty_list();
-        self.w.op(MARK);
-        for piece in &built.pieces {
-            match piece {
-                SrcPiece::Text(r) => literal(self, &body[r.clone()])?,
-                SrcPiece::Original(a, z) => self.save_original_slice(orig, *a, Some(*z), built.original_chars)?,
-            }
-        }
-        self.w.op(pickle_wire::opcodes::APPENDS);
-        self.call_with(1);
-        Ok(())
+        self.save_joined(built.pieces.len(), |d, i| match &built.pieces[i] {
+            SrcPiece::Text(r) => d.save_text(&body[r.clone()]),
+            SrcPiece::Original(a, z) => d.save_original_slice(orig, *a, Some(*z), built.original_chars),
+        })
     }
 
     /// Remember the function's lines for [`Dumper::write_source_lines`].
@@ -654,25 +669,13 @@ impl<'py> Dumper<'py> {
     /// The text of a run of lines for [`Dumper::write_source_lines`]: the original lines the
     /// stream sent with each function, by memo reference, and blank lines between them.
     fn save_run_text(&mut self, pieces: &[RunPiece]) -> PyResult<()> {
-        let py = self.py;
         if let [RunPiece::Original { memo, from, chars }] = pieces {
             return self.save_original_slice(*memo, *from, None, *chars);
         }
-        self.save_join()?;
-        self.w.empty_list();
-        self.w.op(MARK);
-        for piece in pieces {
-            match piece {
-                RunPiece::Blank(n) => self
-                    .w
-                    .unicode("\n".repeat(*n as usize).as_bytes())
-                    .map_err(|e| pickling_error(py, e.to_string()))?,
-                RunPiece::Original { memo, from, chars } => self.save_original_slice(*memo, *from, None, *chars)?,
-            }
-        }
-        self.w.op(pickle_wire::opcodes::APPENDS);
-        self.call_with(1);
-        Ok(())
+        self.save_joined(pieces.len(), |d, i| match &pieces[i] {
+            RunPiece::Blank(n) => d.save_text(&"\n".repeat(*n as usize)),
+            RunPiece::Original { memo, from, chars } => d.save_original_slice(*memo, *from, None, *chars),
+        })
     }
 
     /// The closure of `_make_function` in by_source mode: `tuple(map({name: cell}.__getitem__,
@@ -723,15 +726,14 @@ impl<'py> Dumper<'py> {
     /// calls (through `save` each would cost a `__reduce_ex__` call and an import check per
     /// dump).
     pub(crate) fn save_named_global(&mut self, obj: &Bound<'py, PyAny>, module: &str, name: &str) -> PyResult<()> {
-        let py = self.py;
         if let Some(idx) = self.memo.get(obj) {
             return self.memo_get(idx);
         }
         if self.proto >= 4 {
             // Plain strings, not memoized: a module name memoized per reference, as a fresh
             // `str` would be, costs a memo entry and saves nothing.
-            self.w.unicode(module.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
-            self.w.unicode(name.as_bytes()).map_err(|e| pickling_error(py, e.to_string()))?;
+            self.save_text(module)?;
+            self.save_text(name)?;
             self.w.op(pickle_wire::opcodes::STACK_GLOBAL);
         } else {
             self.w.global_text(module.as_bytes(), name.as_bytes());
@@ -870,7 +872,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     // lambdas on a line on 3.9/3.10, which have no co_positions); each is rebuilt, compiled and
     // compared with the running code, and only a match is sent. Candidates that all match have
     // equal code and are interchangeable; none matching is an error, never a guess.
-    type Found = (function_source::Factory, Option<String>, Vec<function_source::NewerSyntax>);
+    type Found = (function_source::Factory, Option<String>, usize, Vec<function_source::NewerSyntax>);
     let attempt = |file: &Arc<SourceFile>| -> Result<Found, String> {
         let candidates = file
             .locate_candidates(&query)
@@ -887,9 +889,10 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
             };
             // The very text the receiver will compile.
             let layout = Layout::of(file, &factory.source);
-            let (rendered, prelude) = (layout.render(), layout.prelude);
+            let rendered = layout.render();
+            let (prelude, padding) = (layout.prelude, layout.padding);
             match verify_factory(py, code, &rendered, &filename) {
-                Ok(()) => return Ok((factory, prelude, located.syntax_since((3, 7)))),
+                Ok(()) => return Ok((factory, prelude, padding, located.syntax_since((3, 7)))),
                 Err(e) => last_err = e,
             }
         }
@@ -921,7 +924,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
             }
         }
     }
-    let ((factory, prelude, syntax), file) = outcome?;
+    let ((factory, prelude, padding, syntax), file) = outcome?;
     let first = factory.first_line.max(1);
     let lines = original_lines(&file, first, factory.last_line);
     let mut text = factory.source.clone();
@@ -933,8 +936,6 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         text.push_str(&format!("{REQUIRES_PREFIX}{}.{}+\n", needs.0, needs.1));
     }
     let body = text.trim_start_matches('\n');
-    // The prelude, when there is one, takes the first blank line.
-    let padding = text.len() - body.len() - usize::from(prelude.is_some());
     let original_text = lines.concat();
     let body_line = (padding + usize::from(prelude.is_some())) as u32 + 1;
     let pieces = function_source::share::shared_pieces(body, body_line, &original_text, first, MIN_SHARED)
