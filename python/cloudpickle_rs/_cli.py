@@ -577,10 +577,36 @@ def _source_line(source, name):
             if line.lstrip().startswith(prefix):
                 return i + 1
     if short == "<lambda>":
-        for i, line in enumerate(lines):
-            if "lambda" in line and "__function_source_result__" not in line:
-                return i + 1
+        found = _lambda_in(source)
+        return found[0] if found else None
     return None
+
+
+def _lambda_in(source):
+    """``(line, text)`` of the lambda a factory source builds, or None.
+
+    The factory keeps the lambda at its original line and column, on the line that assigns it to
+    ``__function_source_result__`` (``__function_source_result__ = (   lambda y: ...`` with the
+    closing bracket on the next line), so a line search cannot find it and several lambdas of one
+    source line cannot be told apart by text: the parse finds the assigned lambda and cuts exactly
+    its own text."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    first = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda) and any(
+                isinstance(t, ast.Name) and t.id == "__function_source_result__" for t in node.targets):
+            first = node.value
+            break
+        if first is None and isinstance(node, ast.Lambda):
+            first = node
+    if first is None:
+        return None
+    return first.lineno, ast.get_source_segment(source, first)
 
 
 def _own_source(source, name):
@@ -588,6 +614,10 @@ def _own_source(source, name):
     if not source:
         return None
     lines = source.split("\n")
+    if name.rsplit(".", 1)[-1] == "<lambda>":
+        found = _lambda_in(source)
+        if found is not None and found[1] is not None:
+            return found[1]
     line = _source_line(source, name)
     if line is None:
         body = [ln for ln in lines if ln.strip() and "__function_source_result__" not in ln]

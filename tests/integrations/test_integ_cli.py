@@ -224,3 +224,50 @@ def test_protocols_0_to_5_and_memo_sharing():
         tree = info["tree"]
         assert tree["keys"] == ["'x'", "'y'", "'t'"], proto
         assert "shared reference" in tree["children"][1]["text"], proto
+
+
+LAMBDAS = textwrap.dedent('''\
+    threshold = 0.5
+
+
+    def validate(row):
+        return row
+
+
+    pipeline = [validate, lambda y: round(y, 3), lambda y: "high" if y > threshold else "low"]
+    pair = (lambda a: a + 1,
+            lambda b: (lambda c: b * c))
+''')
+
+
+def test_inspect_each_lambda_line_and_text(tmp_path, monkeypatch):
+    """Each lambda shows its own line and exactly its own text, several on one line included
+    (the demo's pipeline shape: the factory keeps the lambda on the line that assigns it, and a
+    line search used to print ``file:?`` with the text ``)``)."""
+    (tmp_path / "lambdas_cli.py").write_text(LAMBDAS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    sys.modules.pop("lambdas_cli", None)
+    mod = importlib.import_module("lambdas_cli")
+    cloudpickle_rs.register_pickle_by_value(mod)
+    try:
+        data = cloudpickle_rs.dumps(mod.pipeline + list(mod.pair), by_source=True)
+    finally:
+        cloudpickle_rs.unregister_pickle_by_value(mod)
+        sys.modules.pop("lambdas_cli", None)
+    f = tmp_path / "p.pkl"
+    f.write_bytes(data)
+    rc, out, err = cli("inspect", str(f), "--json")
+    assert rc == 0, err
+    got = [(fn["name"], fn["line"], fn["source"]) for fn in json.loads(out)["functions"]]
+    assert got == [
+        ("validate", 4, "def validate(row):\n    return row"),
+        ("<lambda>", 8, "lambda y: round(y, 3)"),
+        ("<lambda>", 8, 'lambda y: "high" if y > threshold else "low"'),
+        ("<lambda>", 9, "lambda a: a + 1"),
+        ("<lambda>", 10, "lambda b: (lambda c: b * c)"),
+    ], got
+    rc, out, err = cli("inspect", str(f))
+    assert rc == 0, err
+    assert "lambdas_cli.py:?" not in out and "lambdas_cli.py:8" in out, out
