@@ -10,16 +10,23 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv build build-dev system-deps test test-rust test-python test-versions test-future wheels senders demo bench fuzz integ-env lint clean
+.PHONY: toolchain help venv build build-dev system-deps test test-rust test-python test-versions test-future wheels senders demo bench fuzz integ-env lint clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements/dev.txt
+$(STAMP): requirements/dev.txt | toolchain
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements/dev.txt
 	touch $@
+
+toolchain: ## The Rust toolchain rust-toolchain.toml names (1.95.0): linked to stable when that is 1.95 and rustup lacks the name
+	@cd / && rustup toolchain list | grep -q '^1\.95\.0' || { \
+	  v=$$(rustc +stable --version) && case "$$v" in \
+	    "rustc 1.95."*) ln -sfn "$$(rustc +stable --print sysroot)" "$${RUSTUP_HOME:-$$HOME/.rustup}/toolchains/1.95.0-$$(rustc +stable -vV | sed -n 's/^host: //p')" ;; \
+	    *) echo "rust-toolchain.toml pins 1.95.0 and stable is $$v: install 1.95.0" >&2; exit 1 ;; \
+	  esac; }
 
 venv: $(STAMP) ## Create .venv with the pinned build and test dependencies
 
@@ -32,7 +39,7 @@ build-dev: $(STAMP) ## Build the extension with the dev profile (fast edit loop)
 system-deps: ## Debian packages the tests need: pypy3 (PyPy 3.9, the "other Python" receiver)
 	@command -v pypy3 >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pypy3 >/dev/null; }
 
-test-rust: system-deps ## cargo test of the pure-Rust crates
+test-rust: system-deps toolchain ## cargo test of the pure-Rust crates
 	cargo test --quiet $(CARGO_TEST_CRATES)
 
 test-python: build senders ## pytest suite against the release build (3.11), the version matrix included

@@ -216,17 +216,20 @@ impl PicklerBase {
         // With a receiver the stream is checked whole (its size budget) before a byte is written.
         let write = write.into_bound(py);
         let sink = if session.is_some() { None } else { Some(write.clone()) };
-        let mut dumper = match Dumper::new(py, proto, fix_imports, sink, hooks, memo, cloud.map(Box::new)) {
+        // The user's memo goes in once the Dumper exists: a failed construction gives it back
+        // unchanged (it used to leave an empty memo behind).
+        let mut dumper = match Dumper::new(py, proto, fix_imports, sink, hooks, Memo::default(), cloud.map(Box::new)) {
             Ok(d) => d,
             Err(e) => {
                 {
                     let mut me = slf.borrow_mut();
-                    me.memo = Some(Memo::default());
+                    me.memo = Some(memo);
                     me.dumping = false;
                 }
                 return Err(e);
             }
         };
+        dumper.memo = memo;
         dumper.fast = fast;
         let mark = dumper.memo_mark();
         let result = dumper.dump(obj);
