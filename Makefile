@@ -71,9 +71,10 @@ fuzz: build ## Differential fuzzing vs stock cloudpickle, 100 000 examples (CI r
 integ-env: ## Build .venvs/integ (Dask, Ray, joblib, loky) ahead of the integration tests
 	$(PY) tests/integrations/integ_env.py build
 
-lint: $(STAMP) ## cargo clippy and fmt check (clippy needs the venv's python for pyo3)
+lint: $(STAMP) ## cargo clippy and fmt check (clippy needs the venv's python for pyo3), the crate's import-cycle ratchet
 	cargo clippy --quiet --workspace --all-targets -- -D warnings
 	cargo fmt --all --check
+	$(PYTHON) tools/import_graph.py --check
 
 clean: ## Remove build products and the venv
 	rm -rf target dist $(VENV) .build.lock

@@ -1071,6 +1071,8 @@ pub(crate) fn function_dict<'py>(func: &Bound<'py, PyAny>) -> Option<Bound<'py, 
     if p.is_null() {
         return None;
     }
+    // SAFETY: `p` is the function's own `func_dict` slot, checked non-null above; borrowed from
+    // `func`, which we hold, and made strong at once.
     unsafe { Bound::from_borrowed_ptr(py, p) }.cast_into::<PyDict>().ok()
 }
 
@@ -1086,6 +1088,8 @@ pub(crate) fn function_slot<'py>(
     if p.is_null() {
         py.None().into_bound(py)
     } else {
+        // SAFETY: `p` is non-null: a borrowed reference owned by `func` (see above), made strong at
+        // once.
         unsafe { Bound::from_borrowed_ptr(py, p) }
     }
 }

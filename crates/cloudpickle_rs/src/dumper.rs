@@ -284,9 +284,12 @@ impl<'py> Dumper<'py> {
             return false;
         }
         if tp == ptr::addr_of_mut!(ffi::PyFloat_Type) && self.w.is_binary() {
+            // SAFETY: `obj` is an exact int (type checked above); `ints_readable` is
+            // `layout::ints_readable`.
             self.w.binfloat(unsafe { ffi::PyFloat_AS_DOUBLE(p) });
             return true;
         }
+        // SAFETY: `p` is an exact float (type checked above).
         if p == unsafe { ffi::Py_None() } {
             self.w.none();
             return true;
@@ -295,6 +298,7 @@ impl<'py> Dumper<'py> {
         if in_unshared
             && tp == ptr::addr_of_mut!(ffi::PyUnicode_Type)
             && self.elide_unshared
+            // SAFETY: `Py_None` only returns the None singleton's address.
             && unsafe { ffi::Py_REFCNT(p) } == 1
         {
             if let Some(ascii) = crate::layout::ascii_str(obj) {
@@ -372,14 +376,17 @@ impl<'py> Dumper<'py> {
             }
             return self.save_str(obj);
         }
+        // SAFETY: `Py_None` only returns the None singleton's address.
         if p == unsafe { ffi::Py_None() } {
             self.w.none();
             return Ok(());
         }
+        // SAFETY: `Py_True` only returns the True singleton's address.
         if p == unsafe { ffi::Py_True() } {
             self.w.bool(true);
             return Ok(());
         }
+        // SAFETY: `Py_False` only returns the False singleton's address.
         if p == unsafe { ffi::Py_False() } {
             self.w.bool(false);
             return Ok(());
@@ -620,12 +627,14 @@ impl<'py> Dumper<'py> {
     fn save_str_text(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         // SAFETY: exact str; PyUnicode_AsUCS4Copy returns a PyMem buffer we free below.
         let len = unsafe { ffi::PyUnicode_GetLength(obj.as_ptr()) };
+        // SAFETY: `obj` is an exact str (the caller's type test).
         let buf = unsafe { ffi::PyUnicode_AsUCS4Copy(obj.as_ptr()) };
         if buf.is_null() {
             return Err(PyErr::fetch(self.py));
         }
         // SAFETY: the copy holds `len` code points (plus a NUL we do not read).
         let chars: Vec<u32> = unsafe { std::slice::from_raw_parts(buf, len as usize) }.to_vec();
+        // SAFETY: `buf` came from `PyUnicode_AsUCS4Copy` and is freed once, after the copy above.
         unsafe { ffi::PyMem_Free(buf.cast()) };
         self.w.unicode_text(chars.into_iter());
         Ok(())
@@ -817,8 +826,11 @@ impl<'py> Dumper<'py> {
         let list_ptr = list.as_ptr();
         // SAFETY (both reads): `list` is an exact list we hold; we re-read its size every step
         // and take a strong reference to each item before any Python code can run.
+        // SAFETY: see the comment above: `list_ptr` is an exact list we hold.
         let size = || unsafe { ffi::PyList_GET_SIZE(list_ptr) } as usize;
         let item_at =
+            // SAFETY: `i < size()` at every call (the loops re-read the size); the item is made
+            // strong at once.
             |i: usize| unsafe { Bound::from_borrowed_ptr(py, ffi::PyList_GET_ITEM(list_ptr, i as ffi::Py_ssize_t)) };
         if size() == 1 {
             self.save_list_item(list, &item_at(0), 0)?;
@@ -836,6 +848,8 @@ impl<'py> Dumper<'py> {
                 // stays as the item-by-item path leaves it.
                 // SAFETY: `total < size()`; the item is live while the list holds it.
                 let p = unsafe { ffi::PyList_GET_ITEM(list_ptr, total as ffi::Py_ssize_t) };
+                // SAFETY: `p` is a live item of the list (read just above); `Py_TYPE` reads its
+                // header only.
                 if no_pid && unsafe { ffi::Py_TYPE(p) } == ptr::addr_of_mut!(ffi::PyLong_Type) {
                     // SAFETY: an exact int.
                     if let Some(v) = unsafe { crate::layout::small_int(p, self.ints_readable) } {
@@ -878,6 +892,8 @@ impl<'py> Dumper<'py> {
                     None => Ok(None),
                 }
             } else {
+                // SAFETY: `p` is a new (owned) reference returned by `PyIter_Next`, checked non-
+                // null above.
                 Ok(Some(unsafe { Bound::from_owned_ptr(py, p) }))
             }
         };
@@ -961,6 +977,8 @@ impl<'py> Dumper<'py> {
             if unsafe { ffi::PyDict_Next(dp, &mut pos, &mut k, &mut v) } == 0 {
                 return None;
             }
+            // SAFETY: `k` and `v` are borrowed from the dict by `PyDict_Next` and made strong at
+            // once, before any Python code runs.
             Some(unsafe { (Bound::from_borrowed_ptr(py, k), Bound::from_borrowed_ptr(py, v)) })
         };
         if dict_size == 1 {
@@ -1004,6 +1022,8 @@ impl<'py> Dumper<'py> {
                     None => Ok(None),
                 };
             }
+            // SAFETY: `p` is a new (owned) reference returned by `PyIter_Next`, checked non-null
+            // above.
             let item = unsafe { Bound::from_owned_ptr(py, p) };
             match item.cast::<PyTuple>() {
                 Ok(t) if t.len() == 2 => Ok(Some((t.get_item(0)?, t.get_item(1)?))),
@@ -1210,6 +1230,7 @@ impl<'py> Dumper<'py> {
             return Err(pickling_error(py, "second item of the tuple returned by __reduce__ must be a tuple"));
         };
         if let Some(li) = &listitems {
+            // SAFETY: `li` is a live object; `PyIter_Check` reads its type only.
             if unsafe { ffi::PyIter_Check(li.as_ptr()) } == 0 {
                 return Err(pickling_error(
                     py,
@@ -1221,6 +1242,7 @@ impl<'py> Dumper<'py> {
             }
         }
         if let Some(di) = &dictitems {
+            // SAFETY: `di` is a live object; `PyIter_Check` reads its type only.
             if unsafe { ffi::PyIter_Check(di.as_ptr()) } == 0 {
                 return Err(pickling_error(
                     py,
@@ -1609,6 +1631,7 @@ fn can_nest(obj: &Bound<'_, PyAny>) -> bool {
         || tp == ptr::addr_of_mut!(ffi::PyFloat_Type)
         || tp == ptr::addr_of_mut!(ffi::PyBytes_Type)
         || tp == ptr::addr_of_mut!(ffi::PyBool_Type)
+        // SAFETY: `Py_None` only returns the None singleton's address.
         || p == unsafe { ffi::Py_None() })
 }
 
@@ -1656,6 +1679,8 @@ impl BufferView {
     fn get(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
         // SAFETY: a zeroed Py_buffer is the documented initial state; filled by GetBuffer.
         let mut view: Box<ffi::Py_buffer> = Box::new(unsafe { std::mem::zeroed() });
+        // SAFETY: `view` is a zeroed Py_buffer owned by us; released in `Drop` only when this
+        // succeeded.
         if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut *view, ffi::PyBUF_FULL_RO) } != 0 {
             return Err(PyErr::fetch(obj.py()));
         }
@@ -1663,6 +1688,8 @@ impl BufferView {
     }
     fn is_contiguous(&self) -> bool {
         self.view.suboffsets.is_null()
+            // SAFETY: `view` was filled by a successful `PyObject_GetBuffer` and is released only
+            // in `Drop`.
             && unsafe { ffi::PyBuffer_IsContiguous(&*self.view, b'A' as std::os::raw::c_char) } != 0
     }
     fn readonly(&self) -> bool {

@@ -94,6 +94,8 @@ pub(crate) fn sys_modules(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     if p.is_null() {
         return Err(PyRuntimeError::new_err("unable to get sys.modules"));
     }
+    // SAFETY: `p` is non-null (checked above): a borrowed reference into `sys.modules`, made strong
+    // at once.
     Ok(unsafe { Bound::from_borrowed_ptr(py, p) })
 }
 
@@ -103,19 +105,28 @@ pub(crate) fn import_module<'py>(py: Python<'py>, name: &Bound<'py, PyAny>) -> P
     // SAFETY: the module dict is borrowed from the interpreter; the lookup returns a borrowed
     // reference that we turn into a strong one before anything else runs.
     let modules = unsafe { pyo3::ffi::PyImport_GetModuleDict() };
+    // SAFETY: `PyImport_GetModuleDict` returns the interpreter's borrowed `sys.modules` (or NULL);
+    // the GIL is held.
     if !modules.is_null() && unsafe { pyo3::ffi::PyDict_Check(modules) } != 0 {
+        // SAFETY: `modules` is non-null and a dict (checked before); the result is borrowed from
+        // it.
         let p = unsafe { pyo3::ffi::PyDict_GetItemWithError(modules, name.as_ptr()) };
+        // SAFETY: `Py_None` only returns the None singleton's address.
         if !p.is_null() && p != unsafe { pyo3::ffi::Py_None() } {
+            // SAFETY: `p` is non-null and borrowed from `sys.modules`: made strong at once.
             return Ok(unsafe { Bound::from_borrowed_ptr(py, p) });
         }
         if let Some(e) = PyErr::take(py) {
             return Err(e);
         }
     }
+    // SAFETY: `name` is a live str; the GIL is held. NULL means an exception is set (checked
+    // below).
     let p = unsafe { pyo3::ffi::PyImport_Import(name.as_ptr()) };
     if p.is_null() {
         return Err(PyErr::fetch(py));
     }
+    // SAFETY: `p` is a new (owned) reference, checked non-null above.
     Ok(unsafe { Bound::from_owned_ptr(py, p) })
 }
 

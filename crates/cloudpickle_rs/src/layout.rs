@@ -70,6 +70,7 @@ pub(crate) unsafe fn small_int(op: *mut ffi::PyObject, readable: bool) -> Option
             0 => Some(0),
             // SAFETY: one digit is present (|ob_size| == 1); digits are u32 (`readable`).
             1 => Some(i64::from(unsafe { (*op.cast::<LongObject>()).ob_digit[0] })),
+            // SAFETY: as above: one digit is present (|ob_size| == 1); digits are u32 (`readable`).
             -1 => Some(-i64::from(unsafe { (*op.cast::<LongObject>()).ob_digit[0] })),
             _ => None,
         };
@@ -85,6 +86,7 @@ pub(crate) unsafe fn small_int(op: *mut ffi::PyObject, readable: bool) -> Option
             1 => Some(0),
             // SAFETY: a compact nonzero int has one digit; digits are u32 (`readable`).
             0 => Some(i64::from(unsafe { (*op.cast::<LongObject>()).ob_digit[0] })),
+            // SAFETY: as above, a negative compact int has one digit.
             _ => Some(-i64::from(unsafe { (*op.cast::<LongObject>()).ob_digit[0] })),
         };
     }
