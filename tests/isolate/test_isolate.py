@@ -73,3 +73,21 @@ def test_leak_and_died():
     Remote.close()
     with pytest.raises(ValueError):
         isolate("nocolon")
+
+
+def test_killed_mid_call():
+    import threading
+
+    before = _children()
+    Remote = isolate("protected_pkg:Counter", path=[HERE])
+    c = Remote()
+    proc = Remote._isolate_session.proc
+    killer = threading.Thread(target=proc.kill)  # the call below blocks forever in the child
+    killer.start()
+    with pytest.raises(ChildDiedError):
+        c.block()
+    killer.join()
+    with pytest.raises(ChildDiedError):
+        c.add(1)
+    Remote.close()
+    assert _children() == before
