@@ -19,6 +19,7 @@ from cloudpickle_rs._receiver import (
     check,
     check_stream,
 )
+from cloudpickle_rs.isolate import ChildDiedError, IsolateProtocolError, ModuleLeakError, RemoteError, isolate
 
 
 # The by-value registry is stock cloudpickle's own set of module names (in the reconstructors'
@@ -62,7 +63,12 @@ def list_registry_pickle_by_value():
 __all__ = [
     "DEFAULT_PROTOCOL",
     "HIGHEST_PROTOCOL",
+    "ChildDiedError",
     "CloudPickler",
+    "IsolateProtocolError",
+    "ModuleLeakError",
+    "RemoteError",
+    "isolate",
     "Pickler",
     "PicklerBase",
     "PicklingRecursionError",
