@@ -66,6 +66,26 @@ def payload(mod):
             "data": list(range(5))}
 
 
+def dump_module_by_source(tmp_path, monkeypatch, name, text, pick):
+    """Write ``text`` as module ``name``, import it, dump ``pick(module)`` by source (the module
+    registered by value meanwhile) into ``tmp_path/p.pkl``; return that path."""
+    import importlib
+
+    (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(name, None)
+    mod = importlib.import_module(name)
+    cloudpickle_rs.register_pickle_by_value(mod)
+    try:
+        data = cloudpickle_rs.dumps(pick(mod), by_source=True)
+    finally:
+        cloudpickle_rs.unregister_pickle_by_value(mod)
+        sys.modules.pop(name, None)
+    f = tmp_path / "p.pkl"
+    f.write_bytes(data)
+    return f
+
+
 @pytest.mark.parametrize("by_source", [False, True])
 def test_inspect_json_functions_classes_modules(shipmod, tmp_path, by_source):
     mod, path = shipmod
@@ -139,20 +159,8 @@ NEWER = textwrap.dedent('''\
 def test_inspect_shows_minimum_python(tmp_path, monkeypatch):
     """Each source-shipped function says which receivers can compile it: 3.8 (the oldest
     receiver) unless its text needs more, here parenthesized context managers (3.9)."""
-    (tmp_path / "newer_cli.py").write_text(NEWER)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-
-    sys.modules.pop("newer_cli", None)
-    mod = importlib.import_module("newer_cli")
-    cloudpickle_rs.register_pickle_by_value(mod)
-    try:
-        data = cloudpickle_rs.dumps([mod.classify, mod.first], by_source=True)
-    finally:
-        cloudpickle_rs.unregister_pickle_by_value(mod)
-        sys.modules.pop("newer_cli", None)
-    f = tmp_path / "p.pkl"
-    f.write_bytes(data)
+    f = dump_module_by_source(tmp_path, monkeypatch, "newer_cli", NEWER,
+                              lambda mod: [mod.classify, mod.first])
     rc, out, err = cli("inspect", str(f), "--json")
     assert rc == 0, err
     assert {fn["name"]: fn["python"] for fn in json.loads(out)["functions"]} == {
@@ -244,20 +252,8 @@ def test_inspect_each_lambda_line_and_text(tmp_path, monkeypatch):
     """Each lambda shows its own line and exactly its own text, several on one line included
     (the demo's pipeline shape: the factory keeps the lambda on the line that assigns it, and a
     line search used to print ``file:?`` with the text ``)``)."""
-    (tmp_path / "lambdas_cli.py").write_text(LAMBDAS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import importlib
-
-    sys.modules.pop("lambdas_cli", None)
-    mod = importlib.import_module("lambdas_cli")
-    cloudpickle_rs.register_pickle_by_value(mod)
-    try:
-        data = cloudpickle_rs.dumps(mod.pipeline + list(mod.pair), by_source=True)
-    finally:
-        cloudpickle_rs.unregister_pickle_by_value(mod)
-        sys.modules.pop("lambdas_cli", None)
-    f = tmp_path / "p.pkl"
-    f.write_bytes(data)
+    f = dump_module_by_source(tmp_path, monkeypatch, "lambdas_cli", LAMBDAS,
+                              lambda mod: mod.pipeline + list(mod.pair))
     rc, out, err = cli("inspect", str(f), "--json")
     assert rc == 0, err
     got = [(fn["name"], fn["line"], fn["source"]) for fn in json.loads(out)["functions"]]
