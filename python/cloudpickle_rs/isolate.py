@@ -12,7 +12,7 @@ import sys
 import weakref
 from pathlib import Path
 
-import cloudpickle_rs
+from cloudpickle_rs._native import Pickler as _Pickler
 
 __all__ = ["isolate", "ModuleLeakError", "RemoteError", "ChildDiedError", "IsolateProtocolError"]
 
@@ -47,6 +47,36 @@ class _Handle:
         self.hid = hid
 
 
+class _FromChild(pickle.Unpickler):
+    """Reads one message of the child: its handles become proxies of `session`; a reference to
+    the protected tree by value is refused (it would import the tree here)."""
+
+    def __init__(self, file, session):
+        super().__init__(file)
+        self.session = session
+
+    def persistent_load(self, pid):
+        kind, hid = pid
+        if kind == "own":
+            return self.session.handle(hid)
+        raise IsolateProtocolError(f"unexpected persistent id {pid!r}")
+
+    def find_class(self, module, name):
+        top = self.session.top
+        if module == top or module.startswith(top + "."):
+            raise ModuleLeakError(f"the child sent a reference to {module}.{name} by value")
+        return super().find_class(module, name)
+
+
+class _ToChild(_Pickler):
+    """Writes one message for the child: a proxy goes as the child's own handle."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _RemoteObject):
+            return ("peer", object.__getattribute__(obj, "_isolate_hid"))
+        return None
+
+
 class _Session:
     def __init__(self, python, top, path):
         import subprocess  # lazily: `import cloudpickle_rs` stays cheap
@@ -71,22 +101,8 @@ class _Session:
         hdr = self._read(8)
         (n,) = _HDR.unpack(hdr)
         data = self._read(n)
-        session = self
-
-        class U(pickle.Unpickler):
-            def persistent_load(self, pid):
-                kind, hid = pid
-                if kind == "own":
-                    return session.handle(hid)
-                raise IsolateProtocolError(f"unexpected persistent id {pid!r}")
-
-            def find_class(self, module, name):
-                if module == session.top or module.startswith(session.top + "."):
-                    raise ModuleLeakError(f"the child sent a reference to {module}.{name} by value")
-                return super().find_class(module, name)
-
         try:
-            return U(io.BytesIO(data)).load()
+            return _FromChild(io.BytesIO(data), self).load()
         except (ModuleLeakError, IsolateProtocolError):
             raise
         except Exception as exc:
@@ -128,15 +144,8 @@ class _Session:
     def _send(self, msg):
         if not self._finalizer.alive:
             raise ChildDiedError("the isolate session is closed")
-
-        class P(cloudpickle_rs.Pickler):
-            def persistent_id(self, obj):
-                if isinstance(obj, _RemoteObject):
-                    return ("peer", object.__getattribute__(obj, "_isolate_hid"))
-                return None
-
         buf = io.BytesIO()
-        P(buf, protocol=5, by_source=self.by_source).dump(msg)
+        _ToChild(buf, protocol=5, by_source=self.by_source).dump(msg)
         data = buf.getvalue()
         view = memoryview(_HDR.pack(len(data)) + data)
         try:
