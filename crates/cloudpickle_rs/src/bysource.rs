@@ -41,7 +41,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use crate::dumper::{lookup_attr, Dumper};
+use crate::cloud::CloudDumper;
+use crate::lookup::lookup_attr;
 use crate::statics::pickling_error;
 
 /// The `by_source` option.
@@ -89,7 +90,7 @@ pub(crate) fn parse_target_python(value: Option<&Bound<'_, PyAny>>) -> PyResult<
     let bad = || {
         PyValueError::new_err(format!(
             "target_python must look like \"3.9\" or (3, 9), not {}",
-            crate::dumper::safe_repr(v)
+            crate::errors::safe_repr(v)
         ))
     };
     let (major, minor): (i64, i64) = if let Ok(s) = v.cast::<PyString>() {
@@ -291,9 +292,9 @@ pub(crate) struct SourceDump {
     warned: crate::addr::AddrSet,
 }
 
-impl<'py> Dumper<'py> {
+impl<'py> CloudDumper<'py> {
     pub(crate) fn by_source(&self) -> BySource {
-        self.cloud.as_ref().map_or(BySource::Off, |c| c.by_source)
+        self.layer.by_source
     }
 
     /// Write the code of `func` by source (memoized as the code object). Returns false when
@@ -304,7 +305,7 @@ impl<'py> Dumper<'py> {
             self.memo_get(idx)?;
             return Ok(true);
         }
-        let target = self.cloud.as_ref().and_then(|c| c.target_python);
+        let target = self.layer.target_python;
         let built = match build(py, code, func) {
             Ok(b) => b,
             Err(why) => {
@@ -540,10 +541,10 @@ impl<'py> Dumper<'py> {
         })
     }
 
-    /// Remember the function's lines for [`Dumper::write_source_lines`].
+    /// Remember the function's lines for [`CloudDumper::write_source_lines`].
     fn note_lines(&mut self, built: &Arc<Built>, orig: usize) -> PyResult<()> {
         let py = self.py;
-        let Some(source) = self.cloud.as_mut().and_then(|c| c.source.as_mut()) else { return Ok(()) };
+        let Some(source) = self.layer.source.as_mut() else { return Ok(()) };
         let filename = built.filename.bind(py);
         // Usually the very same string object (one per file in the parse cache's builds).
         for (f, list) in source.pending_lines.iter_mut() {
@@ -569,9 +570,7 @@ impl<'py> Dumper<'py> {
     /// one dump of many functions from one file fetches the list once and sends one text.
     pub(crate) fn write_source_lines(&mut self) -> PyResult<()> {
         let py = self.py;
-        let Some(pending) =
-            self.cloud.as_mut().and_then(|c| c.source.as_mut()).map(|s| std::mem::take(&mut s.pending_lines))
-        else {
+        let Some(pending) = self.layer.source.as_mut().map(|s| std::mem::take(&mut s.pending_lines)) else {
             return Ok(());
         };
         let b = builtins(py)?;
@@ -666,7 +665,7 @@ impl<'py> Dumper<'py> {
         Ok(())
     }
 
-    /// The text of a run of lines for [`Dumper::write_source_lines`]: the original lines the
+    /// The text of a run of lines for [`CloudDumper::write_source_lines`]: the original lines the
     /// stream sent with each function, by memo reference, and blank lines between them.
     fn save_run_text(&mut self, pieces: &[RunPiece]) -> PyResult<()> {
         if let [RunPiece::Original { memo, from, chars }] = pieces {
@@ -744,11 +743,7 @@ impl<'py> Dumper<'py> {
     #[cold]
     fn warn_fallback(&mut self, func: &Bound<'py, PyAny>, why: &str) -> PyResult<()> {
         let py = self.py;
-        let first = self
-            .cloud
-            .as_mut()
-            .and_then(|c| c.source.as_mut())
-            .is_some_and(|s| s.warned.insert(func.as_ptr() as usize));
+        let first = self.layer.source.as_mut().is_some_and(|s| s.warned.insert(func.as_ptr() as usize));
         if !first {
             return Ok(());
         }

@@ -10,22 +10,14 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
+use crate::cloud::CloudDumper;
 use crate::cloud::{fresh_keys, fresh_str};
-use crate::dumper::{lookup_attr, Dumper};
+use crate::dumper::Handled;
+use crate::lookup::lookup_attr;
 
 type SaveResult = PyResult<()>;
 
-/// What the cloudpickle layer did with an object.
-pub(crate) enum Handled<'py> {
-    /// Written.
-    Done,
-    /// Not ours: continue down the `_pickle.c` path.
-    Pass,
-    /// A reduce value to write with `save_reduce_value`.
-    Reduce(Bound<'py, PyAny>),
-}
-
-impl<'py> Dumper<'py> {
+impl<'py> CloudDumper<'py> {
     /// cloudpickle's `reducer_override`: classes and functions.
     pub(crate) fn cloud_override(
         &mut self,
@@ -33,7 +25,7 @@ impl<'py> Dumper<'py> {
         tp: &Bound<'py, PyType>,
     ) -> PyResult<Handled<'py>> {
         let py = self.py;
-        let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
+        let cloud = &self.layer;
         let it = cloud.it;
         // SAFETY: `tp` is a live type object. (The flag test is `PyType_Check` on its instances,
         // a subclass test against `type` without walking the MRO.)
@@ -63,11 +55,8 @@ impl<'py> Dumper<'py> {
             return Ok(Handled::Done);
         }
         if tp.is(it.function_type.bind(py)) {
-            let by_ref = match &self.cloud {
-                Some(c) if c.rec.own_functions.contains(&(obj.as_ptr() as usize)) => true,
-                Some(c) => c.function_by_reference(obj)?,
-                None => return Ok(Handled::Pass),
-            };
+            let c = &self.layer;
+            let by_ref = c.rec.own_functions.contains(&(obj.as_ptr() as usize)) || c.function_by_reference(obj)?;
             if by_ref {
                 return Ok(Handled::Pass);
             }
@@ -97,7 +86,7 @@ impl<'py> Dumper<'py> {
         tp: &Bound<'py, PyType>,
     ) -> PyResult<Handled<'py>> {
         let py = self.py;
-        let Some(cloud) = &self.cloud else { return Ok(Handled::Pass) };
+        let cloud = &self.layer;
         let it = cloud.it;
         if tp.is(it.code_type.bind(py)) {
             // A code object met on its own (not as a function's): by source when asked.
@@ -110,9 +99,7 @@ impl<'py> Dumper<'py> {
             let rec = cloud.rec;
             let rv = match obj.getattr(intern!(py, "cell_contents")) {
                 Ok(v) => {
-                    if let Some(c) = self.cloud.as_mut() {
-                        c.cells_filled.insert(obj.as_ptr() as usize);
-                    }
+                    self.layer.cells_filled.insert(obj.as_ptr() as usize);
                     (rec.make_cell.bind(py).clone(), (v,)).into_pyobject(py)?.into_any()
                 }
                 Err(_) => (rec.make_empty_cell.bind(py).clone(), PyTuple::empty(py)).into_pyobject(py)?.into_any(),
@@ -146,12 +133,6 @@ impl<'py> Dumper<'py> {
         Ok(Handled::Pass)
     }
 
-    fn cloud(&self) -> PyResult<&crate::cloud::Cloud<'py>> {
-        self.cloud
-            .as_deref()
-            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("cloudpickle layer used while disabled"))
-    }
-
     // ----- functions ---------------------------------------------------------------------------
 
     /// A dynamic function, written as upstream writes it (`_make_function` + the 6-tuple state
@@ -162,8 +143,8 @@ impl<'py> Dumper<'py> {
     /// through a cell is closed by the memo.
     fn save_function_by_value(&mut self, func: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
-        let rec = self.cloud()?.rec;
-        let it = self.cloud()?.it;
+        let rec = self.layer.rec;
+        let it = self.layer.it;
         let (code, f_globals, closure) = function_parts(func)?;
 
         let base_globals = self.base_globals(&f_globals)?;
@@ -219,7 +200,7 @@ impl<'py> Dumper<'py> {
             for (i, cell) in cells.iter().enumerate() {
                 let addr = cell.as_ptr() as usize;
                 let Ok(value) = cell.getattr(intern!(py, "cell_contents")) else { continue };
-                let newly = self.cloud.as_mut().is_some_and(|c| c.cells_filled.insert(addr));
+                let newly = self.layer.cells_filled.insert(addr);
                 if !newly {
                     continue;
                 }
@@ -265,7 +246,7 @@ impl<'py> Dumper<'py> {
         cells: &[Bound<'py, PyAny>],
     ) -> SaveResult {
         let py = self.py;
-        let it = self.cloud()?.it;
+        let it = self.layer.it;
         // state: func.__dict__ with fresh keys
         let mut pairs: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> = Vec::new();
         if let Some(fdict) = function_dict(func) {
@@ -290,7 +271,7 @@ impl<'py> Dumper<'py> {
                 deps.push(v);
             }
         }
-        if let Some(r) = self.cloud()?.receiver.as_ref().filter(|r| r.fast) {
+        if let Some(r) = self.layer.receiver.as_ref().filter(|r| r.fast) {
             if r.function_suspect(it, func, &imports, &names, f_globals, &deps)? {
                 r.scan(func)?;
             }
@@ -380,7 +361,7 @@ impl<'py> Dumper<'py> {
         if let Some(idx) = self.memo.get(cell) {
             return self.memo_get(idx);
         }
-        let rec = self.cloud()?.rec;
+        let rec = self.layer.rec;
         self.save(rec.make_empty_cell.bind(py), false)?;
         self.w.empty_tuple();
         self.w.op(REDUCE);
@@ -395,7 +376,7 @@ impl<'py> Dumper<'py> {
         cells: &[Bound<'py, PyAny>],
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = self.py;
-        let it = self.cloud()?.it;
+        let it = self.layer.it;
         let slot = PyDict::new(py);
         slot.set_item(intern!(py, "__name__"), fresh_str(&func.getattr(intern!(py, "__name__"))?)?)?;
         slot.set_item(intern!(py, "__qualname__"), fresh_str(&func.getattr(intern!(py, "__qualname__"))?)?)?;
@@ -420,7 +401,7 @@ impl<'py> Dumper<'py> {
                 deps.push(v);
             }
         }
-        if let Some(r) = self.cloud()?.receiver.as_ref().filter(|r| r.fast) {
+        if let Some(r) = self.layer.receiver.as_ref().filter(|r| r.fast) {
             if r.function_suspect(it, func, &imports, &names, f_globals, &deps)? {
                 r.scan(func)?;
             }
@@ -445,7 +426,7 @@ impl<'py> Dumper<'py> {
         deps: &[Bound<'py, PyAny>],
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let py = self.py;
-        let it = self.cloud()?.it;
+        let it = self.layer.it;
         let mut out = Vec::new();
         let module_type = it.module_type.bind(py);
         let mut co_names: Option<Vec<String>> = None;
@@ -466,11 +447,8 @@ impl<'py> Dumper<'py> {
                 }
             };
             let names = names.clone();
-            let subs = match self.cloud.as_mut() {
-                Some(c) => c.loaded_submodules(py, &name)?,
-                None => Vec::new(),
-            };
-            let modules = crate::globals::sys_modules(py)?;
+            let subs = self.layer.loaded_submodules(py, &name)?;
+            let modules = crate::lookup::sys_modules(py)?;
             for sub in subs {
                 let rest = &sub[name.len() + 1..];
                 if rest.split('.').all(|t| names.iter().any(|n| n == t)) {
@@ -496,7 +474,7 @@ impl<'py> Dumper<'py> {
     /// constructor fields of this interpreter's version written straight to the stream.
     fn save_code(&mut self, code: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
-        if let Some(t) = self.cloud()?.target_python.filter(|&t| t != crate::bysource::running_version(py)) {
+        if let Some(t) = self.layer.target_python.filter(|&t| t != crate::bysource::running_version(py)) {
             let name = code.getattr(intern!(py, "co_name")).map(|n| n.to_string()).unwrap_or_default();
             let file = code.getattr(intern!(py, "co_filename")).map(|n| n.to_string()).unwrap_or_default();
             let line = code.getattr(intern!(py, "co_firstlineno")).map(|n| n.to_string()).unwrap_or_default();
@@ -510,7 +488,7 @@ impl<'py> Dumper<'py> {
                 ),
             ));
         }
-        let it = self.cloud()?.it;
+        let it = self.layer.it;
         self.save(it.code_type.bind(py), false)?;
         self.w.op(pickle_wire::opcodes::MARK);
         for v in crate::cloud::code_fields(it, code)?.iter() {
@@ -527,9 +505,9 @@ impl<'py> Dumper<'py> {
 
     fn module_reduce(&mut self, module: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = self.py;
-        let rec = self.cloud()?.rec;
+        let rec = self.layer.rec;
         let name = module.getattr(intern!(py, "__name__"))?;
-        if self.cloud()?.should_pickle_module_by_reference(module)? {
+        if self.layer.should_pickle_module_by_reference(module)? {
             return Ok((rec.subimport.bind(py).clone(), (name,)).into_pyobject(py)?.into_any());
         }
         let state = module.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?.copy()?;
@@ -539,16 +517,16 @@ impl<'py> Dumper<'py> {
 
     fn typevar_reduce(&mut self, tv: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = self.py;
-        let rec = self.cloud()?.rec;
+        let rec = self.layer.rec;
         let name = tv.getattr(intern!(py, "__name__"))?.cast_into::<PyString>()?;
-        let by_value = match self.cloud()?.lookup_module_and_qualname(tv, Some(&name))? {
+        let by_value = match self.layer.lookup_module_and_qualname(tv, Some(&name))? {
             None => true,
-            Some(m) => self.cloud()?.is_registered_by_value(py, &m)?,
+            Some(m) => self.layer.is_registered_by_value(py, &m)?,
         };
         if !by_value {
             let module = tv.getattr(intern!(py, "__module__"))?;
             let getattr = self.st.builtins_getattr.bind(py).clone();
-            let m = crate::globals::sys_modules(py)?.get_item(&module)?;
+            let m = crate::lookup::sys_modules(py)?.get_item(&module)?;
             return Ok(Some((getattr, (m, name)).into_pyobject(py)?.into_any()));
         }
         let tracker = tracker_id(py, rec, tv)?;
@@ -575,17 +553,17 @@ impl<'py> Dumper<'py> {
     /// module is the class (save_global then raises the C pickler's PicklingError).
     fn c_class_alias(&mut self, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
         let py = self.py;
-        let it = self.cloud()?.it;
+        let it = self.layer.it;
         let Ok(t) = cls.cast::<PyType>() else { return Ok(None) };
-        if !crate::cloud::is_c_defined(it, t) || self.cloud()?.lookup_module_and_qualname(cls, None)?.is_some() {
+        if !crate::cloud::is_c_defined(it, t) || self.layer.lookup_module_and_qualname(cls, None)?.is_some() {
             return Ok(None);
         }
-        let Some(module_name) = crate::dumper::lookup_attr(cls, intern!(py, "__module__"))? else { return Ok(None) };
-        let modules = crate::globals::sys_modules(py)?;
+        let Some(module_name) = crate::lookup::lookup_attr(cls, intern!(py, "__module__"))? else { return Ok(None) };
+        let modules = crate::lookup::sys_modules(py)?;
         let Ok(Some(module)) = modules.cast::<PyDict>().map(|d| d.get_item(&module_name).ok().flatten()) else {
             return Ok(None);
         };
-        let Some(dict) = crate::dumper::lookup_attr(&module, intern!(py, "__dict__"))? else { return Ok(None) };
+        let Some(dict) = crate::lookup::lookup_attr(&module, intern!(py, "__dict__"))? else { return Ok(None) };
         let Ok(dict) = dict.cast_into::<PyDict>() else { return Ok(None) };
         for (k, v) in dict.iter() {
             if v.is(cls) {
@@ -600,8 +578,8 @@ impl<'py> Dumper<'py> {
     /// cloudpickle's `_class_reduce`: None means "by reference" (save_global).
     fn class_reduce(&mut self, cls: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = self.py;
-        let rec = self.cloud()?.rec;
-        let it = self.cloud()?.it;
+        let rec = self.layer.rec;
+        let it = self.layer.it;
         let type_type = py.get_type::<PyType>().into_any();
         for singleton in [py.None().into_bound(py), py.Ellipsis().into_bound(py), py.NotImplemented().into_bound(py)] {
             if cls.is(singleton.get_type()) {
@@ -616,7 +594,7 @@ impl<'py> Dumper<'py> {
         let cls_t = cls.cast::<PyType>()?;
         // A C class goes by reference even where it cannot be found: save_global then raises
         // the C pickler's PicklingError before a byte of a stream that cannot load is written.
-        if crate::cloud::is_c_defined(it, cls_t) || self.cloud()?.should_pickle_by_reference(cls, None)? {
+        if crate::cloud::is_c_defined(it, cls_t) || self.layer.should_pickle_by_reference(cls, None)? {
             return Ok(None);
         }
         let is_enum = cls_t.is_subclass(it.enum_type.bind(py))?;
@@ -723,8 +701,8 @@ impl<'py> Dumper<'py> {
         if tp.is_subclass_of::<PyType>()? {
             return self.class_reduce(obj);
         }
-        let (rec, it) = (self.cloud()?.rec, self.cloud()?.it);
-        if !tp.is(it.function_type.bind(py)) || self.cloud()?.should_pickle_by_reference(obj, None)? {
+        let (rec, it) = (self.layer.rec, self.layer.it);
+        if !tp.is(it.function_type.bind(py)) || self.layer.should_pickle_by_reference(obj, None)? {
             return Ok(None);
         }
         let code = obj.getattr(intern!(py, "__code__"))?;
@@ -765,7 +743,7 @@ impl<'py> Dumper<'py> {
     fn base_globals(&self, f_globals: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
         let py = self.py;
         let key = f_globals.as_ptr() as usize;
-        let globals_ref = self.cloud()?.globals_ref.clone();
+        let globals_ref = self.layer.globals_ref.clone();
         if let Some(b) = globals_ref.get_item(key)? {
             return Ok(b);
         }

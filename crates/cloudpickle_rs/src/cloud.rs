@@ -13,7 +13,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
 
-use crate::dumper::lookup_attr;
+use crate::lookup::lookup_attr;
 
 /// The reconstructors and tables of one reconstructor module, looked up once per process.
 pub(crate) struct Reconstructors {
@@ -386,7 +386,7 @@ impl<'py> Cloud<'py> {
         if mname == "__main__" {
             return Ok(None);
         }
-        let modules = crate::globals::sys_modules(py)?;
+        let modules = crate::lookup::sys_modules(py)?;
         let Ok(Some(module)) = modules.cast::<PyDict>().map(|d| d.get_item(&module_name).ok().flatten()) else {
             return Ok(None);
         };
@@ -440,7 +440,7 @@ impl<'py> Cloud<'py> {
         qualname: &Bound<'py, PyString>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = obj.py();
-        let modules = crate::globals::sys_modules(py)?.cast_into::<PyDict>()?.copy()?;
+        let modules = crate::lookup::sys_modules(py)?.cast_into::<PyDict>()?.copy()?;
         let module_type = self.it.module_type.bind(py);
         let parts: Vec<String> = qualname.to_cow()?.split('.').map(str::to_owned).collect();
         for (name, module) in modules.iter() {
@@ -521,13 +521,13 @@ impl<'py> Cloud<'py> {
         if self.is_registered_by_value(py, &name)? {
             return Ok(false);
         }
-        let modules = crate::globals::sys_modules(py)?;
+        let modules = crate::lookup::sys_modules(py)?;
         modules.contains(name)
     }
 
     /// Loaded submodules of `package` (names with its prefix), from a per-dump index.
     pub(crate) fn loaded_submodules(&mut self, py: Python<'py>, package: &str) -> PyResult<Vec<String>> {
-        let modules = crate::globals::sys_modules(py)?.cast_into::<PyDict>()?;
+        let modules = crate::lookup::sys_modules(py)?.cast_into::<PyDict>()?;
         let size = modules.len();
         let stale = !matches!(&self.module_index, Some((n, _)) if *n == size);
         if stale {
@@ -754,3 +754,86 @@ pub(crate) fn fresh_keys<'py>(d: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyD
 
 /// Streams name the reconstructors of stock cloudpickle unless a pickler says otherwise.
 pub(crate) const DEFAULT_RECONSTRUCTOR_MODULE: &str = "cloudpickle.cloudpickle";
+
+/// A dumper with the cloudpickle layer: the type the by-value and by-source save paths
+/// ([`crate::byvalue`], [`crate::bysource`]) are methods of.
+pub(crate) type CloudDumper<'py> = crate::dumper::Dumper<'py, Box<Cloud<'py>>>;
+
+/// cloudpickle's pickler as a layer of the core walk: its `reducer_override` (classes and
+/// functions by value), its dispatch table (code, cells, modules, TypeVars, ...), the receiver's
+/// checks, the by_source linecache lines after the object, and deterministic bytes.
+impl<'py> crate::dumper::Layer<'py> for Box<Cloud<'py>> {
+    const ELIDE_UNSHARED: bool = true;
+    const SORT_STR_SETS: bool = true;
+
+    #[inline]
+    fn substitute(
+        d: &mut CloudDumper<'py>,
+        obj: &Bound<'py, PyAny>,
+        tp: &Bound<'py, PyType>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(r) = d.layer.receiver.as_mut() else { return Ok(None) };
+        if r.prohibited(tp)? {
+            return Ok(Some(r.refuse(obj)?));
+        }
+        Ok(None)
+    }
+
+    #[inline]
+    fn reducer_override(
+        d: &mut CloudDumper<'py>,
+        obj: &Bound<'py, PyAny>,
+        tp: &Bound<'py, PyType>,
+    ) -> PyResult<crate::dumper::Handled<'py>> {
+        d.cloud_override(obj, tp)
+    }
+
+    #[inline]
+    fn dispatch(
+        d: &mut CloudDumper<'py>,
+        obj: &Bound<'py, PyAny>,
+        tp: &Bound<'py, PyType>,
+    ) -> PyResult<crate::dumper::Handled<'py>> {
+        d.cloud_dispatch(obj, tp)
+    }
+
+    #[inline]
+    fn check_global(
+        d: &CloudDumper<'py>,
+        obj: &Bound<'py, PyAny>,
+        module: &Bound<'py, PyString>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<()> {
+        match d.layer.receiver.as_ref() {
+            Some(r) => r.check_global(obj, module, name, &d.layer.rec.module_name),
+            None => Ok(()),
+        }
+    }
+
+    fn after_walk(d: &mut CloudDumper<'py>) -> PyResult<()> {
+        if d.layer.by_source != crate::bysource::BySource::Off {
+            d.write_source_lines()?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn failed(d: &CloudDumper<'py>, err: PyErr) -> PyErr {
+        if let Some(r) = d.layer.receiver.as_ref() {
+            r.finish_error(&err);
+        }
+        crate::statics::deep_recursion_error(d.py, err)
+    }
+}
+
+impl<'py> CloudDumper<'py> {
+    /// Whether this dump has a `receiver=` (its stream then goes to memory first).
+    pub(crate) fn has_receiver(&self) -> bool {
+        self.layer.receiver.is_some()
+    }
+
+    /// The `receiver=` size check to run on this dump's stream, if any.
+    pub(crate) fn receiver_size_check(&self) -> Option<crate::receiver::SizeCheck<'py>> {
+        self.layer.receiver.as_ref().and_then(|r| r.size_check())
+    }
+}

@@ -150,3 +150,11 @@ impl ErrorPath {
         err
     }
 }
+
+/// `repr(obj)` for an error message; never fails.
+pub(crate) fn safe_repr(obj: &Bound<'_, PyAny>) -> String {
+    match obj.repr() {
+        Ok(r) => r.to_string_lossy().into_owned(),
+        Err(_) => format!("<{} object at {:p}>", type_name(obj), obj.as_ptr()),
+    }
+}

@@ -9,8 +9,8 @@ mod byvalue;
 mod cloud;
 mod dumper;
 mod errors;
-mod globals;
 mod layout;
+mod lookup;
 mod memo;
 mod outbuf;
 mod pickler;
@@ -42,7 +42,7 @@ impl<'py> OneShot<'_, 'py> {
     /// `Dumper::new` is: the Dumper is then built in the caller's frame instead of being
     /// copied out of two (900 bytes, twice, per `dumps` call).
     #[inline(always)]
-    fn dumper(self, py: Python<'py>, file: Option<&Bound<'py, PyAny>>) -> PyResult<Dumper<'py>> {
+    fn dumper(self, py: Python<'py>, file: Option<&Bound<'py, PyAny>>) -> PyResult<cloud::CloudDumper<'py>> {
         let by_source = bysource::BySource::parse(self.by_source)?;
         let target_python = bysource::parse_target_python(self.target_python)?;
         let proto = parse_protocol(self.protocol)?;
@@ -50,7 +50,7 @@ impl<'py> OneShot<'_, 'py> {
         check_buffer_callback(proto, &buffer_callback)?;
         let write = match file {
             Some(f) => Some(
-                dumper::lookup_attr(f, pyo3::intern!(py, "write"))?
+                lookup::lookup_attr(f, pyo3::intern!(py, "write"))?
                     .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?,
             ),
             None => None,
@@ -72,7 +72,7 @@ impl<'py> OneShot<'_, 'py> {
         // With a receiver the stream is checked whole (its size budget) before a byte is written.
         let write = if cloud.receiver.is_some() { None } else { write };
         let hooks = Hooks { buffer_callback, ..Hooks::default() };
-        Dumper::new(py, proto, self.fix_imports, write, hooks, Memo::default(), Some(Box::new(cloud)))
+        Dumper::new(py, proto, self.fix_imports, write, hooks, Memo::default(), Box::new(cloud))
     }
 }
 
@@ -148,7 +148,7 @@ fn dump<'py>(
         if let Some(s) = size_check {
             s.check(obj, bytes.as_bytes().len())?;
         }
-        dumper::lookup_attr(file, pyo3::intern!(py, "write"))?
+        lookup::lookup_attr(file, pyo3::intern!(py, "write"))?
             .ok_or_else(|| pyo3::exceptions::PyTypeError::new_err("file must have a 'write' attribute"))?
             .call1((bytes,))?;
     }

@@ -7,7 +7,9 @@ use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use crate::bysource::BySource;
 use crate::cloud::{Cloud, DEFAULT_RECONSTRUCTOR_MODULE};
-use crate::dumper::{lookup_attr, Dumper, Hooks};
+use crate::dumper::{Dumper, Hooks};
+use crate::dumper::{Layer, Plain};
+use crate::lookup::lookup_attr;
 use crate::memo::Memo;
 use crate::statics::pickling_error;
 use pickle_wire::{DEFAULT_PROTOCOL, HIGHEST_PROTOCOL};
@@ -160,7 +162,13 @@ impl PicklerBase {
                 cloud,
             )
         };
-        let cloud = match cloud
+        // From here every way out hands the memo back and ends the dump.
+        let give_back = |memo: Memo| {
+            let mut me = slf.borrow_mut();
+            me.memo = Some(memo);
+            me.dumping = false;
+        };
+        let cloud = cloud
             .3
             .then(|| {
                 let receiver = cloud.6.map(|r| r.into_bound(py));
@@ -174,86 +182,31 @@ impl PicklerBase {
                     receiver.as_ref(),
                 )
             })
-            .transpose()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                {
-                    let mut me = slf.borrow_mut();
-                    me.memo = Some(memo);
-                    me.dumping = false;
-                }
-                return Err(e);
-            }
-        };
-        let session = cloud.as_ref().and_then(|c| c.receiver.as_ref()).map(|r| r.size_check());
-        let buffer_callback = buffer_callback.map(|b| b.into_bound(py));
-        let buffer_callback = match (cloud.as_ref().and_then(|c| c.receiver.as_ref()), buffer_callback) {
-            (Some(r), Some(cb)) => match r.count_buffers(cb) {
-                Ok(counted) => Some(counted),
-                Err(e) => {
-                    {
-                        let mut me = slf.borrow_mut();
-                        me.memo = Some(memo);
-                        me.dumping = false;
-                    }
-                    return Err(e);
-                }
-            },
-            (_, cb) => cb,
-        };
-        let hooks = match instance_hooks(slf, buffer_callback) {
-            Ok(h) => h,
-            Err(e) => {
-                {
-                    let mut me = slf.borrow_mut();
-                    me.memo = Some(memo);
-                    me.dumping = false;
-                }
-                return Err(e);
-            }
-        };
-        // With a receiver the stream is checked whole (its size budget) before a byte is written.
-        let write = write.into_bound(py);
-        let sink = if session.is_some() { None } else { Some(write.clone()) };
-        // The user's memo goes in once the Dumper exists: a failed construction gives it back
-        // unchanged (it used to leave an empty memo behind).
-        let mut dumper = match Dumper::new(py, proto, fix_imports, sink, hooks, Memo::default(), cloud.map(Box::new)) {
-            Ok(d) => d,
-            Err(e) => {
-                {
-                    let mut me = slf.borrow_mut();
-                    me.memo = Some(memo);
-                    me.dumping = false;
-                }
-                return Err(e);
-            }
-        };
-        dumper.memo = memo;
-        dumper.fast = fast;
-        let mark = dumper.memo_mark();
-        let result = dumper.dump(obj);
-        let (mut memo, bytes) = dumper.into_memo_and_bytes();
-        // With a receiver, a dump that fails or is refused writes nothing: the memo forgets
-        // what it added, or the next dump would refer to values the file never got.
-        let outcome = result.and_then(|()| match &session {
-            Some(size_check) => {
-                let bytes = bytes?;
-                if let Some(s) = size_check {
-                    s.check(obj, bytes.as_bytes().len())?;
-                }
-                write.call1((bytes,)).map(drop)
-            }
-            None => Ok(()),
+            .transpose();
+        let prepared = cloud.and_then(|cloud| {
+            let receiver = cloud.as_ref().and_then(|c| c.receiver.as_ref());
+            let session = receiver.map(|r| r.size_check());
+            let buffer_callback = buffer_callback.map(|b| b.into_bound(py));
+            let buffer_callback = match (receiver, buffer_callback) {
+                (Some(r), Some(cb)) => Some(r.count_buffers(cb)?),
+                (_, cb) => cb,
+            };
+            let hooks = instance_hooks(slf, buffer_callback)?;
+            Ok((cloud, session, hooks))
         });
-        if outcome.is_err() && session.is_some() {
-            memo.rollback(py, mark);
-        }
-        {
-            let mut me = slf.borrow_mut();
-            me.memo = Some(memo);
-            me.dumping = false;
-        }
+        let (cloud, session, hooks) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                give_back(memo);
+                return Err(e);
+            }
+        };
+        let run = Run { py, proto, fix_imports, fast, write: write.into_bound(py), session, hooks };
+        let (memo, outcome) = match cloud {
+            Some(cloud) => run.dump(obj, memo, Box::new(cloud)),
+            None => run.dump(obj, memo, Plain),
+        };
+        give_back(memo);
         outcome
     }
 
@@ -558,7 +511,55 @@ impl Pickler {
             None,
             None,
         )?;
-        let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Some(Box::new(cloud)))?;
+        let mut d = Dumper::new(py, proto, true, None, Hooks::default(), Memo::default(), Box::new(cloud))?;
         Ok(d.reducer_override_value(obj)?.unwrap_or_else(|| py.NotImplemented().into_bound(py)))
+    }
+}
+
+/// One `Pickler.dump` call once its options are read: the same steps for either layer.
+struct Run<'py> {
+    py: Python<'py>,
+    proto: u8,
+    fix_imports: bool,
+    fast: bool,
+    write: Bound<'py, PyAny>,
+    /// With a receiver: its size check (the stream then goes to memory and is checked whole
+    /// before a byte is written).
+    session: Option<Option<crate::receiver::SizeCheck<'py>>>,
+    hooks: Hooks<'py>,
+}
+
+impl<'py> Run<'py> {
+    /// Dump `obj` with `memo` (the Pickler's, across dumps); the memo comes back whatever
+    /// happens. With a receiver, a dump that fails or is refused writes nothing and the memo
+    /// forgets what it added, or the next dump would refer to values the file never got.
+    fn dump<L: Layer<'py>>(self, obj: &Bound<'py, PyAny>, memo: Memo, layer: L) -> (Memo, PyResult<()>) {
+        let Run { py, proto, fix_imports, fast, write, session, hooks } = self;
+        let sink = if session.is_some() { None } else { Some(write.clone()) };
+        // The user's memo goes in once the Dumper exists: a failed construction gives it back
+        // unchanged.
+        let mut dumper = match Dumper::new(py, proto, fix_imports, sink, hooks, Memo::default(), layer) {
+            Ok(d) => d,
+            Err(e) => return (memo, Err(e)),
+        };
+        dumper.memo = memo;
+        dumper.fast = fast;
+        let mark = dumper.memo_mark();
+        let result = dumper.dump(obj);
+        let (mut memo, bytes) = dumper.into_memo_and_bytes();
+        let outcome = result.and_then(|()| match &session {
+            Some(size_check) => {
+                let bytes = bytes?;
+                if let Some(s) = size_check {
+                    s.check(obj, bytes.as_bytes().len())?;
+                }
+                write.call1((bytes,)).map(drop)
+            }
+            None => Ok(()),
+        });
+        if outcome.is_err() && session.is_some() {
+            memo.rollback(py, mark);
+        }
+        (memo, outcome)
     }
 }

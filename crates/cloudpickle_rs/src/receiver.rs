@@ -158,9 +158,9 @@ impl<'py> ReceiverSession<'py> {
         user_callback: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Begun<'py>> {
         let py = receiver.py();
-        let generation = crate::globals::sys_modules(py)?.len()?;
+        let generation = crate::lookup::sys_modules(py)?.len()?;
         if user_callback.is_none() {
-            if let Some(core) = crate::dumper::lookup_attr(receiver, intern!(py, "_cprs_core"))? {
+            if let Some(core) = crate::lookup::lookup_attr(receiver, intern!(py, "_cprs_core"))? {
                 if let Ok(core) = core.cast_into::<ReceiverCore>() {
                     if core.get().generation == generation {
                         return Ok(Self::from_core(core));
@@ -427,7 +427,7 @@ impl<'py> ReceiverSession<'py> {
             return Ok(false);
         }
         if v.cast::<PyCFunction>().is_ok() {
-            if let Some(n) = crate::dumper::lookup_attr(v, intern!(py, "__name__"))? {
+            if let Some(n) = crate::lookup::lookup_attr(v, intern!(py, "__name__"))? {
                 if self.deny_builtins.contains(&n)? {
                     return Ok(true);
                 }
@@ -435,7 +435,7 @@ impl<'py> ReceiverSession<'py> {
         }
         let module = match v.cast::<PyFunction>() {
             Ok(_) => Some(crate::byvalue::function_slot(v, pyo3::ffi::PyFunction_GetModule)),
-            Err(_) => crate::dumper::lookup_attr(v, intern!(py, "__module__"))?,
+            Err(_) => crate::lookup::lookup_attr(v, intern!(py, "__module__"))?,
         };
         let Some(module) = module else { return Ok(false) };
         let Ok(module) = module.cast::<PyString>() else { return Ok(false) };
