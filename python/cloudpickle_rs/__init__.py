@@ -22,6 +22,19 @@ from cloudpickle_rs._receiver import (
 from cloudpickle_rs.isolate import ChildDiedError, IsolateProtocolError, ModuleLeakError, RemoteError, isolate
 
 
+def _same_code(original, rebuilt):
+    # by_source's instruction-by-instruction check (imports `dis`: loaded on first use only)
+    from cloudpickle_rs._source_check import same_code
+
+    return same_code(original, rebuilt)
+
+
+from cloudpickle_rs import _native as _native_module  # noqa: E402
+
+_native_module._set_code_check(_same_code)
+del _native_module
+
+
 # The by-value registry is stock cloudpickle's own set of module names (in the reconstructors'
 # module): stock's reducers that we reuse for the long tail of types consult it too, so both agree.
 # Looked up on first use: `import cloudpickle_rs` must stay cheap.

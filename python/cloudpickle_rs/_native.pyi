@@ -10,6 +10,8 @@ __all__ = [
     "PicklerBase",
     "PicklingRecursionError",
     "SourceFallbackWarning",
+    "_by_source_value",
+    "_set_code_check",
     "dump",
     "dumps",
 ]
@@ -62,6 +64,11 @@ class Pickler(PicklerBase):
     """cloudpickle's pickler: functions, classes and modules that cannot be imported go by value."""
 
     def reducer_override(self, obj: Any) -> Any: ...
+
+def _set_code_check(check: Callable[[Any, Any], bool]) -> None: ...
+def _by_source_value(value: Any) -> Union[bool, Literal["auto"]]:
+    """by_source as dumps() and Pickler() read it: True, False or "auto"."""
+    ...
 
 def dumps(
     obj: Any,

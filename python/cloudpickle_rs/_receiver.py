@@ -8,7 +8,7 @@ over its size budget (``PayloadTooLargeError``).  ``check()`` runs the same walk
 every problem instead of raising at the first.
 
 The walk (Rust) asks ``Receiver._session()`` for a session per dump and consults it at four
-places (see ``crates/cloudpickle_rs/src/receiver.rs``); everything else here is plain Python.
+places (see ``crates/cloudpickle_rs/src/cloud/receiver.rs``); everything else here is plain Python.
 """
 from __future__ import annotations
 

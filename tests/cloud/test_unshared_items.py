@@ -1,4 +1,4 @@
-"""Container items that nothing else references are not memoized (dumper.rs, `save_item`).
+"""Container items that nothing else references are not memoized (dumper/mod.rs, `save_item`).
 
 What must hold: every identity the object graph has survives the round trip (shared items,
 cycles, dict keys of split dicts), the streams shrink, protocols 0-2 and PicklerBase keep the C

@@ -26,6 +26,14 @@ def test_resolve_by_source(monkeypatch):
     assert _common.resolve_by_source(True) is True
     with pytest.raises(ValueError):
         _common.resolve_by_source("yes")
+    # the values dumps() accepts, read by the same (native) parser
+    import cloudpickle_rs
+    for value, want in [(False, False), (0, False), ("auto", "auto"), (1, True), ([1], True)]:
+        assert _common.resolve_by_source(value) == want
+        assert type(_common.resolve_by_source(value)) is type(want)
+        cloudpickle_rs.dumps(lambda: 0, by_source=value)  # accepted there too
+    with pytest.raises(ValueError, match="by_source must be"):
+        cloudpickle_rs.dumps(0, by_source="yes")
     assert _common.dumps_kwargs(False) == {}
     assert _common.dumps_kwargs("auto") == {"by_source": "auto"}
 

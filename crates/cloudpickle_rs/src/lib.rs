@@ -4,8 +4,6 @@
 //! `pickle_wire`; source slicing for by_source is in `function_source`.
 
 mod addr;
-mod bysource;
-mod byvalue;
 mod cloud;
 mod dumper;
 mod errors;
@@ -15,7 +13,6 @@ mod memo;
 mod outbuf;
 mod pickler;
 mod plain;
-mod receiver;
 mod statics;
 
 use pyo3::prelude::*;
@@ -43,8 +40,8 @@ impl<'py> OneShot<'_, 'py> {
     /// copied out of two (900 bytes, twice, per `dumps` call).
     #[inline(always)]
     fn dumper(self, py: Python<'py>, file: Option<&Bound<'py, PyAny>>) -> PyResult<cloud::CloudDumper<'py>> {
-        let by_source = bysource::BySource::parse(self.by_source)?;
-        let target_python = bysource::parse_target_python(self.target_python)?;
+        let by_source = cloud::options::BySource::parse(self.by_source)?;
+        let target_python = cloud::options::parse_target_python(self.target_python)?;
         let proto = parse_protocol(self.protocol)?;
         let buffer_callback = self.buffer_callback.filter(|b| !b.is_none());
         check_buffer_callback(proto, &buffer_callback)?;
@@ -155,6 +152,32 @@ fn dump<'py>(
     Ok(())
 }
 
+/// `by_source` as every entry point reads it (`dumps`, `dump`, `Pickler(...)`): True, False or
+/// `"auto"`. The integrations resolve their option through this, so they accept what the
+/// pickler accepts (None and falsy values: False; `"auto"`; any other str: ValueError; any other
+/// truthy value: True).
+#[pyfunction]
+#[pyo3(signature = (value))]
+fn _by_source_value<'py>(py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    use cloud::options::BySource;
+    Ok(match BySource::parse(Some(value))? {
+        BySource::Off => pyo3::types::PyBool::new(py, false).to_owned().into_any(),
+        BySource::On => pyo3::types::PyBool::new(py, true).to_owned().into_any(),
+        BySource::Auto => pyo3::intern!(py, "auto").clone().into_any(),
+    })
+}
+
+/// The code comparison by_source runs when a rebuilt code object is not `==` the original
+/// (`same_code(original, rebuilt) -> bool`): the package registers it at import.
+#[pyfunction]
+fn _set_code_check(check: Bound<'_, PyAny>) -> PyResult<()> {
+    if !check.is_callable() {
+        return Err(pyo3::exceptions::PyTypeError::new_err("the code check must be callable"));
+    }
+    cloud::source::set_code_check(check.unbind());
+    Ok(())
+}
+
 /// `gil_used = true`: on a free-threaded CPython (3.13t/3.14t) importing the module turns the GIL
 /// back on. The walk relies on it: the memo elision of unshared items compares `Py_REFCNT`, and
 /// the layout reads assume the GIL-ful object header (README, "Python versions").
@@ -164,6 +187,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pickler>()?;
     m.add_function(wrap_pyfunction!(dumps, m)?)?;
     m.add_function(wrap_pyfunction!(dump, m)?)?;
+    m.add_function(wrap_pyfunction!(_by_source_value, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_code_check, m)?)?;
     m.add("HIGHEST_PROTOCOL", pickle_wire::HIGHEST_PROTOCOL)?;
     m.add("PicklingRecursionError", statics::statics(m.py())?.pickling_recursion_error.bind(m.py()))?;
     m.add("SourceFallbackWarning", statics::statics(m.py())?.source_fallback_warning.bind(m.py()))?;

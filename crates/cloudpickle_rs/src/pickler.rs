@@ -5,7 +5,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
-use crate::bysource::BySource;
+use crate::cloud::options::BySource;
 use crate::cloud::{Cloud, DEFAULT_RECONSTRUCTOR_MODULE};
 use crate::dumper::{Dumper, Hooks};
 use crate::dumper::{Layer, Plain};
@@ -90,7 +90,7 @@ pub struct PicklerBase {
     /// cloudpickle's by-value layer (functions, classes, modules by value) is on.
     cloud_layer: bool,
     by_source: BySource,
-    target_python: crate::bysource::TargetPython,
+    target_python: crate::cloud::options::TargetPython,
     /// `receiver=`: the other side's description (`cloudpickle_rs.Receiver`), or None.
     receiver: Option<Py<PyAny>>,
     /// Always true once the instance holds a `PicklerBase`. pyo3 (0.28 and later) makes the
@@ -390,7 +390,7 @@ impl PicklerBase {
                     "fix_imports" => fix_imports = v.is_truthy()?,
                     "buffer_callback" => buffer_callback = Some(v).filter(|b| !b.is_none()),
                     "by_source" => self.by_source = BySource::parse(Some(&v))?,
-                    "target_python" => self.target_python = crate::bysource::parse_target_python(Some(&v))?,
+                    "target_python" => self.target_python = crate::cloud::options::parse_target_python(Some(&v))?,
                     "pickle_by_reference" => {
                         self.pickle_by_reference = Some(v).filter(|c| !c.is_none()).map(Bound::unbind)
                     }
@@ -525,7 +525,7 @@ struct Run<'py> {
     write: Bound<'py, PyAny>,
     /// With a receiver: its size check (the stream then goes to memory and is checked whole
     /// before a byte is written).
-    session: Option<Option<crate::receiver::SizeCheck<'py>>>,
+    session: Option<Option<crate::cloud::receiver::SizeCheck<'py>>>,
     hooks: Hooks<'py>,
 }
 

@@ -64,7 +64,8 @@
 //! - [`cache`]: [`ParseCache`], bounded (LRU), keyed by file name and exact content;
 //! - [`locate`]: [`CodeQuery`] to [`LocatedFunction`];
 //! - [`neutralise`]: the node's text with decorators, defaults and annotations taken out;
-//! - [`factory`]: the reconstruction source.
+//! - [`factory`]: the reconstruction source;
+//! - [`stream`]: the text decisions of a by_source stream (compile key, padding, linecache runs).
 
 #![cfg_attr(
     not(test),
@@ -89,6 +90,7 @@ pub mod neutralise;
 mod scopes;
 pub mod share;
 pub mod source;
+pub mod stream;
 
 pub use cache::{CacheStats, ParseCache, ParseResult};
 pub use error::{Error, NotFoundReason};

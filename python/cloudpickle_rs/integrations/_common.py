@@ -21,7 +21,9 @@ _FALSE = {"", "0", "false", "no", "off", "none"}
 def resolve_by_source(by_source=None):
     """The by_source value an integration passes to cloudpickle_rs: True, False or "auto".
 
-    ``None`` means "not given": read :data:`BY_SOURCE_ENV` (unset means False).
+    ``None`` means "not given": read :data:`BY_SOURCE_ENV` (unset means False). A value given
+    is read by the native parser, the one ``dumps`` and ``Pickler`` use, so an integration
+    accepts exactly what the pickler accepts.
     """
     if by_source is None:
         raw = os.environ.get(BY_SOURCE_ENV, "")
@@ -33,9 +35,9 @@ def resolve_by_source(by_source=None):
         if value == "auto":
             return "auto"
         raise ValueError(f"{BY_SOURCE_ENV}={raw!r}: expected 1/true, 0/false or auto")
-    if by_source is True or by_source is False or by_source == "auto":
-        return by_source
-    raise ValueError(f"by_source must be True, False or 'auto', not {by_source!r}")
+    from cloudpickle_rs import _native
+
+    return _native._by_source_value(by_source)
 
 
 def resolve_target_python(target_python=None):

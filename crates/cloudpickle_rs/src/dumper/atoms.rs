@@ -40,7 +40,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
 
     #[inline(never)]
     pub(super) fn save_big_long(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
-        if self.proto >= 2 {
+        if self.proto() >= 2 {
             // `int.bit_length()`: what the private `_PyLong_NumBits` (gone from pyo3's FFI) returned.
             let nbits: usize = obj.call_method0(intern!(self.py, "bit_length"))?.extract()?;
             let nbytes = (nbits >> 3) + 1;
@@ -128,7 +128,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
 
     pub(super) fn save_bytes(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         let bytes = obj.cast::<PyBytes>()?;
-        if self.proto < 3 {
+        if self.proto() < 3 {
             // No bytes opcode before protocol 3: `_codecs.encode(latin1_str, 'latin1')`.
             let py = self.py;
             let data = bytes.as_bytes();
@@ -150,7 +150,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
 
     pub(super) fn save_bytearray(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
-        if self.proto < 5 {
+        if self.proto() < 5 {
             let ba_type = py.get_type::<pyo3::types::PyByteArray>().into_any();
             // SAFETY: exact bytearray; its buffer is valid while we hold it and call no Python.
             let data: Vec<u8> = unsafe { obj.cast_unchecked::<pyo3::types::PyByteArray>().as_bytes().to_vec() };
@@ -184,7 +184,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
     #[inline(never)]
     pub(super) fn save_picklebuffer(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         let py = self.py;
-        if self.proto < 5 {
+        if self.proto() < 5 {
             // CPython 3.13 fixed the grammar of `_pickle.c`'s message.
             let message = if cfg!(Py_3_13) {
                 "PickleBuffer can only be pickled with protocol >= 5"

@@ -48,7 +48,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
         self.memo_put(obj)?;
         let list = obj.cast::<PyList>()?;
         if list.len() > 0 {
-            if self.proto > 0 {
+            if self.proto() > 0 {
                 self.batch_list_exact(list)?;
             } else {
                 let iter = obj.try_iter()?;
@@ -192,7 +192,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
         }
         self.w.empty_dict();
         self.memo_put(obj)?;
-        if self.proto > 0 {
+        if self.proto() > 0 {
             self.batch_dict_exact(obj.cast::<PyDict>()?)?;
         } else {
             let items = obj.call_method0(intern!(self.py, "items"))?;
@@ -350,7 +350,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
     pub(super) fn save_set(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         use pickle_wire::opcodes::{ADDITEMS, EMPTY_SET, MARK};
         let py = self.py;
-        if self.proto < 4 {
+        if self.proto() < 4 {
             let items = PyList::new(py, self.set_elements(obj)?)?;
             let rv = PyTuple::new(
                 py,
@@ -381,7 +381,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
     pub(super) fn save_frozenset(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         use pickle_wire::opcodes::{FROZENSET, MARK, POP_MARK};
         let py = self.py;
-        if self.proto < 4 {
+        if self.proto() < 4 {
             let items = PyList::new(py, self.set_elements(obj)?)?;
             let rv = PyTuple::new(
                 py,

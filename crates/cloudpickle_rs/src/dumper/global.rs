@@ -52,7 +52,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
         let py = self.py;
         L::check_global(self, obj, module_name, global_name)?;
         let registry = self.st.extension_registry.bind(py).cast::<PyDict>()?;
-        if self.proto >= 2 && !registry.is_empty() {
+        if self.proto() >= 2 && !registry.is_empty() {
             let key = PyTuple::new(py, [module_name.as_any(), global_name.as_any()])?;
             if let Some(code) = registry.get_item(&key)? {
                 // `_pickle.c` reads the code with PyLong_AsLong: a huge int is its OverflowError on
@@ -88,7 +88,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             }
         }
         let global_name = if parent_is_module { lastname } else { global_name };
-        if self.proto >= 4 {
+        if self.proto() >= 4 {
             self.save(module_name.as_any(), false)?;
             self.save(global_name.as_any(), false)?;
             self.w.op(STACK_GLOBAL);
@@ -103,14 +103,14 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             let getattr = self.st.builtins_getattr.bind(py).clone();
             for _ in &attrs {
                 self.save(&getattr, false)?;
-                if self.proto < 2 {
+                if self.proto() < 2 {
                     self.w.op(pickle_wire::opcodes::MARK);
                 }
             }
             self.write_toplevel_by_name(module_name, &PyString::new(py, top))?;
             for attr in &attrs {
                 self.save(PyString::new(py, attr).as_any(), false)?;
-                self.w.op(if self.proto < 2 { pickle_wire::opcodes::TUPLE } else { pickle_wire::opcodes::TUPLE2 });
+                self.w.op(if self.proto() < 2 { pickle_wire::opcodes::TUPLE } else { pickle_wire::opcodes::TUPLE2 });
                 self.w.op(pickle_wire::opcodes::REDUCE);
             }
         } else if !parent_is_module {
@@ -137,20 +137,20 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
         let py = self.py;
         {
             let (mut m, mut g) = (module_name.clone(), global_name.clone());
-            if self.proto < 3 && self.fix_imports {
+            if self.proto() < 3 && self.fix_imports {
                 (m, g) = fix_imports(self, m, g)?;
             }
             let encode = |s: &Bound<'py, PyString>, what: &str| -> PyResult<Vec<u8>> {
                 let text = s.to_cow().map_err(|_| {
                     pickling_error(
                         py,
-                        format!("can't pickle {what} identifier '{}' using pickle protocol {}", s, self.proto),
+                        format!("can't pickle {what} identifier '{}' using pickle protocol {}", s, self.proto()),
                     )
                 })?;
-                if self.proto != 3 && !text.is_ascii() {
+                if self.proto() != 3 && !text.is_ascii() {
                     return Err(pickling_error(
                         py,
-                        format!("can't pickle {what} identifier '{text}' using pickle protocol {}", self.proto),
+                        format!("can't pickle {what} identifier '{text}' using pickle protocol {}", self.proto()),
                     ));
                 }
                 Ok(text.as_bytes().to_vec())

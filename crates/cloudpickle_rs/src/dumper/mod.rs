@@ -49,7 +49,6 @@ pub(crate) struct Dumper<'py, L> {
     pub py: Python<'py>,
     pub w: Writer<OutBuf<'py>>,
     pub memo: Memo,
-    pub proto: u8,
     pub fix_imports: bool,
     pub fast: bool,
     fast_nesting: usize,
@@ -100,7 +99,6 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             py,
             w: Writer::with_buffer(proto, buffer),
             memo,
-            proto,
             fix_imports,
             fast: false,
             fast_nesting: 0,
@@ -123,7 +121,8 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
     pub(crate) fn dump(&mut self, obj: &Bound<'py, PyAny>) -> SaveResult {
         // Protocols 0-2 are the ones Python 2 reads: their streams stay as the C pickler writes
         // them (CPython's tests pin some byte for byte).
-        self.elide_unshared = L::ELIDE_UNSHARED && self.hooks.persistent_id.is_none() && !self.fast && self.proto >= 3;
+        self.elide_unshared =
+            L::ELIDE_UNSHARED && self.hooks.persistent_id.is_none() && !self.fast && self.proto() >= 3;
         self.w.start();
         let mut result = self.save(obj, false);
         if result.is_ok() {
@@ -138,6 +137,12 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             return Err(err);
         }
         self.flush()
+    }
+
+    /// The protocol of the stream (kept once, by the writer).
+    #[inline(always)]
+    pub(crate) fn proto(&self) -> u8 {
+        self.w.protocol()
     }
 
     /// The memo's next index, before the dump: see `Memo::rollback`.
@@ -294,7 +299,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
         {
             if let Some(ascii) = crate::layout::ascii_str(obj) {
                 // SHORT_BINUNICODE, always inline in the frame: cannot fail.
-                if self.proto >= 4 && ascii.len() <= 0xff && self.w.unicode(ascii).is_ok() {
+                if self.proto() >= 4 && ascii.len() <= 0xff && self.w.unicode(ascii).is_ok() {
                     return true;
                 }
             }
@@ -469,10 +474,10 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             f.call1((obj,))?
         } else if is_class {
             return self.save_global(obj, None);
-        } else if self.proto >= 2 && self.plain.is_plain(py, tp) && self.save_plain_instance(obj, &type_obj)? {
+        } else if self.proto() >= 2 && self.plain.is_plain(py, tp) && self.save_plain_instance(obj, &type_obj)? {
             return Ok(());
         } else if let Some(rex) = lookup_attr(obj, intern!(py, "__reduce_ex__"))? {
-            rex.call1((self.proto,))?
+            rex.call1((self.proto(),))?
         } else if let Some(r) = lookup_attr(obj, intern!(py, "__reduce__"))? {
             r.call0()?
         } else {

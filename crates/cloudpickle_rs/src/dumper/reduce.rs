@@ -109,7 +109,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
         }
 
         let (mut use_newobj, mut use_newobj_ex) = (false, false);
-        if self.proto >= 2 {
+        if self.proto() >= 2 {
             if let Some(name) = lookup_attr(&callable, intern!(py, "__name__"))? {
                 if let Ok(name) = name.cast::<PyString>() {
                     let n = name.to_cow()?;
@@ -157,7 +157,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
                     ),
                 ));
             };
-            if self.proto >= 4 {
+            if self.proto() >= 4 {
                 self.save(&cls, false)?;
                 self.save(args.as_any(), false).map_err(|e| on_args(self, e))?;
                 self.save(kwargs.as_any(), false).map_err(|e| on_args(self, e))?;

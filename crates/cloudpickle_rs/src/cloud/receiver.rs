@@ -97,7 +97,7 @@ pub(crate) struct ReceiverCore {
     session: Py<PyAny>,
     catalogue: Py<PyDict>,
     by_reference: Py<PyAny>,
-    target_python: crate::bysource::TargetPython,
+    target_python: crate::cloud::options::TargetPython,
     deny_modules: Py<PyFrozenSet>,
     deny_builtins: Py<PyFrozenSet>,
     /// `len(sys.modules)` when it was built.
@@ -146,7 +146,7 @@ pub(crate) struct Begun<'py> {
     pub session: ReceiverSession<'py>,
     pub by_reference: Bound<'py, PyAny>,
     /// The receiver's Python (parsed as `target_python` is).
-    pub target_python: crate::bysource::TargetPython,
+    pub target_python: crate::cloud::options::TargetPython,
 }
 
 impl<'py> ReceiverSession<'py> {
@@ -176,7 +176,7 @@ impl<'py> ReceiverSession<'py> {
         let catalogue = session.getattr(intern!(py, "catalogue"))?.cast_into::<PyDict>()?;
         let by_reference = session.getattr(intern!(py, "by_reference"))?;
         let target_python =
-            crate::bysource::parse_target_python(Some(&session.getattr(intern!(py, "target_python"))?))?;
+            crate::cloud::options::parse_target_python(Some(&session.getattr(intern!(py, "target_python"))?))?;
         let fast = session.getattr(intern!(py, "fast_functions"))?.is_truthy()?;
         let deny_modules = session.getattr(intern!(py, "deny_modules"))?.cast_into::<PyFrozenSet>()?;
         let deny_builtins = session.getattr(intern!(py, "deny_builtins"))?.cast_into::<PyFrozenSet>()?;
@@ -375,7 +375,7 @@ impl<'py> ReceiverSession<'py> {
             }
         }
         // `func` is an exact function: the caller writes its state.
-        let defaults = crate::byvalue::function_slot(func, pyo3::ffi::PyFunction_GetDefaults);
+        let defaults = crate::cloud::function::function_slot(func, pyo3::ffi::PyFunction_GetDefaults);
         if let Ok(t) = defaults.cast::<PyTuple>() {
             for v in t.iter() {
                 if self.value_suspect(it, &v)? {
@@ -383,7 +383,7 @@ impl<'py> ReceiverSession<'py> {
                 }
             }
         }
-        let kwdefaults = crate::byvalue::function_slot(func, pyo3::ffi::PyFunction_GetKwDefaults);
+        let kwdefaults = crate::cloud::function::function_slot(func, pyo3::ffi::PyFunction_GetKwDefaults);
         if let Ok(d) = kwdefaults.cast::<PyDict>() {
             for (_, v) in d.iter() {
                 if self.value_suspect(it, &v)? {
@@ -434,7 +434,7 @@ impl<'py> ReceiverSession<'py> {
             }
         }
         let module = match v.cast::<PyFunction>() {
-            Ok(_) => Some(crate::byvalue::function_slot(v, pyo3::ffi::PyFunction_GetModule)),
+            Ok(_) => Some(crate::cloud::function::function_slot(v, pyo3::ffi::PyFunction_GetModule)),
             Err(_) => crate::lookup::lookup_attr(v, intern!(py, "__module__"))?,
         };
         let Some(module) = module else { return Ok(false) };

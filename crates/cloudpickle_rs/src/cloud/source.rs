@@ -33,6 +33,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use function_source::stream::{merge_runs, padding_text, text_key, RunPiece, Span, PADDING_AS_STRING};
 use function_source::{CodePosition, CodeQuery, ParseCache, SourceFile, RESULT_NAME};
 use pickle_wire::opcodes::{MARK, POP, REDUCE, TUPLE, TUPLE2, TUPLE3};
 use pyo3::exceptions::PyValueError;
@@ -41,84 +42,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use super::options::{running_version, BySource};
 use crate::cloud::CloudDumper;
 use crate::lookup::lookup_attr;
 use crate::statics::pickling_error;
-
-/// The `by_source` option.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BySource {
-    /// Bytecode, as cloudpickle.
-    Off,
-    /// Source for every function pickled by value; a function without source is an error.
-    On,
-    /// Source where it can be found, bytecode (with a warning naming the function) elsewhere.
-    Auto,
-}
-
-impl BySource {
-    pub(crate) fn parse(value: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let Some(v) = value.filter(|v| !v.is_none()) else { return Ok(BySource::Off) };
-        if let Ok(s) = v.cast::<PyString>() {
-            return match &*s.to_cow()? {
-                "auto" => Ok(BySource::Auto),
-                other => Err(PyValueError::new_err(format!("by_source must be True, False or 'auto', not {other:?}"))),
-            };
-        }
-        Ok(if v.is_truthy()? { BySource::On } else { BySource::Off })
-    }
-}
-
-/// This interpreter's (major, minor), read once (`Py_GetVersion` formats a string each call:
-/// it was 3% of a receiver-checked dump of 1000 functions, where every code object asks).
-pub(crate) fn running_version(py: Python<'_>) -> (u8, u8) {
-    static VERSION: std::sync::OnceLock<(u8, u8)> = std::sync::OnceLock::new();
-    *VERSION.get_or_init(|| {
-        let v = py.version_info();
-        (v.major, v.minor)
-    })
-}
-
-/// The `target_python` option: the (major, minor) of the receiver, checked at dump time.
-pub(crate) type TargetPython = Option<(u8, u8)>;
-
-/// Parse `target_python`: None, `"3.9"`, or a sequence whose first two items are ints
-/// (`(3, 9)`, `sys.version_info`). Receivers older than 3.8 are not supported.
-pub(crate) fn parse_target_python(value: Option<&Bound<'_, PyAny>>) -> PyResult<TargetPython> {
-    use pyo3::exceptions::PyTypeError;
-    let Some(v) = value.filter(|v| !v.is_none()) else { return Ok(None) };
-    let bad = || {
-        PyValueError::new_err(format!(
-            "target_python must look like \"3.9\" or (3, 9), not {}",
-            crate::errors::safe_repr(v)
-        ))
-    };
-    let (major, minor): (i64, i64) = if let Ok(s) = v.cast::<PyString>() {
-        let text = s.to_cow()?;
-        let mut parts = text.trim().split('.');
-        let major = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let minor = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        if parts.next().is_some_and(|p| p.parse::<u32>().is_err()) {
-            return Err(bad());
-        }
-        (major, minor)
-    } else if v.is_instance_of::<PyTuple>() || v.is_instance_of::<pyo3::types::PyList>() {
-        let major = v.get_item(0).ok().and_then(|m| m.extract().ok()).ok_or_else(bad)?;
-        let minor = v.get_item(1).ok().and_then(|m| m.extract().ok()).ok_or_else(bad)?;
-        (major, minor)
-    } else {
-        return Err(PyTypeError::new_err(format!(
-            "target_python must be a str like \"3.9\" or a tuple like (3, 9), not {}",
-            crate::errors::type_name(v)
-        )));
-    };
-    if major != 3 || !(8..=255).contains(&minor) {
-        return Err(PyValueError::new_err(format!(
-            "target_python {major}.{minor} is not supported: receivers run Python 3.8 or later"
-        )));
-    }
-    Ok(Some((3, minor as u8)))
-}
 
 /// `function 'f' (file.py, line 3)` as the receiver would first see it fail.
 fn syntax_refusal(py: Python<'_>, func: &Bound<'_, PyAny>, built: &Built, target: (u8, u8)) -> Option<PyErr> {
@@ -216,16 +143,6 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// `n` blank lines as the stream writes them: a string literal spanning them when there are
-/// [`PADDING_AS_STRING`] or more.
-fn padding_text(n: usize) -> String {
-    if n >= PADDING_AS_STRING {
-        format!("'''{}'''\n", "\n".repeat(n - 1))
-    } else {
-        "\n".repeat(n)
-    }
-}
-
 /// Per-process caches: parsed files (by name and content) and the factory built for each code
 /// object (held weakly, checked on use).
 struct SourceCaches {
@@ -233,7 +150,7 @@ struct SourceCaches {
     /// filename -> (the `linecache` lines list last seen, the parsed file): when linecache hands
     /// back the same list object, the file has not changed and is not joined or hashed again.
     by_lines: HashMap<String, (Py<PyAny>, Arc<SourceFile>)>,
-    built: crate::cloud::CodeCache<Arc<Built>>,
+    built: crate::cloud::code::CodeCache<Arc<Built>>,
     /// One str object of ours per file name, shared by the builds of its functions: the stream
     /// memoizes it once per file. Never the user's own object (a module's `co_filename` is often
     /// its `__file__` too, and whether the stream then shares the two would depend on how the
@@ -246,18 +163,6 @@ static CACHES: PyOnceLock<Mutex<SourceCaches>> = PyOnceLock::new();
 /// Lines between two functions of one file that the linecache text of a stream fills with bare
 /// newlines; a longer gap starts a new run.
 const MAX_GAP: u32 = 32;
-
-/// Padding of at least this many lines is sent as a string literal spanning them.
-const PADDING_AS_STRING: usize = 16;
-
-/// A part of a run of lines given to the receiver's `linecache`.
-enum RunPiece {
-    /// This many blank lines (between two functions).
-    Blank(u32),
-    /// The original lines of a function, memoized in the stream, from character `from` on
-    /// (`chars` is their length).
-    Original { memo: usize, from: usize, chars: usize },
-}
 
 /// A part of a factory text, as [`function_source::share::Piece`] with owned positions.
 enum SrcPiece {
@@ -574,39 +479,21 @@ impl<'py> CloudDumper<'py> {
             return Ok(());
         };
         let b = builtins(py)?;
-        for (_, mut functions) in pending {
-            functions.sort_by_key(|(f, _)| (f.first_line, std::cmp::Reverse(f.line_count)));
-            // (first line, pieces, last line) of each run; a piece is blank lines or the
-            // original lines the stream already sent, from a character on.
-            let mut runs: Vec<(u32, Vec<RunPiece>, u32)> = Vec::new();
-            let mut end = 0u32; // last line covered by the current run
-            for (f, orig) in &functions {
-                let first = f.first_line;
-                let last = first + f.line_count - 1;
-                if last <= end && !runs.is_empty() {
-                    continue; // within a function already written (nested, or the same one)
-                }
-                if runs.is_empty() || first > end + 1 + MAX_GAP {
-                    runs.push((first, Vec::new(), first));
-                    end = first - 1;
-                }
-                let Some(run) = runs.last_mut() else { continue }; // one was just pushed
-                run.2 = last;
-                if first > end + 1 {
-                    run.1.push(RunPiece::Blank(first - end - 1));
-                }
-                // The lines after `end` (a function may start inside the previous one).
-                let skip = end.saturating_sub(first - 1) as usize;
-                let from = if skip == 0 {
-                    0
-                } else {
-                    let byte =
-                        f.original_text.match_indices('\n').nth(skip - 1).map_or(f.original_text.len(), |(i, _)| i + 1);
-                    f.original_text[..byte].chars().count()
-                };
-                run.1.push(RunPiece::Original { memo: *orig, from, chars: f.original_chars });
-                end = last;
-            }
+        for (_, functions) in pending {
+            // the runs of lines to give the receiver's linecache (function_source::stream);
+            // a piece's tag is the memo index of the original lines the stream sent, and their
+            // length in characters
+            let spans = functions
+                .iter()
+                .map(|(f, orig)| Span {
+                    first_line: f.first_line,
+                    line_count: f.line_count,
+                    text: &f.original_text,
+                    tag: (*orig, f.original_chars),
+                })
+                .collect();
+            let runs = merge_runs(spans, MAX_GAP);
+            let end = runs.last().map_or(0, |r| r.last);
             let fname = functions[0].0.filename.bind(py).as_any().clone();
             // lst = getitem(getattr(linecache.cache, 'setdefault')(fn, (0, None, [], fn)), 2)
             self.save_named_global(b.getitem.bind(py), "_operator", "getitem")?;
@@ -642,8 +529,8 @@ impl<'py> CloudDumper<'py> {
             self.call_with(2);
             self.call_with(1);
             self.w.op(POP);
-            for (first, pieces, last) in runs {
-                let last = i64::from(last);
+            for run in runs {
+                let (first, pieces, last) = (run.first, run.pieces, i64::from(run.last));
                 // setitem(lst, slice(first - 1, last), getattr(TEXT, 'splitlines')(True)), TEXT
                 // being ''.join of the run's pieces
                 self.save_named_global(b.setitem.bind(py), "_operator", "setitem")?;
@@ -667,13 +554,13 @@ impl<'py> CloudDumper<'py> {
 
     /// The text of a run of lines for [`CloudDumper::write_source_lines`]: the original lines the
     /// stream sent with each function, by memo reference, and blank lines between them.
-    fn save_run_text(&mut self, pieces: &[RunPiece]) -> PyResult<()> {
-        if let [RunPiece::Original { memo, from, chars }] = pieces {
+    fn save_run_text(&mut self, pieces: &[RunPiece<(usize, usize)>]) -> PyResult<()> {
+        if let [RunPiece::Original { tag: (memo, chars), from }] = pieces {
             return self.save_original_slice(*memo, *from, None, *chars);
         }
         self.save_joined(pieces.len(), |d, i| match &pieces[i] {
             RunPiece::Blank(n) => d.save_text(&"\n".repeat(*n as usize)),
-            RunPiece::Original { memo, from, chars } => d.save_original_slice(*memo, *from, None, *chars),
+            RunPiece::Original { tag: (memo, chars), from } => d.save_original_slice(*memo, *from, None, *chars),
         })
     }
 
@@ -728,7 +615,7 @@ impl<'py> CloudDumper<'py> {
         if let Some(idx) = self.memo.get(obj) {
             return self.memo_get(idx);
         }
-        if self.proto >= 4 {
+        if self.proto() >= 4 {
             // Plain strings, not memoized: a module name memoized per reference, as a fresh
             // `str` would be, costs a memo entry and saves nothing.
             self.save_text(module)?;
@@ -852,7 +739,7 @@ fn no_source_error(py: Python<'_>, func: &Bound<'_, PyAny>, _code: &Bound<'_, Py
 fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Result<Arc<Built>, String> {
     // `__source__` is a function attribute: look in `__dict__` (a missing attribute would cost
     // an AttributeError per function).
-    let own_source = crate::byvalue::function_dict(func)
+    let own_source = crate::cloud::function::function_dict(func)
         .and_then(|d| d.get_item(intern!(py, "__source__")).ok().flatten())
         .filter(|s| !s.is_none());
     if own_source.is_none() {
@@ -921,7 +808,7 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
     }
     let ((factory, prelude, padding, syntax), file) = outcome?;
     let first = factory.first_line.max(1);
-    let lines = original_lines(&file, first, factory.last_line);
+    let lines = file.original_lines(first, factory.last_line);
     let mut text = factory.source.clone();
     if !text.ends_with('\n') {
         text.push('\n');
@@ -957,55 +844,12 @@ fn build(py: Python<'_>, code: &Bound<'_, PyAny>, func: &Bound<'_, PyAny>) -> Re
         pieces,
         syntax,
     });
-    if let Some(weak) = crate::cloud::weak_ref(code) {
+    if let Some(weak) = crate::cloud::code::weak_ref(code) {
         if let Ok(mut c) = caches(py).lock() {
             c.built.insert(py, code, weak, built.clone());
         }
     }
     Ok(built)
-}
-
-/// The key under which the receiver keeps a factory text compiled: FNV-1a of its parts, 62
-/// bits (a small positive int on the receiver). A hit is checked against the parts themselves.
-fn text_key(filename: &str, head: &str, padding: usize, body: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let pad = padding.to_le_bytes();
-    for part in [filename.as_bytes(), head.as_bytes(), &pad, body.as_bytes()] {
-        for &b in part.iter().chain([&0u8]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    (h >> 2) as i64
-}
-
-/// Lines `first..=last` of the file (split after each `\n`), each ending in a newline; an empty
-/// line for a number past the end. Read through the file's line index when it has no `\r`
-/// (its lines are then the same): splitting the whole file for every function made the first
-/// dump of many functions of one file quadratic in its length.
-fn original_lines(file: &SourceFile, first: u32, last: u32) -> Vec<String> {
-    let text = file.text();
-    let has_cr = text.contains('\r');
-    let line = |n: u32| -> &str {
-        if has_cr {
-            return text.split_inclusive('\n').nth(n as usize - 1).unwrap_or("");
-        }
-        let index = file.line_index();
-        match (index.line_start(n), index.line_start(n + 1)) {
-            (Some(a), Some(b)) => text.get(a as usize..b as usize).unwrap_or(""),
-            (Some(a), None) => text.get(a as usize..).unwrap_or(""),
-            _ => "",
-        }
-    };
-    (first..=last)
-        .map(|n| {
-            let mut l = line(n).to_owned();
-            if !l.ends_with('\n') {
-                l.push('\n');
-            }
-            l
-        })
-        .collect()
 }
 
 /// Our str object for `filename` (see `SourceCaches::names`).
@@ -1136,9 +980,10 @@ fn verify_factory(py: Python<'_>, code: &Bound<'_, PyAny>, source: &str, filenam
     if code.eq(&rebuilt).unwrap_or(false) {
         return Ok(());
     }
-    let same = py
-        .import("cloudpickle_rs._source_check")
-        .and_then(|m| m.getattr("same_code"))
+    let same = code_check(py)
+        .ok_or_else(|| {
+            PyValueError::new_err("no code comparison was registered (cloudpickle_rs._native._set_code_check)")
+        })
         .and_then(|f| f.call1((code, &rebuilt)))
         .and_then(|r| r.is_truthy());
     match same {
@@ -1148,6 +993,22 @@ fn verify_factory(py: Python<'_>, code: &Bound<'_, PyAny>, source: &str, filenam
         )),
         Err(e) => Err(format!("cannot compare its rebuilt code: {e}")),
     }
+}
+
+/// `same_code(original, rebuilt) -> bool`, the instruction-by-instruction comparison, handed
+/// over by the Python package when it is imported (`_source_check.same_code`, loaded lazily):
+/// the extension does not import a module of the package by name.
+static CODE_CHECK: Mutex<Option<Py<PyAny>>> = Mutex::new(None);
+
+/// Register the code comparison (see [`CODE_CHECK`]); a later call replaces it.
+pub(crate) fn set_code_check(check: Py<PyAny>) {
+    if let Ok(mut slot) = CODE_CHECK.lock() {
+        *slot = Some(check);
+    }
+}
+
+fn code_check(py: Python<'_>) -> Option<Bound<'_, PyAny>> {
+    CODE_CHECK.lock().ok()?.as_ref().map(|f| f.bind(py).clone())
 }
 
 /// What the code object says about where it came from (see `function_source::CodeQuery`).

@@ -13,7 +13,20 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule, PyString, PyTuple, PyType};
 
+mod class;
+mod code;
+pub(crate) mod function;
+mod module;
+pub(crate) mod options;
+pub(crate) mod receiver;
+pub(crate) mod source;
+mod tracker;
+
+use pickle_wire::opcodes::{POP, REDUCE};
+
+use crate::dumper::Handled;
 use crate::lookup::lookup_attr;
+use class::{forwardref_reduce, portable_field_reduce};
 
 /// The reconstructors and tables of one reconstructor module, looked up once per process.
 pub(crate) struct Reconstructors {
@@ -296,13 +309,13 @@ pub(crate) struct Cloud<'py> {
     /// Sorted names of `sys.modules`, built once per dump when a package global needs its
     /// imported submodules (upstream scans `sys.modules` per function: #576).
     pub module_index: Option<(usize, Vec<String>)>,
-    pub by_source: crate::bysource::BySource,
+    pub by_source: crate::cloud::options::BySource,
     /// The receiver's Python, when the caller named it: code it cannot load is refused.
-    pub target_python: crate::bysource::TargetPython,
+    pub target_python: crate::cloud::options::TargetPython,
     /// Per-dump state of the source path (None in bytecode mode).
-    pub source: Option<crate::bysource::SourceDump>,
+    pub source: Option<crate::cloud::source::SourceDump>,
     /// The `receiver=` session, when the caller described the other side.
-    pub receiver: Option<crate::receiver::ReceiverSession<'py>>,
+    pub receiver: Option<crate::cloud::receiver::ReceiverSession<'py>>,
 }
 
 impl<'py> Cloud<'py> {
@@ -311,15 +324,15 @@ impl<'py> Cloud<'py> {
         module_name: &str,
         globals_ref: Bound<'py, PyDict>,
         pickle_by_reference: Option<Bound<'py, PyAny>>,
-        by_source: crate::bysource::BySource,
-        target_python: crate::bysource::TargetPython,
+        by_source: crate::cloud::options::BySource,
+        target_python: crate::cloud::options::TargetPython,
         receiver: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Self> {
         let mut pickle_by_reference = pickle_by_reference.filter(|c| !c.is_none());
         let mut target_python = target_python;
         let mut session = None;
         if let Some(r) = receiver.filter(|r| !r.is_none()) {
-            let begun = crate::receiver::ReceiverSession::begin(r, pickle_by_reference.as_ref())?;
+            let begun = crate::cloud::receiver::ReceiverSession::begin(r, pickle_by_reference.as_ref())?;
             pickle_by_reference = Some(begun.by_reference);
             if target_python.is_none() {
                 target_python = begun.target_python;
@@ -335,7 +348,7 @@ impl<'py> Cloud<'py> {
             module_index: None,
             by_source,
             target_python,
-            source: (by_source != crate::bysource::BySource::Off).then(crate::bysource::SourceDump::default),
+            source: (by_source != crate::cloud::options::BySource::Off).then(crate::cloud::source::SourceDump::default),
             receiver: session,
         })
     }
@@ -499,10 +512,10 @@ impl<'py> Cloud<'py> {
         let py = obj.py();
         let by_ref = match self.lookup_module_and_qualname(obj, None)? {
             Some(m) if !self.is_registered_by_value(py, &m)? => match r.module_verdict(&m)? {
-                crate::receiver::Verdict::Reference => true,
-                crate::receiver::Verdict::Value => false,
+                crate::cloud::receiver::Verdict::Reference => true,
+                crate::cloud::receiver::Verdict::Value => false,
                 // The session words the refusal (it raises).
-                crate::receiver::Verdict::Refuse => return r.session_by_reference(obj),
+                crate::cloud::receiver::Verdict::Refuse => return r.session_by_reference(obj),
             },
             _ => false,
         };
@@ -542,194 +555,6 @@ impl<'py> Cloud<'py> {
     }
 }
 
-/// (global names, imported modules) of a code object and the code objects nested in it: the
-/// names of the globals it reads, writes or deletes in first-use order, and the modules it
-/// imports (`IMPORT_NAME`). Cached per code object for the life of that code object, one entry
-/// for both (a function under a `receiver=` asks for both: one lookup, not two).
-pub(crate) fn code_refs<'py>(
-    it: &Interp,
-    code: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyTuple>)> {
-    let py = code.py();
-    if let Some(hit) = code_cache_get(&NAMES_CACHE, py, code, |(n, i)| (n.bind(py).clone(), i.bind(py).clone())) {
-        return Ok(hit);
-    }
-    let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
-    collect_global_names(it, code, &mut seen)?;
-    let names = PyTuple::new(py, seen)?;
-    let mut seen: Vec<Bound<'py, PyAny>> = Vec::new();
-    collect_names_of(it, code, &mut seen, &|op, arg| (op == it.import_name).then_some(arg))?;
-    let imports = PyTuple::new(py, seen)?;
-    code_cache_put(&NAMES_CACHE, py, code, (names.clone().unbind(), imports.clone().unbind()));
-    Ok((names, imports))
-}
-
-/// The `co_names` entries the instructions of a code object (nested code included) name, in
-/// first-use order: `index(opcode, full argument)` gives the `co_names` index an instruction
-/// uses, or None for the instructions not wanted.
-fn collect_names_of<'py>(
-    it: &Interp,
-    code: &Bound<'py, PyAny>,
-    out: &mut Vec<Bound<'py, PyAny>>,
-    index: &dyn Fn(u8, u32) -> Option<u32>,
-) -> PyResult<()> {
-    let py = code.py();
-    let names = code.getattr(intern!(py, "co_names"))?.cast_into::<PyTuple>()?;
-    let raw = code.getattr(intern!(py, "co_code"))?;
-    let bytes: &[u8] = raw.cast::<pyo3::types::PyBytes>()?.as_bytes();
-    let mut ext: u32 = 0;
-    let mut i = 0;
-    while i + 1 < bytes.len() {
-        let (opc, arg) = (bytes[i], u32::from(bytes[i + 1]));
-        i += 2;
-        if opc == it.extended_arg {
-            ext = (ext | arg) << 8;
-            continue;
-        }
-        let full = if opc >= it.have_argument { ext | arg } else { 0 };
-        ext = 0;
-        if let Some(idx) = index(opc, full) {
-            if let Ok(name) = names.get_item(idx as usize) {
-                if !out.iter().any(|n| n.eq(&name).unwrap_or(false)) {
-                    out.push(name);
-                }
-            }
-        }
-    }
-    let code_type = code.get_type();
-    for c in code.getattr(intern!(py, "co_consts"))?.cast_into::<PyTuple>()?.iter() {
-        if c.get_type().is(&code_type) {
-            collect_names_of(it, &c, out, index)?;
-        }
-    }
-    Ok(())
-}
-
-fn collect_global_names<'py>(it: &Interp, code: &Bound<'py, PyAny>, out: &mut Vec<Bound<'py, PyAny>>) -> PyResult<()> {
-    collect_names_of(it, code, out, &|op, arg| {
-        if op == it.load_global {
-            Some(if it.load_global_shifted { arg >> 1 } else { arg })
-        } else if op == it.store_global || op == it.delete_global {
-            Some(arg)
-        } else {
-            None
-        }
-    })
-}
-
-/// Facts derived from code objects (code objects are immutable), by address. Entries hold a weak
-/// reference to their code object, so dynamic code (lambdas made in a loop) is not kept alive by
-/// a cache, and an entry is used only while its code object is the one at that address; dead
-/// entries are swept when a cache reaches [`CodeCache::SWEEP_AT`].
-pub(crate) struct CodeCache<V> {
-    entries: crate::addr::AddrMap<(Py<PyAny>, V)>,
-}
-
-impl<V> Default for CodeCache<V> {
-    fn default() -> Self {
-        CodeCache { entries: Default::default() }
-    }
-}
-
-impl<V> CodeCache<V> {
-    const SWEEP_AT: usize = 4096;
-
-    pub(crate) fn get(&self, code: &Bound<'_, PyAny>) -> Option<&V> {
-        let (weak, value) = self.entries.get(&(code.as_ptr() as usize))?;
-        let mut referent: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
-        // SAFETY: `weak` is a live weakref object we own. PyWeakref_GetRef (pyo3's compat shim
-        // over PyWeakref_GetObject before 3.13) stores a new strong reference, or NULL when the
-        // referent is gone; the reference is released right after the address comparison.
-        let rc = unsafe { pyo3::ffi::compat::PyWeakref_GetRef(weak.as_ptr(), &mut referent) };
-        if rc < 0 {
-            // Not a weakref: impossible for values made by `weak_ref`; treat as a miss.
-            // SAFETY: clearing the error indicator the call set, under the GIL.
-            unsafe { pyo3::ffi::PyErr_Clear() };
-            return None;
-        }
-        let live = !referent.is_null() && referent == code.as_ptr();
-        if !referent.is_null() {
-            // SAFETY: `referent` is the strong reference PyWeakref_GetRef gave us.
-            unsafe { pyo3::ffi::Py_DECREF(referent) };
-        }
-        live.then_some(value)
-    }
-
-    /// Store `value` for `code`, given `weak`, a weak reference to it (made by [`weak_ref`]
-    /// before the cache's lock is taken: it calls into Python).
-    pub(crate) fn insert(&mut self, py: Python<'_>, code: &Bound<'_, PyAny>, weak: Py<PyAny>, value: V) {
-        if self.entries.len() >= Self::SWEEP_AT {
-            self.entries.retain(|_, (w, _)| w.bind(py).call0().map(|o| !o.is_none()).unwrap_or(false));
-        }
-        self.entries.insert(code.as_ptr() as usize, (weak, value));
-    }
-}
-
-/// `weakref.ref(obj)`, None if that fails (the value is then not cached).
-pub(crate) fn weak_ref(obj: &Bound<'_, PyAny>) -> Option<Py<PyAny>> {
-    let py = obj.py();
-    py.import("weakref").and_then(|w| w.getattr("ref")).and_then(|r| r.call1((obj,))).ok().map(Bound::unbind)
-}
-
-/// [`code_refs`] of each code object.
-static NAMES_CACHE: PyOnceLock<Mutex<CodeCache<CodeRefs>>> = PyOnceLock::new();
-
-/// One [`NAMES_CACHE`] entry: (global names, imported modules).
-type CodeRefs = (Py<PyTuple>, Py<PyTuple>);
-/// [`code_fields`] of each code object.
-static FIELDS_CACHE: PyOnceLock<Mutex<CodeCache<Py<PyTuple>>>> = PyOnceLock::new();
-
-/// `read` of the entry for `code`, when the cache has a live one.
-fn code_cache_get<V, R>(
-    cache: &PyOnceLock<Mutex<CodeCache<V>>>,
-    py: Python<'_>,
-    code: &Bound<'_, PyAny>,
-    read: impl FnOnce(&V) -> R,
-) -> Option<R> {
-    let cache = cache.get_or_init(py, || Mutex::new(CodeCache::default()));
-    let guard = cache.lock().ok()?;
-    guard.get(code).map(read)
-}
-
-fn code_cache_put<V>(cache: &PyOnceLock<Mutex<CodeCache<V>>>, py: Python<'_>, code: &Bound<'_, PyAny>, value: V) {
-    let Some(cache) = cache.get(py) else { return };
-    let Some(weak) = weak_ref(code) else { return };
-    if let Ok(mut guard) = cache.lock() {
-        guard.insert(py, code, weak, value);
-    }
-}
-
-/// The constructor fields of a code object in `_code_reduce`'s order, `co_name` as a fresh
-/// string: read once per code object (sixteen attribute lookups, some of which build a tuple
-/// each time), not once per dump.
-pub(crate) fn code_fields<'py>(it: &Interp, code: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
-    let py = code.py();
-    if let Some(hit) = code_cache_get(&FIELDS_CACHE, py, code, |v| v.bind(py).clone()) {
-        return Ok(hit);
-    }
-    let mut fields = Vec::with_capacity(it.code_fields.len());
-    for (i, name) in it.code_fields.iter().enumerate() {
-        let v = code.getattr(name.bind(py))?;
-        // Upstream's `"".join(co_name)`: a fresh string, so memo sharing (and the bytes) do
-        // not depend on interning.
-        // And upstream's shallow copies of the four name tuples: the compiler of 3.8-3.10 shares
-        // equal ones between the code objects of a unit, the `CodeType` constructor copies them,
-        // so without copies a loaded function would pickle with different memo references (and
-        // bytes) than the original: cloudpickle's `..._subworker_tuple_memoization` test.
-        let v = if i == it.code_name_field {
-            fresh_str(&v)?
-        } else if it.code_tuple_fields.contains(&i) {
-            PyTuple::new(py, v.cast::<PyTuple>()?.iter())?.into_any()
-        } else {
-            v
-        };
-        fields.push(v);
-    }
-    let tuple = PyTuple::new(py, fields)?;
-    code_cache_put(&FIELDS_CACHE, py, code, tuple.clone().unbind());
-    Ok(tuple)
-}
-
 /// A fresh (not interned) copy of a str, as upstream's `"".join(s)`: keeps memo sharing, and
 /// therefore the bytes, the same whether the name was interned here or rebuilt by a loader.
 pub(crate) fn fresh_str<'py>(s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -756,7 +581,7 @@ pub(crate) fn fresh_keys<'py>(d: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyD
 pub(crate) const DEFAULT_RECONSTRUCTOR_MODULE: &str = "cloudpickle.cloudpickle";
 
 /// A dumper with the cloudpickle layer: the type the by-value and by-source save paths
-/// ([`crate::byvalue`], [`crate::bysource`]) are methods of.
+/// (`function`, `class`, `code`, `module`, `source`) are methods of.
 pub(crate) type CloudDumper<'py> = crate::dumper::Dumper<'py, Box<Cloud<'py>>>;
 
 /// cloudpickle's pickler as a layer of the core walk: its `reducer_override` (classes and
@@ -811,7 +636,7 @@ impl<'py> crate::dumper::Layer<'py> for Box<Cloud<'py>> {
     }
 
     fn after_walk(d: &mut CloudDumper<'py>) -> PyResult<()> {
-        if d.layer.by_source != crate::bysource::BySource::Off {
+        if d.layer.by_source != crate::cloud::options::BySource::Off {
             d.write_source_lines()?;
         }
         Ok(())
@@ -833,7 +658,172 @@ impl<'py> CloudDumper<'py> {
     }
 
     /// The `receiver=` size check to run on this dump's stream, if any.
-    pub(crate) fn receiver_size_check(&self) -> Option<crate::receiver::SizeCheck<'py>> {
+    pub(crate) fn receiver_size_check(&self) -> Option<crate::cloud::receiver::SizeCheck<'py>> {
         self.layer.receiver.as_ref().and_then(|r| r.size_check())
+    }
+}
+
+impl<'py> CloudDumper<'py> {
+    /// cloudpickle's `reducer_override`: classes and functions.
+    pub(crate) fn cloud_override(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        tp: &Bound<'py, PyType>,
+    ) -> PyResult<Handled<'py>> {
+        let py = self.py;
+        let cloud = &self.layer;
+        let it = cloud.it;
+        // SAFETY: `tp` is a live type object. (The flag test is `PyType_Check` on its instances,
+        // a subclass test against `type` without walking the MRO.)
+        if unsafe { pyo3::ffi::PyType_FastSubclass(tp.as_type_ptr(), pyo3::ffi::Py_TPFLAGS_TYPE_SUBCLASS) } != 0 {
+            // A metaclass with a reducer of its own in a dispatch table decides how its classes
+            // pickle (upstream's reducer_override shadows it: CPython's test_dynamic_class).
+            if !tp.is(py.get_type::<PyType>()) && self.metaclass_has_reducer(tp)? {
+                return Ok(Handled::Pass);
+            }
+            let Some(rv) = self.class_reduce(obj)? else {
+                if let Some(alias) = self.c_class_alias(obj)? {
+                    self.save_global(obj, Some(&alias))?;
+                    return Ok(Handled::Done);
+                }
+                return Ok(Handled::Pass);
+            };
+            let post = self.regenerated_dataclass(obj)?;
+            self.save_reduce_value(obj, &rv)?;
+            if let Some(apply) = post {
+                // dataclasses.dataclass(**params)(cls): regenerate the generated methods.
+                self.save(&apply, false)?;
+                self.save(obj, false)?;
+                self.w.op(pickle_wire::opcodes::TUPLE1);
+                self.w.op(REDUCE);
+                self.w.op(POP);
+            }
+            return Ok(Handled::Done);
+        }
+        if tp.is(it.function_type.bind(py)) {
+            let c = &self.layer;
+            let by_ref = c.rec.own_functions.contains(&(obj.as_ptr() as usize)) || c.function_by_reference(obj)?;
+            if by_ref {
+                return Ok(Handled::Pass);
+            }
+            self.save_function_by_value(obj)?;
+            return Ok(Handled::Done);
+        }
+        Ok(Handled::Pass)
+    }
+
+    fn metaclass_has_reducer(&self, meta: &Bound<'py, PyType>) -> PyResult<bool> {
+        let py = self.py;
+        if let Some(table) = &self.hooks.dispatch_table {
+            return match table.get_item(meta) {
+                Ok(_) => Ok(true),
+                Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(py) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        self.st.copyreg_dispatch_table.bind(py).contains(meta)
+    }
+
+    /// cloudpickle's dispatch table: native reducers for code, cells, modules and TypeVars, and
+    /// the reconstructor module's own reducers for the rest.
+    pub(crate) fn cloud_dispatch(
+        &mut self,
+        obj: &Bound<'py, PyAny>,
+        tp: &Bound<'py, PyType>,
+    ) -> PyResult<Handled<'py>> {
+        let py = self.py;
+        let cloud = &self.layer;
+        let it = cloud.it;
+        if tp.is(it.code_type.bind(py)) {
+            // A code object met on its own (not as a function's): by source when asked.
+            if self.by_source() == crate::cloud::options::BySource::Off || !self.save_code_by_source(obj, obj)? {
+                self.save_code(obj)?;
+            }
+            return Ok(Handled::Done);
+        }
+        if tp.is(it.cell_type.bind(py)) {
+            let rec = cloud.rec;
+            let rv = match obj.getattr(intern!(py, "cell_contents")) {
+                Ok(v) => {
+                    self.layer.cells_filled.insert(obj.as_ptr() as usize);
+                    (rec.make_cell.bind(py).clone(), (v,)).into_pyobject(py)?.into_any()
+                }
+                Err(_) => (rec.make_empty_cell.bind(py).clone(), PyTuple::empty(py)).into_pyobject(py)?.into_any(),
+            };
+            return Ok(Handled::Reduce(rv));
+        }
+        if tp.is(it.module_type.bind(py)) {
+            return Ok(Handled::Reduce(self.module_reduce(obj)?));
+        }
+        if tp.is(it.typevar_type.bind(py)) {
+            return Ok(match self.typevar_reduce(obj)? {
+                Some(rv) => Handled::Reduce(rv),
+                None => Handled::Pass,
+            });
+        }
+        if tp.is(it.forwardref_type.bind(py)) {
+            return Ok(Handled::Reduce(forwardref_reduce(obj, it.forwardref_type.bind(py))?));
+        }
+        if tp.is(it.dataclass_field_type.bind(py)) && cloud.by_source != crate::cloud::options::BySource::Off {
+            return Ok(Handled::Reduce(portable_field_reduce(py, obj)?));
+        }
+        if obj.is(it.dataclasses_missing.bind(py)) {
+            // The sentinel is compared by identity: keep it the receiver's own.
+            self.save_named_global(obj, "dataclasses", "MISSING")?;
+            return Ok(Handled::Done);
+        }
+        let extra = cloud.rec.extra_reducers.bind(py);
+        if let Some(reducer) = extra.get_item(tp)? {
+            return Ok(Handled::Reduce(reducer.call1((obj,))?));
+        }
+        Ok(Handled::Pass)
+    }
+
+    /// The reduce value cloudpickle's `reducer_override` returns for `obj`, for Python
+    /// subclasses calling `super().reducer_override(obj)`. Functions get upstream's shape:
+    /// fresh empty cells, contents in the state.
+    pub(crate) fn reducer_override_value(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = self.py;
+        let tp = obj.get_type();
+        if tp.is_subclass_of::<PyType>()? {
+            return self.class_reduce(obj);
+        }
+        let (rec, it) = (self.layer.rec, self.layer.it);
+        if !tp.is(it.function_type.bind(py)) || self.layer.should_pickle_by_reference(obj, None)? {
+            return Ok(None);
+        }
+        let code = obj.getattr(intern!(py, "__code__"))?;
+        let f_globals = obj.getattr(intern!(py, "__globals__"))?.cast_into::<PyDict>()?;
+        let closure = obj.getattr(intern!(py, "__closure__"))?;
+        let cells: Vec<Bound<'py, PyAny>> =
+            if closure.is_none() { Vec::new() } else { closure.cast::<PyTuple>()?.iter().collect() };
+        let base_globals = self.base_globals(&f_globals)?;
+        let new_cells = if closure.is_none() {
+            py.None().into_bound(py)
+        } else {
+            let mut v = Vec::with_capacity(cells.len());
+            for _ in &cells {
+                v.push(rec.make_empty_cell.bind(py).call0()?);
+            }
+            PyTuple::new(py, v)?.into_any()
+        };
+        let newargs = PyTuple::new(
+            py,
+            [code.clone(), base_globals, py.None().into_bound(py), py.None().into_bound(py), new_cells],
+        )?;
+        let state = self.function_state(obj, &code, &f_globals, &cells)?;
+        state.get_item(1)?.set_item(intern!(py, "__closure__"), &closure)?;
+        let rv = PyTuple::new(
+            py,
+            [
+                rec.make_function.bind(py).clone(),
+                newargs.into_any(),
+                state,
+                py.None().into_bound(py),
+                py.None().into_bound(py),
+                rec.function_setstate.bind(py).clone(),
+            ],
+        )?;
+        Ok(Some(rv.into_any()))
     }
 }
