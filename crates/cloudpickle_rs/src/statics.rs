@@ -72,6 +72,16 @@ pub(crate) fn pickling_error(py: Python<'_>, msg: impl Into<String>) -> PyErr {
     }
 }
 
+/// What the byte level refused ([`pickle_wire::WireError`]) as the exception `_pickle.c` raises
+/// for it: OverflowError for an int too large, PicklingError for the rest. The one mapping.
+#[cold]
+pub(crate) fn wire_error(py: Python<'_>, e: pickle_wire::WireError) -> PyErr {
+    match e {
+        pickle_wire::WireError::IntTooLarge => pyo3::exceptions::PyOverflowError::new_err(e.to_string()),
+        _ => pickling_error(py, e.to_string()),
+    }
+}
+
 /// cloudpickle's translation of a RecursionError, keeping the original as the cause.
 #[cold]
 pub(crate) fn deep_recursion_error(py: Python<'_>, err: PyErr) -> PyErr {

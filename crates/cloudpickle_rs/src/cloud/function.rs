@@ -160,7 +160,8 @@ impl<'py> CloudDumper<'py> {
             }
         }
         let submodules = self.imported_submodules(code, &deps)?;
-        let slot: [(Bound<'py, PyAny>, Bound<'py, PyAny>); 10] = [
+        // The slots with a value of their own; `_cloudpickle_submodules` and `__globals__` follow.
+        let slot: [(Bound<'py, PyAny>, Bound<'py, PyAny>); 8] = [
             (intern!(py, "__name__").clone().into_any(), fresh_str(&func.getattr(intern!(py, "__name__"))?)?),
             (intern!(py, "__qualname__").clone().into_any(), fresh_str(&func.getattr(intern!(py, "__qualname__"))?)?),
             (intern!(py, "__annotations__").clone().into_any(), func.getattr(intern!(py, "__annotations__"))?),
@@ -173,17 +174,15 @@ impl<'py> CloudDumper<'py> {
             (intern!(py, "__doc__").clone().into_any(), func.getattr(intern!(py, "__doc__"))?),
             // Cells are shared through _make_function's closure and filled by setattr afterwards.
             (intern!(py, "__closure__").clone().into_any(), py.None().into_bound(py)),
-            // Written below as a list that exists only in the stream.
-            (intern!(py, "_cloudpickle_submodules").clone().into_any(), py.None().into_bound(py)),
-            (intern!(py, "__globals__").clone().into_any(), py.None().into_bound(py)),
         ];
         self.w.empty_dict();
         self.w.op(pickle_wire::opcodes::MARK);
-        for (k, v) in &slot[..8] {
+        for (k, v) in &slot {
             self.save(k, false)?;
             self.save(v, false).map_err(|e| self.err_path.attribute(py, e, func, &k.to_string()))?;
         }
-        self.save(&slot[8].0, false)?;
+        // A list that exists only in the stream.
+        self.save(intern!(py, "_cloudpickle_submodules").as_any(), false)?;
         self.w.empty_list();
         if !submodules.is_empty() {
             self.w.op(pickle_wire::opcodes::MARK);
@@ -192,7 +191,7 @@ impl<'py> CloudDumper<'py> {
             }
             self.w.op(pickle_wire::opcodes::APPENDS);
         }
-        self.save(&slot[9].0, false)?;
+        self.save(intern!(py, "__globals__").as_any(), false)?;
         self.w.empty_dict();
         self.write_dict_items(&globals, func, "__globals__")?;
         // PEP 695 (3.12+): `def f[T]()` keeps its type parameters in `__type_params__`, which

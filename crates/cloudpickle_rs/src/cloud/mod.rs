@@ -290,7 +290,9 @@ pub(crate) fn interp(py: Python<'_>) -> PyResult<&Interp> {
                 .filter_map(|n| field_names.iter().position(|f| f == n))
                 .collect(),
             code_fields: field_names.iter().map(|n| PyString::intern(py, n).unbind()).collect(),
-            code_name_field: field_names.iter().position(|f| *f == "co_name").unwrap_or(11),
+            code_name_field: field_names.iter().position(|f| *f == "co_name").ok_or_else(|| {
+                pyo3::exceptions::PyRuntimeError::new_err("the reconstructors' code fields have no co_name")
+            })?,
             code_type: code_type.unbind(),
         })
     })

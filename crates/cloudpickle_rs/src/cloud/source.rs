@@ -294,7 +294,7 @@ impl<'py> CloudDumper<'py> {
 
     /// A str the stream builds something from (not memoized).
     fn save_text(&mut self, text: &str) -> PyResult<()> {
-        self.w.unicode(text.as_bytes()).map_err(|e| pickling_error(self.py, e.to_string()))
+        self.w.unicode(text.as_bytes()).map_err(|e| crate::statics::wire_error(self.py, e))
     }
 
     /// A value of the receiver's that each stream writes once: `write` the first time (it leaves
@@ -313,7 +313,7 @@ impl<'py> CloudDumper<'py> {
     /// pickler's `fast` setting: the stream refers to it again.
     fn memo_reserve(&mut self) -> PyResult<usize> {
         let idx = self.memo.reserve();
-        self.w.memo_put(idx).map_err(|e| pickling_error(self.py, e.to_string()))?;
+        self.w.memo_put(idx).map_err(|e| crate::statics::wire_error(self.py, e))?;
         Ok(idx)
     }
 

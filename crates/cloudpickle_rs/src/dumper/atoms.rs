@@ -47,7 +47,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             let mut buf = vec![0u8; nbytes];
             crate::layout::long_to_le_bytes(obj, &mut buf)?;
             let digits = pickle_wire::minimal_twos_complement(&buf);
-            self.w.long_le_bytes(digits).map_err(|e| pyo3::exceptions::PyOverflowError::new_err(e.to_string()))?;
+            self.w.long_le_bytes(digits).map_err(|e| crate::statics::wire_error(self.py, e))?;
         } else {
             let text = obj.repr()?;
             self.w.long_text(text.to_str()?.as_bytes());
@@ -87,7 +87,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             let encoded = obj.call_method1(intern!(self.py, "encode"), ("utf-8", "surrogatepass"))?;
             let bytes = encoded.cast::<PyBytes>()?;
             let mode =
-                self.w.unicode_header(bytes.as_bytes().len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+                self.w.unicode_header(bytes.as_bytes().len()).map_err(|e| crate::statics::wire_error(self.py, e))?;
             self.payload(mode, bytes.as_bytes(), Some(bytes.as_any()))?;
         } else {
             // SAFETY: `data` points to `size` bytes owned by `obj`, which outlives this slice.
@@ -100,7 +100,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
     /// A str's UTF-8 bytes with their header (binary protocols).
     #[inline]
     pub(super) fn str_payload(&mut self, utf8: &[u8]) -> SaveResult {
-        let mode = self.w.unicode_header(utf8.len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+        let mode = self.w.unicode_header(utf8.len()).map_err(|e| crate::statics::wire_error(self.py, e))?;
         if mode == Payload::Inline {
             self.w.payload(utf8);
             Ok(())
@@ -143,7 +143,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             return self.save_reduce(&rv, Some(obj));
         }
         let data = bytes.as_bytes();
-        let mode = self.w.bytes_header(data.len()).map_err(|e| pickling_error(self.py, e.to_string()))?;
+        let mode = self.w.bytes_header(data.len()).map_err(|e| crate::statics::wire_error(self.py, e))?;
         self.payload(mode, data, Some(obj))?;
         self.memo_put(obj)
     }
@@ -206,7 +206,7 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
         if in_band {
             let data = view.as_slice();
             if readonly {
-                let mode = self.w.bytes_header(data.len()).map_err(|e| pickling_error(py, e.to_string()))?;
+                let mode = self.w.bytes_header(data.len()).map_err(|e| crate::statics::wire_error(py, e))?;
                 let owned;
                 let slice = if mode == Payload::Bypass && self.write.is_some() {
                     owned = data.to_vec();

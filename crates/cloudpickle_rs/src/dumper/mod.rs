@@ -214,12 +214,12 @@ impl<'py, L: Layer<'py>> Dumper<'py, L> {
             return Ok(());
         }
         let idx = self.memo.put(obj);
-        self.w.memo_put(idx).map_err(|e| pickling_error(self.py, e.to_string()))
+        self.w.memo_put(idx).map_err(|e| crate::statics::wire_error(self.py, e))
     }
 
     #[inline]
     pub(crate) fn memo_get(&mut self, idx: usize) -> SaveResult {
-        self.w.memo_get(idx).map_err(|e| pickling_error(self.py, e.to_string()))
+        self.w.memo_get(idx).map_err(|e| crate::statics::wire_error(self.py, e))
     }
 
     /// An item of a container: [`Dumper::save`], with ints and floats written inline (no call)
