@@ -206,7 +206,8 @@ def _lambda_in(source):
     ``__function_source_result__`` (``__function_source_result__ = (   lambda y: ...`` with the
     closing bracket on the next line), so a line search cannot find it and several lambdas of one
     source line cannot be told apart by text: the parse finds the assigned lambda and cuts exactly
-    its own text."""
+    its own text.  A lambda with free variables is assigned inside the wrapper that makes its
+    closure (``shape.CLOSURE_WRAPPER``): the lambda is the wrapper's body."""
     import ast
 
     try:
@@ -215,10 +216,16 @@ def _lambda_in(source):
         return None
     first = None
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda) and any(
+        if isinstance(node, ast.Assign) and any(
                 isinstance(t, ast.Name) and t.id == S.FACTORY_RESULT for t in node.targets):
-            first = node.value
-            break
+            value = node.value
+            # a closure's lambda: ``((lambda <free vars>=None: <the lambda>)())``
+            while (isinstance(value, ast.Call) and isinstance(value.func, ast.Lambda)
+                   and not value.args and not value.keywords):
+                value = value.func.body
+            if isinstance(value, ast.Lambda):
+                first = value
+                break
         if first is None and isinstance(node, ast.Lambda):
             first = node
     if first is None:

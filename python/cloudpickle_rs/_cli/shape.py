@@ -60,6 +60,9 @@ PADDING_AS_STRING = 16
 
 #: The name a by_source factory assigns the function (or lambda) it builds to.
 FACTORY_RESULT = "__function_source_result__"
+#: How a factory gives a lambda its free variables: the lambda (kept at its original line and
+#: column) is the body of a wrapper lambda called at once, ``RESULT = ((lambda k=None: <lambda>)())``.
+CLOSURE_WRAPPER = "((lambda {free}=None: <lambda>)())"
 
 #: A by_source factory that needs more than the oldest receiver marks it with this line.
 REQUIRES = re.compile(r"^# cloudpickle-rs: requires Python (\d+)\.(\d+)\+$", re.M)
