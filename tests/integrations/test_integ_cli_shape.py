@@ -197,3 +197,23 @@ def test_reader_on_a_newer_syntax_marker(tmp_path, monkeypatch):
     (f,) = analyse(data)["functions"]
     assert shape.REQUIRES.search(f["factory_source"]), f["factory_source"]
     assert f["python"] == "3.10+" and f["line"] == 1 and f["source"].startswith("def kind(x):")
+
+
+@pytest.mark.parametrize("by_source", [True, False])
+def test_reader_on_the_demo_payload(by_source, monkeypatch):
+    """``make demo``'s payload (closures, two lambdas on one line, a dataclass instance)."""
+    import pathlib
+
+    examples = pathlib.Path(__file__).resolve().parents[2] / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    demo = importlib.import_module("demo")
+    info = analyse(cloudpickle_rs.dumps(demo.payload, by_source=by_source))
+    source = (examples / "demo.py").read_text()
+    want = sorted(set(expected(fn, source) for fn in [*demo.pipeline, demo.stats]))
+    if by_source:
+        got = sorted({(f["name"], f["file"], f["line"], f["source"]) for f in info["functions"]})
+    else:
+        got = sorted({(f["name"], f["file"], f["line"]) for f in info["functions"]})
+        want = sorted({w[:3] for w in want})
+    assert got == want
+    assert [f["name"] for f in info["functions"]].count("<lambda>") == 2
