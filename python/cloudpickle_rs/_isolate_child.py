@@ -1,15 +1,26 @@
 """Child side of cloudpickle_rs.isolate: stdlib + stock cloudpickle only (runs on CPython 3.8+, PyPy 3.9).
 
-Run as ``python _isolate_child.py RFD WFD``. Frames: 8-byte little-endian length + pickle.
-Messages: ("req", id, op, args) -> ("ok", id, value) | ("err", id, type_name, message, traceback).
+Run as ``python _isolate_child.py RFD WFD TOP [PATH ...]``. Frames: 8-byte little-endian length + pickle.
+Messages (both directions, the protocol is symmetric):
+  ("req", rid, op, args)  -> ("ok", rid, value) | ("err", rid, type_name, message, traceback)
+  ("rel", 0, [(hid, count), ...])   release handles of the receiver (no reply)
+While a side waits for the reply to its request it serves the other side's requests, so calls
+nest (parent -> child -> parent callback -> child ...) on one thread without deadlock.
+Persistent ids: ("mine", hid, type_key, method_names_or_None) is an object of the sender;
+("yours", hid) is an object of the receiver. Each side counts how often it sent each of its
+handles; a release carries the count the receiver saw, and the sender frees the object only when
+every sent copy has been released (so a release cannot race with the same handle in flight).
 """
 import importlib
+import inspect
+import io
 import os
 import pickle
 import struct
 import sys
 import traceback
 import types
+import weakref
 
 import cloudpickle
 
@@ -27,64 +38,294 @@ def _read_exact(fd, n):
     return b"".join(chunks)
 
 
-class Handle(object):
-    """A reference to an object owned by the other side."""
+class RemoteError(Exception):
+    """A parent callback raised."""
 
-    def __init__(self, hid):
-        self.hid = hid
+    def __init__(self, remote_type_name, remote_message, remote_traceback):
+        Exception.__init__(self, "%s: %s\n--- parent traceback ---\n%s" % (remote_type_name, remote_message, remote_traceback))
+        self.remote_type_name = remote_type_name
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+
+
+class Own(object):
+    """Wrap a value to send it as a handle of this side, whatever it is."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+
+class ParentProxy(object):
+    """An object of the parent: calls and attribute reads are round trips."""
+
+    __slots__ = ("_conn", "_hid", "__weakref__")
+
+    def __call__(self, *a, **kw):
+        return self._conn.request("call", (self, a, kw))
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        kind, value = self._conn.request("getattr", (self, name))
+        if kind == "m":
+            return ParentMethod(self, name)
+        return value
+
+    def __repr__(self):
+        return "<parent object #%d>" % (self._hid,)
+
+
+class ParentMethod(object):
+    __slots__ = ("obj", "name")
+
+    def __init__(self, obj, name):
+        self.obj, self.name = obj, name
+
+    def __call__(self, *a, **kw):
+        return self.obj._conn.request("callmethod", (self.obj, self.name, a, kw))
+
+
+def method_names(cls):
+    names = []
+    for name in dir(cls):
+        if name.startswith("__"):
+            continue
+        try:
+            attr = inspect.getattr_static(cls, name)
+        except AttributeError:
+            continue
+        if isinstance(attr, (types.FunctionType, staticmethod, classmethod, types.BuiltinFunctionType)) or type(attr).__name__ in ("method_descriptor", "wrapper_descriptor"):
+            names.append(name)
+    return tuple(names)
+
+
+# PyPy can pickle generators and frames, but only PyPy can load them: always handles
+_NEVER_BY_VALUE = (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType, types.FrameType, types.TracebackType)
 
 
 class _Pickler(cloudpickle.CloudPickler):
-    def __init__(self, file, table):
+    def __init__(self, file, conn):
         cloudpickle.CloudPickler.__init__(self, file, protocol=pickle.HIGHEST_PROTOCOL)
-        self._table = table
+        self._conn = conn
+        self.made = []
+        self.new_types = []
 
     def persistent_id(self, obj):
-        if isinstance(obj, Handle):
-            return ("peer", obj.hid)
-        if self._table.protected(obj):
-            return ("own", self._table.add(obj))
-        return None
+        if isinstance(obj, ParentProxy):
+            return ("yours", obj._hid)
+        if isinstance(obj, Own):
+            obj = obj.obj
+        elif not isinstance(obj, _NEVER_BY_VALUE) and not self._conn.protected(obj):
+            return None
+        conn = self._conn
+        hid = conn.export(obj)
+        self.made.append(hid)
+        t = type(obj)
+        tkey = "%s.%s" % (getattr(t, "__module__", "?"), getattr(t, "__qualname__", t.__name__))
+        names = None
+        if tkey not in conn.sent_types:
+            conn.sent_types.add(tkey)
+            self.new_types.append(tkey)
+            names = method_names(t)
+        return ("mine", hid, tkey, names)
+
+    def rollback(self):
+        for hid in self.made:
+            self._conn.release_one(hid, 1)
+        for tkey in self.new_types:
+            self._conn.sent_types.discard(tkey)
 
 
 class _Unpickler(pickle.Unpickler):
-    def __init__(self, file, table):
+    def __init__(self, file, conn):
         pickle.Unpickler.__init__(self, file)
-        self._table = table
+        self._conn = conn
 
     def persistent_load(self, pid):
-        kind, hid = pid
-        if kind == "peer":  # the sender's own "peer" is our object
-            return self._table.objects[hid]
-        return Handle(hid)
+        if pid[0] == "yours":
+            return self._conn.exports[pid[1]][0]
+        return self._conn.proxy(pid[1])
 
 
-class Table(object):
-    def __init__(self, top):
-        self.top = top
-        self.objects = {}
-        self.ids = {}
-        self.next = 1
+def _call_batch(fn, calls):
+    results = []
+    for a, kw in calls:
+        try:
+            results.append(fn(*a, **kw))
+        except Exception as exc:  # noqa: BLE001
+            return results, (type(exc).__name__, str(exc), traceback.format_exc())
+    return results, None
+
+
+class Conn(object):
+    def __init__(self, rfd, wfd, top):
+        self.rfd, self.wfd, self.top = rfd, wfd, top
+        self.exports = {}  # hid -> [obj, copies sent and not yet released]
+        self.export_ids = {}  # id(obj) -> hid
+        self.next_hid = 1
+        self.sent_types = set()
+        self.proxies = {}  # parent hid -> (weakref to ParentProxy, [copies received])
+        self.pending = []  # (hid, count) of parent handles to release
+        self.next_rid = 1
 
     def protected(self, obj):
-        mod = getattr(type(obj), "__module__", "") or ""
         if isinstance(obj, (type, types.FunctionType, types.MethodType)):
             mod = getattr(obj, "__module__", "") or ""
+        else:
+            mod = getattr(type(obj), "__module__", "") or ""
         return mod == self.top or mod.startswith(self.top + ".")
 
-    def add(self, obj):
-        hid = self.ids.get(id(obj))
+    def export(self, obj):
+        hid = self.export_ids.get(id(obj))
         if hid is None:
-            hid = self.next
-            self.next += 1
-            self.objects[hid] = obj
-            self.ids[id(obj)] = hid
+            hid = self.next_hid
+            self.next_hid += 1
+            self.exports[hid] = [obj, 0]
+            self.export_ids[id(obj)] = hid
+        self.exports[hid][1] += 1
         return hid
 
-    def release(self, hid):
-        obj = self.objects.pop(hid, None)
-        if obj is not None:
-            self.ids.pop(id(obj), None)
+    def release_one(self, hid, n):
+        entry = self.exports.get(hid)
+        if entry is None:
+            return
+        entry[1] -= n
+        if entry[1] <= 0:
+            del self.exports[hid]
+            self.export_ids.pop(id(entry[0]), None)
+
+    def proxy(self, hid):
+        entry = self.proxies.get(hid)
+        p = entry[0]() if entry is not None else None
+        if p is None:
+            p = ParentProxy()
+            p._conn, p._hid = self, hid
+            cell = [0]
+            self.proxies[hid] = (weakref.ref(p), cell)
+            weakref.finalize(p, self._dropped, hid, cell)
+            entry = self.proxies[hid]
+        entry[1][0] += 1
+        return p
+
+    def _dropped(self, hid, cell):
+        entry = self.proxies.get(hid)
+        if entry is not None and entry[1] is cell:
+            del self.proxies[hid]
+        self.pending.append((hid, cell[0]))
+
+    def encode(self, msg):
+        buf = io.BytesIO()
+        p = _Pickler(buf, self)
+        try:
+            p.dump(msg)
+        except BaseException:
+            p.rollback()
+            raise
+        data = buf.getvalue()
+        return _HDR.pack(len(data)) + data
+
+    def send(self, msg):
+        data = self.encode(msg)
+        if self.pending:
+            pending, self.pending = self.pending, []
+            data = self.encode(("rel", 0, pending)) + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.wfd, view):]
+
+    def send_reply(self, rid, result):
+        try:
+            self.send(("ok", rid, result))
+        except Exception:  # noqa: BLE001 - an unpicklable result goes as a handle
+            try:
+                self.send(("ok", rid, Own(result)))
+            except Exception as exc:  # noqa: BLE001
+                self.send(("err", rid, type(exc).__name__, str(exc), traceback.format_exc()))
+
+    def recv(self):
+        (n,) = _HDR.unpack(_read_exact(self.rfd, 8))
+        return _Unpickler(io.BytesIO(_read_exact(self.rfd, n)), self).load()
+
+    def request(self, op, args):
+        rid = self.next_rid
+        self.next_rid += 1
+        self.send(("req", rid, op, args))
+        while True:
+            msg = self.recv()
+            kind = msg[0]
+            if kind == "req":
+                self.serve(msg)
+            elif kind == "rel":
+                for hid, n in msg[2]:
+                    self.release_one(hid, n)
+            elif msg[1] != rid:
+                raise RuntimeError("unexpected reply %r" % (msg[:2],))
+            elif kind == "ok":
+                return msg[2]
+            else:
+                raise RemoteError(*msg[2:5])
+
+    def serve(self, msg):
+        _, rid, op, args = msg
+        try:
+            if op == "callmethod":
+                obj, name, a, kw = args
+                result = getattr(obj, name)(*a, **kw)
+            elif op == "call":
+                obj, a, kw = args
+                result = obj(*a, **kw)
+            elif op == "new":
+                modname, clsname, a, kw = args
+                cls = getattr(importlib.import_module(modname), clsname)
+                obj = cls(*a, **kw)
+                t = type(obj)
+                tkey = "%s.%s" % (t.__module__, t.__qualname__)
+                names = None
+                if tkey not in self.sent_types:
+                    self.sent_types.add(tkey)
+                    names = method_names(t)
+                result = (self.export(obj), tkey, names)
+            elif op == "getattr":
+                obj, name = args
+                value = getattr(obj, name)
+                if isinstance(value, (types.MethodType, types.BuiltinMethodType)) or type(value).__name__ == "method-wrapper":
+                    result = ("m", None)
+                elif not self.protected(value) and callable(value) and not isinstance(value, type):
+                    result = ("m", None)
+                else:
+                    result = ("v", value)
+            elif op == "setattr":
+                obj, name, a, kw = args
+                setattr(obj, name, a[0])
+                result = None
+            elif op == "iter":
+                result = Own(iter(args[0]))
+            elif op == "next":
+                it, n = args
+                items = []
+                done = False
+                for _ in range(n):
+                    try:
+                        items.append(next(it))
+                    except StopIteration:
+                        done = True
+                        break
+                result = (items, done)
+            elif op == "exit":
+                obj, a, kw = args
+                et, ev = a
+                result = bool(obj.__exit__(et, ev, None))
+            elif op == "batch":
+                obj, name, calls = args
+                result = _call_batch(getattr(obj, name), calls)
+            else:
+                raise ValueError("unknown op %r" % (op,))
+        except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
+            self.send(("err", rid, type(exc).__name__, str(exc), traceback.format_exc()))
+            return
+        self.send_reply(rid, result)
 
 
 def main():
@@ -92,51 +333,20 @@ def main():
     del sys.path[0]
     for entry in reversed(sys.argv[4:]):
         sys.path.insert(0, entry)
-    table = Table(top)
-    import io
-
-    def send(msg):
-        buf = io.BytesIO()
-        _Pickler(buf, table).dump(msg)
-        data = buf.getvalue()
-        view = memoryview(_HDR.pack(len(data)) + data)
-        while view:
-            view = view[os.write(wfd, view):]
-
-    send(("hello", 0, tuple(sys.version_info[:3]), sys.implementation.name, os.getpid()))
+    conn = Conn(rfd, wfd, top)
+    conn.send(("hello", 0, tuple(sys.version_info[:3]), sys.implementation.name, os.getpid()))
     while True:
         try:
-            (n,) = _HDR.unpack(_read_exact(rfd, 8))
+            msg = conn.recv()
         except EOFError:
             return
-        data = _read_exact(rfd, n)
-        try:
-            msg = _Unpickler(io.BytesIO(data), table).load()
-            _, rid, op, args = msg
-            if op == "stop":
-                return
-            if op == "release":
-                table.release(args[0])
-                continue
-            if op == "new":
-                modname, clsname, a, kw = args
-                cls = getattr(importlib.import_module(modname), clsname)
-                result = ("handle", table.add(cls(*a, **kw)))
-            elif op == "callmethod":
-                obj, name, a, kw = args
-                result = getattr(obj, name)(*a, **kw)
-            elif op == "getattr":
-                obj, name = args
-                result = getattr(obj, name)
-            else:
-                raise ValueError("unknown op %r" % (op,))
-            reply = ("ok", rid, result)
-        except BaseException as exc:  # noqa: BLE001 - every error goes back to the caller
-            reply = ("err", rid, type(exc).__name__, str(exc), traceback.format_exc())
-        try:
-            send(reply)
-        except Exception as exc:  # an unpicklable result
-            send(("err", rid, type(exc).__name__, str(exc), traceback.format_exc()))
+        if msg[0] == "rel":
+            for hid, n in msg[2]:
+                conn.release_one(hid, n)
+        elif msg[0] == "req" and msg[2] == "stop":
+            return
+        else:
+            conn.serve(msg)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,223 @@
+"""Issue 10 features beyond the first slice: context managers, per-instance close, attributes,
+protocol methods, handles for unpicklable arguments, re-entrant callbacks, batch, policies.
+Every test runs on the same interpreter, CPython 3.9 and PyPy 3.9 (a missing one fails)."""
+import gc
+import os
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from cloudpickle_rs.isolate import BatchError, RemoteError, isolate, method
+from support.loaders import loader_python
+
+HERE = str(Path(__file__).resolve().parent)
+os.environ["CLOUDPICKLE_RS_ISOLATE_FORBID"] = str(os.getpid())
+
+
+def _children():
+    me = str(os.getpid())
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        out.append(pid)
+            except OSError:
+                pass
+    return sorted(out)
+
+
+@pytest.fixture(params=["same", "recv-3.9", "pypy39"], scope="module")
+def python(request):
+    return None if request.param == "same" else loader_python(request.param)
+
+
+@pytest.fixture
+def R(python):
+    before = _children()
+    cls = isolate("protected_pkg:Resource", python=python, path=[HERE])
+    yield cls
+    cls.close()
+    assert _children() == before
+    assert "protected_pkg" not in sys.modules
+
+
+
+
+def test_exit_sees_exception_and_can_suppress(R):
+    r = R()
+    with r as inner:
+        assert inner is r  # __enter__ returned the instance itself: same proxy
+        raise KeyError("swallowed")  # the child's __exit__ returns True for KeyError
+    with pytest.raises(ValueError, match="propagated"):
+        with r:
+            raise ValueError("propagated")
+    with r:
+        pass
+    assert r.exits == [("KeyError", "'swallowed'"), ("ValueError", "propagated"), None]
+
+
+def test_instance_close_releases_instance_not_child(R):
+    r = R([1])
+    other = R([2])
+    r.close()  # releases r in the child; the child keeps running
+    with pytest.raises(ValueError, match="closed"):
+        r.size
+    assert other.size == 1
+    assert method(other, "close")() == "target close"  # the target's own close()
+    assert other.closed is True
+    proc = R._isolate_session.proc
+    assert proc.poll() is None
+    R.close()  # the class's close stops the child
+    assert proc.wait(timeout=5) == 0
+
+
+def test_release_cannot_race_with_resend(R):
+    r = R()
+    sess = R._isolate_session
+    for _ in range(50):
+        a = r.ident(r)  # the child re-sends r's handle while earlier proxies are released
+        assert a is r
+    it_proxy = r.gen(3)  # a generator cannot be pickled: it comes back as a handle
+    hid = object.__getattribute__(it_proxy, "_isolate_hid")
+    del it_proxy
+    gc.collect()
+    assert hid not in sess.handles and any(h == hid for h, _ in sess.pending)
+    again = r.ident(r)  # the release goes out in front of this call
+    assert again is r and not sess.pending
+    # a handle dropped and received again while its release is queued: counts keep it alive
+    g = r.gen(2)
+    hid = object.__getattribute__(g, "_isolate_hid")
+    g2 = r.ident(g)
+    assert g2 is g
+    del g, g2
+    gc.collect()
+    g3 = r.gen(4)
+    assert list(g3) == [0, 1, 4, 9]
+
+
+def test_attributes_properties_protocols(R):
+    r = R([3, 1, 2])
+    assert r.kind == "resource"  # class attribute: a value
+    assert r.size == 3  # property: a value
+    assert r.items == [3, 1, 2]  # instance attribute: a value
+    m = r.div
+    assert m(6, 3) == 2.0  # a method: a method proxy
+    assert len(r) == 3 and repr(r) == "Resource([3, 1, 2])"
+    assert 1 in r and 7 not in r
+    assert r[0] == 3 and r[-1] == 2
+    assert list(r) == [3, 1, 2] and [x for x in r] == [3, 1, 2]
+    assert list(r.gen(300)) == [i * i for i in range(300)]  # a remote generator, chunked
+    r.items = [9]
+    assert r.size == 1
+
+
+def test_unpicklable_argument_goes_as_handle(R):
+    r = R()
+    lock = threading.Lock()
+    gen = (i for i in range(3))
+    assert r.call(lambda: 5) == 5  # a lambda goes by value
+    assert r.ident(lock) is lock  # a lock goes as a parent handle and comes back as itself
+    assert r.same(lock, lock) is True  # the same parent object twice: the same child proxy
+    assert r.call(gen.__next__) == 0  # a bound method of a generator: called back in the parent
+    assert r.ident(gen) is gen
+    with pytest.raises(RemoteError) as info:
+        r.call(lambda: 1 / 0)
+    assert info.value.remote_type_name == "ZeroDivisionError"
+
+
+def test_callbacks_three_levels(R):
+    r = R([1, 2])
+    seen = []
+    lock = threading.Lock()  # unpicklable, so the callbacks below are parent handles
+
+    def level3(x):
+        with lock:  # the lock makes each level unpicklable: all three run in the parent
+            seen.append(("3", x))
+        return x * 10
+
+    def level2(x):
+        seen.append(("2", x))
+        return r.call(level3, x + 1) + (0 if lock else 1)  # child again from inside a callback
+
+    def level1(x):
+        seen.append(("1", x))
+        return r.call(level2, x + 1)
+
+    # level1 closes over r (a proxy) and the lock, so it cannot go by value: a handle
+    assert r.call(level1, 1) == 30
+    assert seen == [("1", 1), ("2", 2), ("3", 3)]
+
+    class Cb:
+        def __init__(self):
+            self.calls = 0
+
+        def hit(self, n):
+            self.calls += 1
+            return n if n == 0 else r.call(self.hit, n - 1, _isolate_transport="reference")
+
+    cb = Cb()
+    assert r.call(cb.hit, 3, _isolate_transport="reference") == 0
+    assert cb.calls == 4
+
+
+def test_callback_error_reaches_child_and_back(R):
+    r = R()
+    lock = threading.Lock()
+
+    def bad():
+        with lock:
+            raise LookupError("from the parent")
+
+    with pytest.raises(RemoteError) as info:
+        r.call(bad)
+    assert "LookupError" in info.value.remote_message and "from the parent" in info.value.remote_message
+
+
+def test_batch(R):
+    r = R()
+    assert r.div.batch([((6, 2), {}), ((1,), {"b": 4})]) == [3.0, 0.25]
+    assert r.div.batch([]) == []
+    with pytest.raises(BatchError) as info:
+        r.div.batch([((4, 2), {}), ((1, 0), {}), ((9, 3), {})])
+    assert info.value.results == [2.0] and info.value.index == 1
+    assert info.value.remote_type_name == "ZeroDivisionError" and "a / b" in info.value.remote_traceback
+    lock = threading.Lock()
+    assert r.ident.batch([((lock,), {}), ((lock,), {})]) == [lock, lock]
+
+
+def test_transport_reference_and_policies(python):
+    before = _children()
+    R = isolate("protected_pkg:Resource", python=python, path=[HERE], transport="reference",
+                type_rules={tuple: "value"})
+    try:
+        r = R()
+        data = [1, 2]
+        assert r.same(data, data) is True  # handles keep identity
+        assert r.ident(data) is data  # a parent handle comes back as the parent object
+        assert r.ident((1, [2])) == (1, [2]) and r.ident((1, [2])) is not None
+        assert R.policy_for(data) == ("reference", "session default transport='reference'")
+        assert R.policy_for(5)[0] == "value" and "scalar" in R.policy_for(5)[1]
+        assert R.policy_for((1,)) == ("value", "type_rules[builtins.tuple]")
+        assert R.policy_for((1,), "reference") == ("reference", "per-call _isolate_transport='reference'")
+        assert r.same(data, list(data), _isolate_transport="value") is False
+        assert r.ident(data, _isolate_transport="value") == [1, 2]
+    finally:
+        R.close()
+    V = isolate("protected_pkg:Resource", python=python, path=[HERE], type_rules={list: "reference"})
+    try:
+        v = V()
+        lst, dct = [1], {"a": 1}
+        assert v.ident(lst) is lst and v.ident(dct) is not dct and v.ident(dct) == dct
+        assert V.policy_for(dct) == ("value", "session default transport='value'")
+        assert V.policy_for(lst) == ("reference", "type_rules[builtins.list]")
+        with pytest.raises(ValueError):
+            v.ident(lst, _isolate_transport="bogus")
+    finally:
+        V.close()
+    with pytest.raises(ValueError):
+        isolate("protected_pkg:Resource", transport="bogus")
+    assert _children() == before
