@@ -38,6 +38,62 @@ def _read_exact(fd, n):
     return b"".join(chunks)
 
 
+SHM_MIN = 64 * 1024  # bytes/bytearray at least this big travel through shared memory
+
+
+def shm_put(data):
+    """Copy `data` into a new POSIX shared memory segment (the primitive under
+    multiprocessing.shared_memory, used directly so that no resource_tracker process is started
+    and nothing is registered with one); the receiver unlinks it."""
+    import mmap
+
+    import _posixshmem
+
+    size = max(len(data), 1)
+    name = "/cprs_%d_%s" % (os.getpid(), os.urandom(6).hex())
+    fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        mm = mmap.mmap(fd, size)
+        try:
+            mm.write(data)  # PyPy 3.9: slice assignment takes only bytes
+        finally:
+            mm.close()
+    except BaseException:
+        _posixshmem.shm_unlink(name)
+        raise
+    finally:
+        os.close(fd)
+    return name
+
+
+def shm_take(name, size, kind):
+    import mmap
+
+    import _posixshmem
+
+    fd = _posixshmem.shm_open(name, os.O_RDONLY, 0o600)
+    try:
+        mm = mmap.mmap(fd, max(size, 1), prot=mmap.PROT_READ)
+        try:
+            data = mm[:size]
+        finally:
+            mm.close()
+    finally:
+        os.close(fd)
+        _posixshmem.shm_unlink(name)
+    return bytearray(data) if kind == "bytearray" else data
+
+
+def shm_unlink(name):
+    import _posixshmem
+
+    try:
+        _posixshmem.shm_unlink(name)
+    except OSError:
+        pass
+
+
 class RemoteError(Exception):
     """A parent callback raised."""
 
@@ -113,6 +169,9 @@ class _Pickler(cloudpickle.CloudPickler):
         self.new_types = []
 
     def persistent_id(self, obj):
+        t = type(obj)
+        if (t is bytes or t is bytearray) and len(obj) >= SHM_MIN and self._conn.shm:
+            return ("shm", shm_put(obj), len(obj), t.__name__)
         if isinstance(obj, ParentProxy):
             return ("yours", obj._hid)
         if isinstance(obj, Own):
@@ -146,6 +205,8 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if pid[0] == "yours":
             return self._conn.exports[pid[1]][0]
+        if pid[0] == "shm":
+            return shm_take(pid[1], pid[2], pid[3])
         return self._conn.proxy(pid[1])
 
 
@@ -161,7 +222,9 @@ def _call_batch(fn, calls):
 
 class Conn(object):
     def __init__(self, rfd, wfd, top):
-        self.rfd, self.wfd, self.top = rfd, wfd, top
+        self.rfd, self.wfd = rfd, wfd
+        self.tops = (top,)
+        self.shm = False  # the parent turns it on when both sides have shared memory
         self.exports = {}  # hid -> [obj, copies sent and not yet released]
         self.export_ids = {}  # id(obj) -> hid
         self.next_hid = 1
@@ -175,7 +238,10 @@ class Conn(object):
             mod = getattr(obj, "__module__", "") or ""
         else:
             mod = getattr(type(obj), "__module__", "") or ""
-        return mod == self.top or mod.startswith(self.top + ".")
+        for top in self.tops:
+            if mod == top or mod.startswith(top + "."):
+                return True
+        return False
 
     def export(self, obj):
         hid = self.export_ids.get(id(obj))
@@ -300,6 +366,13 @@ class Conn(object):
                 obj, name, a, kw = args
                 setattr(obj, name, a[0])
                 result = None
+            elif op == "protect":
+                if args[0] not in self.tops:
+                    self.tops = self.tops + (args[0],)
+                result = None
+            elif op == "shm":
+                self.shm = bool(args[0])
+                result = None
             elif op == "iter":
                 result = Own(iter(args[0]))
             elif op == "next":
@@ -334,7 +407,13 @@ def main():
     for entry in reversed(sys.argv[4:]):
         sys.path.insert(0, entry)
     conn = Conn(rfd, wfd, top)
-    conn.send(("hello", 0, tuple(sys.version_info[:3]), sys.implementation.name, os.getpid()))
+    try:
+        import _posixshmem  # noqa: F401
+
+        has_shm = True
+    except ImportError:
+        has_shm = False
+    conn.send(("hello", 0, tuple(sys.version_info[:3]), sys.implementation.name, os.getpid(), has_shm))
     while True:
         try:
             msg = conn.recv()

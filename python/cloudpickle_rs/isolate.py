@@ -84,6 +84,8 @@ class _FromChild(pickle.Unpickler):
         self.session = session
 
     def persistent_load(self, pid):
+        if pid[0] == "shm":
+            return _shm_take(*pid[1:4])
         if pid[0] == "mine":
             return self.session.handle(pid[1], pid[2], pid[3])
         if pid[0] == "yours":
@@ -94,8 +96,7 @@ class _FromChild(pickle.Unpickler):
         raise IsolateProtocolError(f"unexpected persistent id {pid!r}")
 
     def find_class(self, module, name):
-        top = self.session.top
-        if module == top or module.startswith(top + "."):
+        if any(module == top or module.startswith(top + ".") for top in self.session.tops):
             raise ModuleLeakError(f"the child sent a reference to {module}.{name} by value")
         return super().find_class(module, name)
 
@@ -105,6 +106,11 @@ class _ToChild(_Pickler):
     parent handle."""
 
     def persistent_id(self, obj):
+        t = type(obj)
+        if (t is bytes or t is bytearray) and len(obj) >= _SHM_MIN and self.isolate_session.shm:
+            name = _shm_put(obj)
+            self.isolate_segments.append(name)
+            return ("shm", name, len(obj), t.__name__)
         if isinstance(obj, _RemoteObject):
             hid = object.__getattribute__(obj, "_isolate_hid")
             if hid is None:
@@ -131,7 +137,8 @@ class _Session:
         self.proc = subprocess.Popen([str(python), _CHILD, str(cr), str(cw), top, *entries], pass_fds=(cr, cw))
         os.close(cr)
         os.close(cw)
-        self.rfd, self.wfd, self.top, self.next_id = rp, pw, top, 1
+        self.rfd, self.wfd, self.tops, self.next_id = rp, pw, (top,), 1
+        self.python, self.shm, self.users = python, False, 0
         self.transport = transport
         self.type_rules = dict(type_rules or {})
         self.handles = {}  # child hid -> (weakref to proxy, [copies received])
@@ -141,8 +148,16 @@ class _Session:
         self.export_ids = {}
         self.next_export = 1
         self._finalizer = weakref.finalize(self, _stop, self.proc, rp, pw)
-        _, _, version, impl, pid = self._recv()
+        _, _, version, impl, pid, child_shm = self._recv()
         self.by_source = tuple(version[:2]) != tuple(sys.version_info[:2]) or impl != sys.implementation.name
+        if child_shm and _has_shm():
+            self.request("shm", True)
+            self.shm = True
+
+    def protect(self, top):
+        if top not in self.tops:
+            self.request("protect", top)
+            self.tops = self.tops + (top,)
 
     # -- framing ---------------------------------------------------------------------------
     def _recv(self):
@@ -170,12 +185,14 @@ class _Session:
     def _encode(self, msg):
         buf = io.BytesIO()
         p = _ToChild(buf, protocol=5, by_source=self.by_source)
-        p.isolate_session, p.isolate_made = self, []
+        p.isolate_session, p.isolate_made, p.isolate_segments = self, [], []
         try:
             p.dump(msg)
         except BaseException:
             for hid in p.isolate_made:
                 self._release_export(hid, 1)
+            for name in p.isolate_segments:
+                _shm_unlink(name)
             raise
         data = buf.getvalue()
         return _HDR.pack(len(data)) + data
@@ -349,6 +366,47 @@ class _Session:
         self._finalizer()
 
 
+_SHM_MIN = 64 * 1024  # bytes/bytearray at least this big travel through shared memory
+
+
+def _has_shm():
+    try:
+        import _posixshmem  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# the parent's shared-memory helpers are the child's (one copy of the code, stdlib only)
+_child_mod = None
+
+
+def _helpers():
+    global _child_mod
+    if _child_mod is None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_cloudpickle_rs_isolate_shm", _CHILD)
+        src = Path(_CHILD).read_text()
+        start, end = src.index("def shm_put(data):"), src.index("class RemoteError(Exception):")
+        ns = {"os": os, "__name__": spec.name}
+        exec(compile(src[start:end], _CHILD, "exec"), ns)  # noqa: S102 - our own file
+        _child_mod = ns
+    return _child_mod
+
+
+def _shm_put(data):
+    return _helpers()["shm_put"](data)
+
+
+def _shm_take(name, size, kind):
+    return _helpers()["shm_take"](name, size, kind)
+
+
+def _shm_unlink(name):
+    _helpers()["shm_unlink"](name)
+
+
 class _Unpicklable(Exception):
     pass
 
@@ -374,10 +432,10 @@ class _Close:
 
     def __get__(self, obj, cls=None):
         if obj is None:
-            session = cls.__dict__.get("_isolate_session")
-            if session is None:
+            close = cls.__dict__.get("_isolate_close")
+            if close is None:
                 raise AttributeError("close")
-            return session.close
+            return close
         return lambda: _release(obj)
 
 
@@ -501,6 +559,9 @@ class _RemoteMethod:
         return f"<remote method {self.name}>"
 
 
+_SHARED = {}  # share_key -> _Session
+
+
 def method(obj, name):
     """The child's method `name` of proxy `obj`, even where the proxy has its own attribute of that
     name (``close``): ``method(obj, "close")()`` calls the target's ``close``."""
@@ -516,14 +577,41 @@ def isolate(target, python=None, share_key=None, transport="value", type_rules=N
     for klass, rule in (type_rules or {}).items():
         if not isinstance(klass, type) or rule not in ("value", "reference"):
             raise ValueError(f"type_rules maps types to 'value' or 'reference', got {klass!r}: {rule!r}")
-    if share_key is not None:
-        raise NotImplementedError("share_key is not built yet")
     modname, clsname = target.split(":")
     top = modname.split(".")[0]
     leaked = [m for m in sys.modules if m == top or m.startswith(top + ".")]
     if leaked:
         raise ModuleLeakError(f"{top} is already imported in this process: {sorted(leaked)[:5]}")
-    session = _Session(python or sys.executable, top, path, transport, type_rules)
+    python = os.path.abspath(str(python or sys.executable))  # not realpath: a venv python is a symlink
+    session = None
+    if share_key is not None:
+        session = _SHARED.get(share_key)
+        if session is not None and not session._finalizer.alive:
+            session = None
+        if session is not None:
+            if (session.python, session.transport, session.type_rules) != (python, transport, dict(type_rules or {})):
+                raise ValueError(
+                    f"share_key {share_key!r} is used with python={session.python!r}, transport={session.transport!r}, "
+                    f"type_rules={session.type_rules!r}; got {python!r}, {transport!r}, {dict(type_rules or {})!r}"
+                )
+            session.protect(top)
+    if session is None:
+        session = _Session(python, top, path, transport, type_rules)
+        if share_key is not None:
+            _SHARED[share_key] = session
+    session.users += 1
+    closed = []
+
+    def close():
+        """Stops the child (a shared child when the last class using it closes)."""
+        if closed:
+            return
+        closed.append(True)
+        session.users -= 1
+        if session.users <= 0:
+            if share_key is not None and _SHARED.get(share_key) is session:
+                del _SHARED[share_key]
+            session.close()
 
     class Remote(_RemoteObject):
         def __new__(cls, *args, **kwargs):
@@ -536,5 +624,6 @@ def isolate(target, python=None, share_key=None, transport="value", type_rules=N
 
     Remote.__name__ = Remote.__qualname__ = clsname
     Remote._isolate_session = session
+    Remote._isolate_close = staticmethod(close)
     Remote.policy_for = staticmethod(lambda value, override=None: session.policy_for(value, override))
     return Remote

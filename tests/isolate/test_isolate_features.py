@@ -221,3 +221,57 @@ def test_transport_reference_and_policies(python):
     with pytest.raises(ValueError):
         isolate("protected_pkg:Resource", transport="bogus")
     assert _children() == before
+
+
+def test_big_bytes_through_shared_memory(R, monkeypatch, capfd):
+    iso = sys.modules["cloudpickle_rs.isolate"]  # the package attribute `isolate` is the function
+
+    puts, takes = [], []
+    real_put, real_take = iso._shm_put, iso._shm_take
+    monkeypatch.setattr(iso, "_shm_put", lambda d: puts.append(len(d)) or real_put(d))
+    monkeypatch.setattr(iso, "_shm_take", lambda *a: takes.append(a[1]) or real_take(*a))
+    before = set(os.listdir("/dev/shm"))
+    r = R()
+    big = os.urandom(10 << 20)
+    out = r.ident(big)
+    assert out == big and type(out) is bytes
+    ba = bytearray(b"y" * (100 << 10))
+    out2 = r.ident(ba)
+    assert out2 == ba and type(out2) is bytearray
+    small = b"z" * 1000
+    assert r.ident(small) == small
+    assert puts == [10 << 20, 100 << 10]  # parent -> child through shared memory, small by pipe
+    assert takes == [10 << 20, 100 << 10]  # child -> parent through shared memory
+    assert r.ident([big, big]) == [big, big]  # nested values too
+    assert set(os.listdir("/dev/shm")) == before  # every segment unlinked
+    R.close()
+    err = capfd.readouterr().err
+    assert "resource_tracker" not in err and "leaked" not in err
+
+
+def test_share_key(python):
+    before = _children()
+    A = isolate("protected_pkg:Resource", python=python, path=[HERE], share_key="k1")
+    B = isolate("protected_pkg:Counter", python=python, path=[HERE], share_key="k1")
+    try:
+        assert A._isolate_session is B._isolate_session
+        proc = A._isolate_session.proc
+        a, b = A([1]), B(2)
+        assert a.ident(b) is b and b.add(1) == 3 and a.size == 1
+        with pytest.raises(ValueError, match="share_key"):
+            isolate("protected_pkg:Counter", python=python, path=[HERE], share_key="k1", transport="reference")
+        other = "recv-3.9" if python is None else None
+        with pytest.raises(ValueError, match="share_key"):
+            isolate("protected_pkg:Counter", python=other and loader_python(other), path=[HERE], share_key="k1")
+        C = isolate("protected_pkg:Counter", python=python, path=[HERE], share_key="k2")
+        assert C._isolate_session is not A._isolate_session
+        C.close()
+        A.close()
+        A.close()  # a second close of the same class does not count twice
+        assert proc.poll() is None and b.add(1) == 4  # B still uses the child
+        B.close()
+        assert proc.wait(timeout=5) == 0
+    finally:
+        A.close()
+        B.close()
+    assert _children() == before
