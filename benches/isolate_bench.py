@@ -62,6 +62,7 @@ def main():
     opts = ap.parse_args()
     q = opts.quick
     python = opts.python or sys.executable
+    foreign = True if opts.python and os.path.abspath(opts.python) != os.path.abspath(sys.executable) else None
     rows = []
     local, ns = local_worker()
 
@@ -74,7 +75,7 @@ def main():
     from cloudpickle_rs.integrations.executor import InterpreterPoolExecutor
 
     def cold_pool():
-        with InterpreterPoolExecutor(python, max_workers=1) as ex:
+        with InterpreterPoolExecutor(python, max_workers=1, by_source=foreign) as ex:
             ex.submit(ns["tiny"], 1).result()
 
     def cold_local():
@@ -85,7 +86,7 @@ def main():
 
     R = isolate("isolate_target:Worker", python=python, path=[HERE])
     w = R()
-    pool = InterpreterPoolExecutor(python, max_workers=1)
+    pool = InterpreterPoolExecutor(python, max_workers=1, by_source=foreign)
     try:
         calls = 500 if q else 3000
         per = []
