@@ -176,7 +176,7 @@ class _Pickler(cloudpickle.CloudPickler):
             return ("yours", obj._hid)
         if isinstance(obj, Own):
             obj = obj.obj
-        elif not isinstance(obj, _NEVER_BY_VALUE) and not self._conn.protected(obj):
+        elif not isinstance(obj, _NEVER_BY_VALUE) and not self._conn.protected(obj) and not self._conn.dynamic(obj):
             return None
         conn = self._conn
         hid = conn.export(obj)
@@ -225,6 +225,11 @@ class Conn(object):
         self.rfd, self.wfd = rfd, wfd
         self.tops = (top,)
         self.shm = False  # the parent turns it on when both sides have shared memory
+        # the parent runs another Python: code that stock cloudpickle would send by value (as
+        # this version's bytecode) cannot load there, so such functions, classes and their
+        # instances go back as handles
+        self.cross = False
+        self._dyn_types = {}
         self.exports = {}  # hid -> [obj, copies sent and not yet released]
         self.export_ids = {}  # id(obj) -> hid
         self.next_hid = 1
@@ -242,6 +247,24 @@ class Conn(object):
             if mod == top or mod.startswith(top + "."):
                 return True
         return False
+
+    def dynamic(self, obj):
+        if not self.cross:
+            return False
+        by_ref = cloudpickle.cloudpickle._should_pickle_by_reference
+        if isinstance(obj, (types.FunctionType, types.MethodType)):
+            fn = getattr(obj, "__func__", obj)
+            return not by_ref(fn)
+        t = obj if isinstance(obj, type) else type(obj)
+        known = self._dyn_types.get(t)
+        if known is None:
+            try:
+                # builtins (NoneType, ...) are special-cased by cloudpickle: never dynamic; the
+                # elements of our own persistent ids are builtins, so they never recurse here
+                known = self._dyn_types[t] = t.__module__ != "builtins" and not by_ref(t)
+            except Exception:  # noqa: BLE001
+                known = self._dyn_types[t] = False
+        return known
 
     def export(self, obj):
         hid = self.export_ids.get(id(obj))
@@ -370,8 +393,9 @@ class Conn(object):
                 if args[0] not in self.tops:
                     self.tops = self.tops + (args[0],)
                 result = None
-            elif op == "shm":
-                self.shm = bool(args[0])
+            elif op == "config":
+                self.shm = bool(args[0].get("shm"))
+                self.cross = bool(args[0].get("cross"))
                 result = None
             elif op == "iter":
                 result = Own(iter(args[0]))

@@ -150,9 +150,9 @@ class _Session:
         self._finalizer = weakref.finalize(self, _stop, self.proc, rp, pw)
         _, _, version, impl, pid, child_shm = self._recv()
         self.by_source = tuple(version[:2]) != tuple(sys.version_info[:2]) or impl != sys.implementation.name
-        if child_shm and _has_shm():
-            self.request("shm", True)
-            self.shm = True
+        shm = bool(child_shm and _has_shm())
+        self.request("config", {"shm": shm, "cross": self.by_source})
+        self.shm = shm
 
     def protect(self, top):
         if top not in self.tops:
