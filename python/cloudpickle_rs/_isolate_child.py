@@ -94,6 +94,92 @@ def shm_unlink(name):
         pass
 
 
+class Shm(object):
+    """Big bytes through shared memory. This side writes into its own reusable segment (the
+    arena), which the peer maps once and copies values out of. The arena is reused from offset 0
+    each time a frame of the peer arrives: the protocol alternates, so the peer has then loaded
+    every frame sent before. A value that does not fit the rest of the arena goes in a one-off
+    segment that the receiver unlinks. The owner unlinks its arena when it closes (the parent
+    also unlinks the child's after the child exited, in case it was killed)."""
+
+    def __init__(self):
+        self.name, self.mm, self.size, self.off = None, None, 0, 0
+        self.peer_name, self.peer_mm = None, None
+        self.sent, self.received = [], []  # sizes, for tests
+
+    def put(self, data, kind):
+        n = len(data)
+        self.sent.append(n)
+        if self.off == 0 and n > self.size:
+            self._grow(n)
+        if self.off + n > self.size:
+            return ("shm", shm_put(data), n, kind)
+        off = self.off
+        self.mm.seek(off)
+        self.mm.write(data)
+        self.off = off + (n + 63) // 64 * 64
+        return ("shma", self.name, off, n, kind)
+
+    def _grow(self, n):
+        import mmap
+
+        import _posixshmem
+
+        self.close_own()
+        size = max(n, 2 * self.size, 1 << 20)
+        name = "/cprs_%d_%s" % (os.getpid(), os.urandom(6).hex())
+        fd = _posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            self.mm = mmap.mmap(fd, size)
+        except BaseException:
+            _posixshmem.shm_unlink(name)
+            raise
+        finally:
+            os.close(fd)
+        self.name, self.size = name, size
+
+    def take(self, name, off, n, kind):
+        self.received.append(n)
+        if name != self.peer_name:
+            import mmap
+
+            import _posixshmem
+
+            if self.peer_mm is not None:
+                self.peer_mm.close()
+                self.peer_mm = None
+            fd = _posixshmem.shm_open(name, os.O_RDONLY, 0o600)
+            try:
+                self.peer_mm = mmap.mmap(fd, os.fstat(fd).st_size, prot=mmap.PROT_READ)
+            finally:
+                os.close(fd)
+            self.peer_name = name
+        data = self.peer_mm[off : off + n]
+        return bytearray(data) if kind == "bytearray" else data
+
+    def take_oneoff(self, name, n, kind):
+        self.received.append(n)
+        return shm_take(name, n, kind)
+
+    def reset(self):
+        self.off = 0
+
+    def close_own(self):
+        if self.mm is not None:
+            self.mm.close()
+            self.mm = None
+        if self.name is not None:
+            shm_unlink(self.name)
+            self.name, self.size, self.off = None, 0, 0
+
+    def close(self):
+        self.close_own()
+        if self.peer_mm is not None:
+            self.peer_mm.close()
+            self.peer_mm = None
+
+
 class RemoteError(Exception):
     """A parent callback raised."""
 
@@ -171,7 +257,7 @@ class _Pickler(cloudpickle.CloudPickler):
     def persistent_id(self, obj):
         t = type(obj)
         if (t is bytes or t is bytearray) and len(obj) >= SHM_MIN and self._conn.shm:
-            return ("shm", shm_put(obj), len(obj), t.__name__)
+            return self._conn.shmio.put(obj, t.__name__)
         if isinstance(obj, ParentProxy):
             return ("yours", obj._hid)
         if isinstance(obj, Own):
@@ -205,8 +291,10 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         if pid[0] == "yours":
             return self._conn.exports[pid[1]][0]
+        if pid[0] == "shma":
+            return self._conn.shmio.take(*pid[1:5])
         if pid[0] == "shm":
-            return shm_take(pid[1], pid[2], pid[3])
+            return self._conn.shmio.take_oneoff(*pid[1:4])
         return self._conn.proxy(pid[1])
 
 
@@ -224,6 +312,7 @@ class Conn(object):
     def __init__(self, rfd, wfd, top):
         self.rfd, self.wfd = rfd, wfd
         self.tops = (top,)
+        self.shmio = Shm()
         self.shm = False  # the parent turns it on when both sides have shared memory
         # the parent runs another Python: code that stock cloudpickle would send by value (as
         # this version's bytecode) cannot load there, so such functions, classes and their
@@ -335,6 +424,7 @@ class Conn(object):
 
     def recv(self):
         (n,) = _HDR.unpack(_read_exact(self.rfd, 8))
+        self.shmio.reset()
         return _Unpickler(io.BytesIO(_read_exact(self.rfd, n)), self).load()
 
     def request(self, op, args):
@@ -438,18 +528,21 @@ def main():
     except ImportError:
         has_shm = False
     conn.send(("hello", 0, tuple(sys.version_info[:3]), sys.implementation.name, os.getpid(), has_shm))
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        if msg[0] == "rel":
-            for hid, n in msg[2]:
-                conn.release_one(hid, n)
-        elif msg[0] == "req" and msg[2] == "stop":
-            return
-        else:
-            conn.serve(msg)
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except EOFError:
+                return
+            if msg[0] == "rel":
+                for hid, n in msg[2]:
+                    conn.release_one(hid, n)
+            elif msg[0] == "req" and msg[2] == "stop":
+                return
+            else:
+                conn.serve(msg)
+    finally:
+        conn.shmio.close()
 
 
 if __name__ == "__main__":

@@ -84,8 +84,10 @@ class _FromChild(pickle.Unpickler):
         self.session = session
 
     def persistent_load(self, pid):
+        if pid[0] == "shma":
+            return self.session.shmio.take(*pid[1:5])
         if pid[0] == "shm":
-            return _shm_take(*pid[1:4])
+            return self.session.shmio.take_oneoff(*pid[1:4])
         if pid[0] == "mine":
             return self.session.handle(pid[1], pid[2], pid[3])
         if pid[0] == "yours":
@@ -108,9 +110,10 @@ class _ToChild(_Pickler):
     def persistent_id(self, obj):
         t = type(obj)
         if (t is bytes or t is bytearray) and len(obj) >= _SHM_MIN and self.isolate_session.shm:
-            name = _shm_put(obj)
-            self.isolate_segments.append(name)
-            return ("shm", name, len(obj), t.__name__)
+            pid = self.isolate_session.shmio.put(obj, t.__name__)
+            if pid[0] == "shm":
+                self.isolate_segments.append(pid[1])
+            return pid
         if isinstance(obj, _RemoteObject):
             hid = object.__getattribute__(obj, "_isolate_hid")
             if hid is None:
@@ -139,6 +142,7 @@ class _Session:
         os.close(cw)
         self.rfd, self.wfd, self.tops, self.next_id = rp, pw, (top,), 1
         self.python, self.shm, self.users = python, False, 0
+        self.shmio = _helpers()["Shm"]()
         self.transport = transport
         self.type_rules = dict(type_rules or {})
         self.handles = {}  # child hid -> (weakref to proxy, [copies received])
@@ -147,7 +151,7 @@ class _Session:
         self.exports = {}  # parent hid -> [obj, copies sent and not yet released]
         self.export_ids = {}
         self.next_export = 1
-        self._finalizer = weakref.finalize(self, _stop, self.proc, rp, pw)
+        self._finalizer = weakref.finalize(self, _stop, self.proc, rp, pw, self.shmio)
         _, _, version, impl, pid, child_shm = self._recv()
         self.by_source = tuple(version[:2]) != tuple(sys.version_info[:2]) or impl != sys.implementation.name
         shm = bool(child_shm and _has_shm())
@@ -164,6 +168,7 @@ class _Session:
         hdr = self._read(8)
         (n,) = _HDR.unpack(hdr)
         data = self._read(n)
+        self.shmio.reset()  # the child has loaded everything we sent: our arena is free
         try:
             return _FromChild(io.BytesIO(data), self).load()
         except (ModuleLeakError, IsolateProtocolError):
@@ -389,18 +394,10 @@ def _helpers():
         spec = importlib.util.spec_from_file_location("_cloudpickle_rs_isolate_shm", _CHILD)
         src = Path(_CHILD).read_text()
         start, end = src.index("def shm_put(data):"), src.index("class RemoteError(Exception):")
-        ns = {"os": os, "__name__": spec.name}
+        ns = {"os": os, "__name__": spec.name, "object": object}
         exec(compile(src[start:end], _CHILD, "exec"), ns)  # noqa: S102 - our own file
         _child_mod = ns
     return _child_mod
-
-
-def _shm_put(data):
-    return _helpers()["shm_put"](data)
-
-
-def _shm_take(name, size, kind):
-    return _helpers()["shm_take"](name, size, kind)
 
 
 def _shm_unlink(name):
@@ -411,7 +408,7 @@ class _Unpicklable(Exception):
     pass
 
 
-def _stop(proc, rfd, wfd):
+def _stop(proc, rfd, wfd, shmio):
     import subprocess
 
     try:
@@ -424,6 +421,10 @@ def _stop(proc, rfd, wfd):
         proc.kill()
         proc.wait()
     os.close(rfd)
+    peer = shmio.peer_name
+    shmio.close()
+    if peer is not None:  # the child unlinks its arena at exit; not if it was killed
+        _shm_unlink(peer)
 
 
 class _Close:

@@ -223,16 +223,11 @@ def test_transport_reference_and_policies(python):
     assert _children() == before
 
 
-def test_big_bytes_through_shared_memory(R, monkeypatch, capfd):
-    iso = sys.modules["cloudpickle_rs.isolate"]  # the package attribute `isolate` is the function
-
-    puts, takes = [], []
-    real_put, real_take = iso._shm_put, iso._shm_take
-    monkeypatch.setattr(iso, "_shm_put", lambda d: puts.append(len(d)) or real_put(d))
-    monkeypatch.setattr(iso, "_shm_take", lambda *a: takes.append(a[1]) or real_take(*a))
-    child = R._isolate_session.proc.pid
-    ours = lambda: [n for n in os.listdir("/dev/shm") if n.startswith(("cprs_%d_" % os.getpid(), "cprs_%d_" % child))]  # noqa: E731
+def test_big_bytes_through_shared_memory(R, capfd):
     r = R()
+    shmio = R._isolate_session.shmio
+    child = R._isolate_session.proc.pid
+    ours = lambda: sorted(n for n in os.listdir("/dev/shm") if n.startswith(("cprs_%d_" % os.getpid(), "cprs_%d_" % child)))  # noqa: E731
     big = os.urandom(10 << 20)
     out = r.ident(big)
     assert out == big and type(out) is bytes
@@ -241,13 +236,28 @@ def test_big_bytes_through_shared_memory(R, monkeypatch, capfd):
     assert out2 == ba and type(out2) is bytearray
     small = b"z" * 1000
     assert r.ident(small) == small
-    assert puts == [10 << 20, 100 << 10]  # parent -> child through shared memory, small by pipe
-    assert takes == [10 << 20, 100 << 10]  # child -> parent through shared memory
-    assert r.ident([big, big]) == [big, big]  # nested values too
-    assert ours() == []  # every segment unlinked (other processes on the machine may use /dev/shm)
+    assert shmio.sent == [10 << 20, 100 << 10]  # parent -> child through shared memory, small by pipe
+    assert shmio.received == [10 << 20, 100 << 10]  # child -> parent through shared memory
+    assert len(ours()) == 2  # one reusable arena per side
+    assert r.ident([big, big]) == [big, big]  # the second does not fit the arena: a one-off segment
+    assert r.ident([ba, big, ba]) == [ba, big, ba]
+    assert len(ours()) == 2  # one-off segments were unlinked by their receivers
     R.close()
+    assert ours() == []  # arenas unlinked (other processes on the machine may use /dev/shm)
     err = capfd.readouterr().err
     assert "resource_tracker" not in err and "leaked" not in err
+
+
+def test_shared_memory_of_a_killed_child_is_unlinked():
+    R = isolate("protected_pkg:Resource", path=[HERE])
+    child = R._isolate_session.proc.pid
+    r = R()
+    assert r.ident(b"k" * (1 << 20)) == b"k" * (1 << 20)
+    assert [n for n in os.listdir("/dev/shm") if n.startswith("cprs_%d_" % child)]
+    R._isolate_session.proc.kill()
+    R._isolate_session.proc.wait()
+    R.close()
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(("cprs_%d_" % child, "cprs_%d_" % os.getpid()))]
 
 
 def test_share_key(python):
