@@ -143,6 +143,9 @@ class _Session:
         self.rfd, self.wfd, self.tops, self.next_id = rp, pw, (top,), 1
         self.python, self.shm, self.users = python, False, 0
         self.shmio = _helpers()["Shm"]()
+        import threading
+
+        self.lock = threading.RLock()
         self.transport = transport
         self.type_rules = dict(type_rules or {})
         self.handles = {}  # child hid -> (weakref to proxy, [copies received])
@@ -155,7 +158,7 @@ class _Session:
         _, _, version, impl, pid, child_shm = self._recv()
         self.by_source = tuple(version[:2]) != tuple(sys.version_info[:2]) or impl != sys.implementation.name
         shm = bool(child_shm and _has_shm())
-        self.request("config", {"shm": shm, "cross": self.by_source})
+        self._request("config", {"shm": shm, "cross": self.by_source})
         self.shm = shm
 
     def protect(self, top):
@@ -316,6 +319,12 @@ class _Session:
                 raise exc.__cause__ from None
 
     def request(self, op, *args):
+        # one thread at a time talks to the child; the lock is re-entrant because a callback
+        # served on this thread may call the child again
+        with self.lock:
+            return self._request(op, *args)
+
+    def _request(self, op, *args):
         rid = self.next_id
         self.next_id += 1
         try:

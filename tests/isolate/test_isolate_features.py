@@ -337,3 +337,22 @@ def test_main_class_by_value(python, tmp_path):
     cmd = [sys.executable, str(script), HERE] + ([str(python)] if python else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_threads_take_turns(R):
+    r = R()
+    errors, results = [], {}
+
+    def work(k):
+        try:
+            results[k] = [r.ident((k, i)) for i in range(200)]
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert all(results[k] == [(k, i) for i in range(200)] for k in range(4))
