@@ -442,7 +442,7 @@ class _Close:
 
     def __get__(self, obj, cls=None):
         if obj is None:
-            close = cls.__dict__.get("_isolate_close")
+            close = getattr(cls, "_isolate_close", None)
             if close is None:
                 raise AttributeError("close")
             return close
