@@ -30,7 +30,7 @@ def _children():
     return sorted(out)
 
 
-@pytest.fixture(params=["same", "recv-3.9", "pypy39"], scope="module")
+@pytest.fixture(params=["same", "recv-3.9", "pypy39"], scope="module")  # 3.8 / 3.13: test_oldest_and_newest
 def python(request):
     return None if request.param == "same" else loader_python(request.param)
 
@@ -356,3 +356,37 @@ def test_threads_take_turns(R):
         t.join(60)
     assert not errors
     assert all(results[k] == [(k, i) for i in range(200)] for k in range(4))
+
+
+@pytest.mark.parametrize("env", ["recv-3.8", "recv-3.13"])
+def test_oldest_and_newest(env):
+    """The child program on the ends of the supported range: one pass over the main features."""
+    before = _children()
+    R = isolate("protected_pkg:Resource", python=loader_python(env), path=[HERE])
+    try:
+        r = R([1, 2])
+        lock = threading.Lock()
+        k = 3
+        assert r.call(lambda x: x + k, 1) == 4 and r.ident(lock) is lock
+        assert r.size == 2 and list(r) == [1, 2] and 2 in r and r[1] == 2 and len(r) == 2
+        assert r.call(lambda: r.call(lambda: lock and 7)) == 7
+        assert r.div.batch([((1, 2), {})]) == [0.5]
+        with r:
+            raise KeyError("x")
+        big = os.urandom(1 << 20)
+        assert r.ident(big) == big
+    finally:
+        R.close()
+    assert _children() == before
+
+
+def test_child_stops_when_the_class_is_collected():
+    before = _children()
+    R = isolate("protected_pkg:Resource", path=[HERE])
+    r = R([1])
+    assert r.size == 1
+    proc = R._isolate_session.proc
+    del R, r
+    gc.collect()
+    assert proc.wait(timeout=10) == 0
+    assert _children() == before
