@@ -487,6 +487,8 @@ class Conn(object):
                 self.shm = bool(args[0].get("shm"))
                 self.cross = bool(args[0].get("cross"))
                 result = None
+            elif op == "truth":
+                result = bool(args[0])
             elif op == "iter":
                 result = Own(iter(args[0]))
             elif op == "next":

@@ -473,7 +473,12 @@ class _RemoteObject:
         session = _live(self)
         if name in session.methods.get(object.__getattribute__(self, "_isolate_tkey"), ()):
             return _RemoteMethod(self, name)
-        kind, value = session.request("getattr", self, name)
+        try:
+            kind, value = session.request("getattr", self, name)
+        except RemoteError as exc:  # hasattr() and getattr(obj, name, default) work as locally
+            if exc.remote_type_name == "AttributeError":
+                raise AttributeError(exc.remote_message) from None
+            raise
         return _RemoteMethod(self, name) if kind == "m" else value
 
     def __setattr__(self, name, value):
@@ -484,6 +489,9 @@ class _RemoteObject:
 
     def __repr__(self):
         return _RemoteMethod(self, "__repr__")()
+
+    def __bool__(self):
+        return bool(_live(self).request("truth", self))
 
     def __len__(self):
         try:

@@ -113,6 +113,13 @@ def test_attributes_properties_protocols(R):
     assert list(r.gen(300)) == [i * i for i in range(300)]  # a remote generator, chunked
     r.items = [9]
     assert r.size == 1
+    assert not hasattr(r, "missing") and getattr(r, "missing", 5) == 5
+    with pytest.raises(AttributeError, match="missing"):
+        r.missing
+    g = r.gen(1)
+    assert bool(g) is True and bool(r) is True  # truth is the child's: __len__ or True
+    r.items = []
+    assert bool(r) is False
 
 
 def test_unpicklable_argument_goes_as_handle(R):
