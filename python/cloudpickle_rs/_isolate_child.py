@@ -24,7 +24,16 @@ import weakref
 
 import cloudpickle
 
-_HDR = struct.Struct("<Q")
+# frame header: payload length, request id, kind (0 request, 1 reply, 2 release), so that a
+# frame whose payload cannot be loaded is still answered (or failed) by its request id
+_HDR = struct.Struct("<QQB")
+_KIND = {"req": 0, "ok": 1, "err": 1, "hello": 1, "rel": 2}
+
+
+class LoadError(Exception):
+    def __init__(self, rid, kind, exc, tb):
+        Exception.__init__(self, "cannot load a message of the parent: %s: %s" % (type(exc).__name__, exc))
+        self.rid, self.kind, self.exc, self.tb = rid, kind, exc, tb
 
 
 def _read_exact(fd, n):
@@ -402,7 +411,7 @@ class Conn(object):
             p.rollback()
             raise
         data = buf.getvalue()
-        return _HDR.pack(len(data)) + data
+        return _HDR.pack(len(data), msg[1], _KIND[msg[0]]) + data
 
     def send(self, msg):
         data = self.encode(msg)
@@ -423,16 +432,31 @@ class Conn(object):
                 self.send(("err", rid, type(exc).__name__, str(exc), traceback.format_exc()))
 
     def recv(self):
-        (n,) = _HDR.unpack(_read_exact(self.rfd, 8))
+        n, rid, kind = _HDR.unpack(_read_exact(self.rfd, _HDR.size))
+        data = _read_exact(self.rfd, n)
         self.shmio.reset()
-        return _Unpickler(io.BytesIO(_read_exact(self.rfd, n)), self).load()
+        try:
+            return _Unpickler(io.BytesIO(data), self).load()
+        except Exception as exc:  # noqa: BLE001 - the frame was read whole: the stream is in sync
+            raise LoadError(rid, kind, exc, traceback.format_exc())
+
+    def refuse(self, err):
+        """A request that could not be loaded is answered with the error."""
+        if err.kind == 0:
+            self.send(("err", err.rid, type(err.exc).__name__, "the child cannot load the request: %s" % (err.exc,), err.tb))
 
     def request(self, op, args):
         rid = self.next_rid
         self.next_rid += 1
         self.send(("req", rid, op, args))
         while True:
-            msg = self.recv()
+            try:
+                msg = self.recv()
+            except LoadError as err:
+                if err.kind == 1 and err.rid == rid:
+                    raise err
+                self.refuse(err)
+                continue
             kind = msg[0]
             if kind == "req":
                 self.serve(msg)
@@ -536,6 +560,9 @@ def main():
                 msg = conn.recv()
             except EOFError:
                 return
+            except LoadError as err:
+                conn.refuse(err)
+                continue
             if msg[0] == "rel":
                 for hid, n in msg[2]:
                     conn.release_one(hid, n)

@@ -27,7 +27,8 @@ __all__ = [
 ]
 
 _CHILD = str(Path(__file__).with_name("_isolate_child.py"))
-_HDR = struct.Struct("<Q")
+_HDR = struct.Struct("<QQB")  # payload length, request id, kind (see _isolate_child.py)
+_KIND = {"req": 0, "ok": 1, "err": 1, "rel": 2}
 #: per-call keyword that picks the transport of that call's arguments ("value" or "reference");
 #: it is removed from the keyword arguments before the call reaches the child.
 OVERRIDE_KW = "_isolate_transport"
@@ -155,7 +156,10 @@ class _Session:
         self.export_ids = {}
         self.next_export = 1
         self._finalizer = weakref.finalize(self, _stop, self.proc, rp, pw, self.shmio)
-        _, _, version, impl, pid, child_shm = self._recv()
+        try:
+            _, _, version, impl, pid, child_shm = self._recv()
+        except _LoadFailed as failed:
+            raise failed.exc from (None if failed.__cause__ is failed.exc else failed.__cause__)
         self.by_source = tuple(version[:2]) != tuple(sys.version_info[:2]) or impl != sys.implementation.name
         shm = bool(child_shm and _has_shm())
         self._request("config", {"shm": shm, "cross": self.by_source})
@@ -168,16 +172,17 @@ class _Session:
 
     # -- framing ---------------------------------------------------------------------------
     def _recv(self):
-        hdr = self._read(8)
-        (n,) = _HDR.unpack(hdr)
+        """The next message; a payload that cannot be loaded raises _LoadFailed (the frame was
+        read whole, so the stream stays in sync)."""
+        n, rid, kind = _HDR.unpack(self._read(_HDR.size))
         data = self._read(n)
         self.shmio.reset()  # the child has loaded everything we sent: our arena is free
         try:
             return _FromChild(io.BytesIO(data), self).load()
-        except (ModuleLeakError, IsolateProtocolError):
-            raise
+        except (ModuleLeakError, IsolateProtocolError) as exc:
+            raise _LoadFailed(rid, kind, exc) from exc
         except Exception as exc:
-            raise IsolateProtocolError(f"cannot load the child's message: {exc!r}") from exc
+            raise _LoadFailed(rid, kind, IsolateProtocolError(f"cannot load the child's message: {exc!r}")) from exc
 
     def _read(self, n):
         chunks = []
@@ -203,7 +208,7 @@ class _Session:
                 _shm_unlink(name)
             raise
         data = buf.getvalue()
-        return _HDR.pack(len(data)) + data
+        return _HDR.pack(len(data), msg[1], _KIND[msg[0]]) + data
 
     def _write(self, data):
         view = memoryview(data)
@@ -334,7 +339,18 @@ class _Session:
         except Exception as exc:
             raise _Unpicklable() from exc
         while True:
-            reply = self._recv()
+            try:
+                reply = self._recv()
+            except _LoadFailed as failed:
+                if failed.kind == 0:  # a callback request we cannot load: the child gets the error
+                    import traceback
+
+                    tb = "".join(traceback.format_exception(type(failed.exc), failed.exc, failed.__cause__.__traceback__))
+                    self._send(("err", failed.rid, type(failed.exc).__name__, str(failed.exc), tb))
+                    continue
+                if failed.kind == 1 and failed.rid == rid:
+                    raise failed.exc from (None if failed.__cause__ is failed.exc else failed.__cause__)
+                continue
             kind = reply[0] if isinstance(reply, tuple) and reply else None
             if kind == "req":
                 self._serve(reply)
@@ -415,6 +431,12 @@ def _shm_unlink(name):
 
 class _Unpicklable(Exception):
     pass
+
+
+class _LoadFailed(Exception):
+    def __init__(self, rid, kind, exc):
+        super().__init__(rid, kind, exc)
+        self.rid, self.kind, self.exc = rid, kind, exc
 
 
 def _stop(proc, rfd, wfd, shmio):

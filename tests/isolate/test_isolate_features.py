@@ -397,3 +397,32 @@ def test_child_stops_when_the_class_is_collected():
     gc.collect()
     assert proc.wait(timeout=10) == 0
     assert _children() == before
+
+
+def test_unloadable_messages_fail_one_call_not_the_session(python, tmp_path, monkeypatch):
+    parent_dir, child_dir = tmp_path / "p", tmp_path / "c"
+    parent_dir.mkdir()
+    child_dir.mkdir()
+    (parent_dir / "parent_only_mod.py").write_text("class P:\n    pass\n")
+    (child_dir / "child_only.py").write_text("class Thing:\n    pass\n")
+    monkeypatch.syspath_prepend(str(parent_dir))
+    import parent_only_mod
+
+    R = isolate("protected_pkg:Resource", python=python, path=[HERE, str(child_dir)])
+    request_close = R.close
+    r = R([1])
+    with pytest.raises(RemoteError) as info:  # the child cannot import parent_only_mod
+        r.ident(parent_only_mod.P())
+    assert "cannot load the request" in info.value.remote_message
+    assert r.size == 1
+    from cloudpickle_rs.isolate import IsolateProtocolError
+
+    with pytest.raises(IsolateProtocolError, match="child_only"):  # we cannot import child_only
+        r.make_child_only()
+    assert r.size == 1
+    lock = threading.Lock()
+    with pytest.raises(RemoteError) as info:  # a callback request we cannot load
+        r.call_with_thing(lambda t: lock and t)
+    assert "cannot load" in info.value.remote_message
+    assert r.size == 1 and "child_only" not in sys.modules
+    request_close()

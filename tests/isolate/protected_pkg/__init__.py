@@ -95,3 +95,13 @@ class Resource:
 
     def div(self, a, b):
         return a / b
+
+
+def _child_only_thing():
+    import child_only  # written by the test into a directory only the child has on its path
+
+    return child_only.Thing()
+
+
+Resource.make_child_only = lambda self: _child_only_thing()
+Resource.call_with_thing = lambda self, f: f(_child_only_thing())
