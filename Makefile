@@ -62,8 +62,9 @@ test-future: $(STAMP) ## cargo check + clippy of the extension for CPython 3.14,
 demo: build system-deps ## Run the demo
 	$(PY) examples/demo.py
 
-bench: build ## Benchmarks: us vs pickle vs cloudpickle, medians and ratios from one run
+bench: build ## Benchmarks: us vs pickle vs cloudpickle, medians and ratios from one run; then isolate's
 	$(PY) benches/run.py
+	$(PY) benches/isolate_bench.py
 
 fuzz: build ## Differential fuzzing vs stock cloudpickle, 100 000 examples (CI runs 4 000 in make test)
 	$(PY) tools/fuzz_differential.py -n 100000 --jobs 2
