@@ -55,7 +55,7 @@ COPYREG_RECONSTRUCTOR = "_reconstructor"
 HELPER_NAME = "__cloudpickle_rs_compile__"
 #: Argument positions of a helper call: filename, head text, padding (a line count), body text.
 HELPER_FILE_ARG, HELPER_HEAD_ARG, HELPER_PAD_ARG, HELPER_BODY_ARG = 1, 2, 3, 4
-#: As bysource.rs writes the padding: a string literal from this many lines on, else newlines.
+#: As function_source::stream::padding_text writes the padding: a string literal from this many lines on, else newlines.
 PADDING_AS_STRING = 16
 
 #: The name a by_source factory assigns the function (or lambda) it builds to.
