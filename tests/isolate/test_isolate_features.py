@@ -11,23 +11,13 @@ import pytest
 
 from cloudpickle_rs.isolate import BatchError, RemoteError, isolate, method
 from support.loaders import loader_python
+from support.procs import child_pids
 
 HERE = str(Path(__file__).resolve().parent)
 os.environ["CLOUDPICKLE_RS_ISOLATE_FORBID"] = str(os.getpid())
 
 
-def _children():
-    me = str(os.getpid())
-    out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[1] == me:
-                        out.append(pid)
-            except OSError:
-                pass
-    return sorted(out)
+_children = child_pids
 
 
 @pytest.fixture(params=["same", "recv-3.9", "pypy39"], scope="module")  # 3.8 / 3.13: test_oldest_and_newest
