@@ -315,7 +315,10 @@ r = R()
 obj = MainStyle(21)
 assert r.call(obj.twice) == 42
 back = r.ident(obj)
-if len(sys.argv) > 2:  # another Python: the child's copy of a dynamic class comes back as a handle
+import platform, subprocess
+here = repr((sys.version_info[:2], platform.python_implementation()))
+there = subprocess.check_output([sys.argv[2], "-c", "import sys, platform; print(repr((sys.version_info[:2], platform.python_implementation())))"], text=True).strip() if len(sys.argv) > 2 else here
+if there != here:  # another Python: the child's copy of a dynamic class comes back as a handle
     assert back is not obj and back.v == 21 and back.twice() == 42 and r.ident(back) is back
 else:
     assert back is not obj and back.v == 21 and type(back) is MainStyle
