@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -6,25 +5,9 @@ import pytest
 
 import cloudpickle_rs
 from cloudpickle_rs.isolate import ChildDiedError, ModuleLeakError, RemoteError, isolate
-from support.loaders import loader_python
 from support.procs import child_pids
 
 HERE = str(Path(__file__).resolve().parent)
-os.environ["CLOUDPICKLE_RS_ISOLATE_FORBID"] = str(os.getpid())
-
-
-_children = child_pids
-
-
-@pytest.fixture(params=["same", "recv-3.9", "pypy39"])
-def Remote(request):
-    python = None if request.param == "same" else loader_python(request.param)
-    before = _children()
-    cls = isolate("protected_pkg:Counter", python=python, path=[HERE])
-    yield cls
-    cls.close()
-    assert _children() == before
-    assert "protected_pkg" not in sys.modules
 
 
 def test_calls_values_handles(Remote):
@@ -68,7 +51,7 @@ def test_leak_and_died():
 def test_killed_mid_call():
     import threading
 
-    before = _children()
+    before = child_pids()
     Remote = isolate("protected_pkg:Counter", path=[HERE])
     c = Remote()
     proc = Remote._isolate_session.proc
@@ -80,4 +63,4 @@ def test_killed_mid_call():
     with pytest.raises(ChildDiedError):
         c.add(1)
     Remote.close()
-    assert _children() == before
+    assert child_pids() == before

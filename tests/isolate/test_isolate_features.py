@@ -14,27 +14,6 @@ from support.loaders import loader_python
 from support.procs import child_pids
 
 HERE = str(Path(__file__).resolve().parent)
-os.environ["CLOUDPICKLE_RS_ISOLATE_FORBID"] = str(os.getpid())
-
-
-_children = child_pids
-
-
-@pytest.fixture(params=["same", "recv-3.9", "pypy39"], scope="module")  # 3.8 / 3.13: test_oldest_and_newest
-def python(request):
-    return None if request.param == "same" else loader_python(request.param)
-
-
-@pytest.fixture
-def R(python):
-    before = _children()
-    cls = isolate("protected_pkg:Resource", python=python, path=[HERE])
-    yield cls
-    cls.close()
-    assert _children() == before
-    assert "protected_pkg" not in sys.modules
-
-
 
 
 def test_exit_sees_exception_and_can_suppress(R):
@@ -187,7 +166,7 @@ def test_batch(R):
 
 
 def test_transport_reference_and_policies(python):
-    before = _children()
+    before = child_pids()
     R = isolate("protected_pkg:Resource", python=python, path=[HERE], transport="reference",
                 type_rules={tuple: "value"})
     try:
@@ -217,7 +196,7 @@ def test_transport_reference_and_policies(python):
         V.close()
     with pytest.raises(ValueError):
         isolate("protected_pkg:Resource", transport="bogus")
-    assert _children() == before
+    assert child_pids() == before
 
 
 def test_big_bytes_through_shared_memory(R, capfd):
@@ -258,7 +237,7 @@ def test_shared_memory_of_a_killed_child_is_unlinked():
 
 
 def test_share_key(python):
-    before = _children()
+    before = child_pids()
     A = isolate("protected_pkg:Resource", python=python, path=[HERE], share_key="k1")
     B = isolate("protected_pkg:Counter", python=python, path=[HERE], share_key="k1")
     try:
@@ -282,7 +261,7 @@ def test_share_key(python):
     finally:
         A.close()
         B.close()
-    assert _children() == before
+    assert child_pids() == before
 
 
 def test_remote_traceback_names_the_callers_line(R):
@@ -361,7 +340,7 @@ def test_threads_take_turns(R):
 @pytest.mark.parametrize("env", ["recv-3.8", "recv-3.13"])
 def test_oldest_and_newest(env):
     """The child program on the ends of the supported range: one pass over the main features."""
-    before = _children()
+    before = child_pids()
     R = isolate("protected_pkg:Resource", python=loader_python(env), path=[HERE])
     try:
         r = R([1, 2])
@@ -377,11 +356,11 @@ def test_oldest_and_newest(env):
         assert r.ident(big) == big
     finally:
         R.close()
-    assert _children() == before
+    assert child_pids() == before
 
 
 def test_child_stops_when_the_class_is_collected():
-    before = _children()
+    before = child_pids()
     R = isolate("protected_pkg:Resource", path=[HERE])
     r = R([1])
     assert r.size == 1
@@ -389,7 +368,7 @@ def test_child_stops_when_the_class_is_collected():
     del R, r
     gc.collect()
     assert proc.wait(timeout=10) == 0
-    assert _children() == before
+    assert child_pids() == before
 
 
 def test_unloadable_messages_fail_one_call_not_the_session(python, tmp_path, monkeypatch):
