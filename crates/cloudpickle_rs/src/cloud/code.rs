@@ -11,8 +11,7 @@ use pyo3::types::PyTuple;
 
 use super::fresh_str;
 use super::{CloudDumper, Interp};
-
-type SaveResult = PyResult<()>;
+use crate::dumper::SaveResult;
 
 impl<'py> CloudDumper<'py> {
     // ----- code, modules, TypeVars -------------------------------------------------------------

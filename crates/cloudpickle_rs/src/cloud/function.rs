@@ -7,9 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::{fresh_keys, fresh_str, CloudDumper};
+use crate::dumper::SaveResult;
 use crate::lookup::lookup_attr;
-
-type SaveResult = PyResult<()>;
 
 impl<'py> CloudDumper<'py> {
     // ----- functions ---------------------------------------------------------------------------
